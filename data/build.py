@@ -1,0 +1,278 @@
+"""Build the embedded default dataset: real multi-domain text -> tokenizer -> challenge shards.
+
+    python -m data.build                     # everything, into data/ (skipped when up to date)
+    python -m data.build --max-docs 40 --out /tmp/d --vocab-size 384   # a small build
+
+Steps, each deterministic (same inputs, same bytes):
+1. read every source of data/sources.py and cut it into documents;
+2. drop exact duplicates (first occurrence wins, in source order);
+3. split by document: a document is validation when the hash of its source and key falls
+   below VAL_FRACTION, so the split never moves when files are added or reordered;
+4. train a SentencePiece BPE tokenizer on training documents only;
+5. write one dataset per domain and one mixed dataset in the challenge format, BOS before
+   every document, training documents in a seeded shuffle, with a manifest.json each.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from curriculum.shards import write_shard  # noqa: E402
+from data.sources import DEBIAN_PACKAGES, SOURCES, Source  # noqa: E402
+
+BOS_ID = 1
+DATA_DIR = Path(__file__).resolve().parent
+CODE_FILES = [DATA_DIR / "build.py", DATA_DIR / "sources.py", DATA_DIR.parent / "curriculum" / "shards.py"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    vocab_size: int = 1024
+    val_fraction: float = 0.02
+    shard_tokens: int = 4_000_000
+    shuffle_seed: int = 1337
+    tokenizer_lines: int = 300_000
+    max_docs: int = 0  # per source; 0 = all (small builds are for tests)
+    prefix: str = "embedded"
+    # The published sp1024 tokenizer's options (SPEC.md); newlines and runs of spaces are
+    # normalised to one space by nmt_nfkc, exactly as the challenge's text is.
+    spm_options: dict = field(default_factory=lambda: dict(
+        model_type="bpe", character_coverage=0.999, byte_fallback=True, split_digits=True,
+        normalization_rule_name="nmt_nfkc", add_dummy_prefix=False,
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def debian_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+                             capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def missing_sources() -> list[Source]:
+    return [s for s in SOURCES if not s.files()]
+
+
+def inputs_fingerprint(cfg: BuildConfig, files: dict[str, list[Path]]) -> str:
+    """Everything the output depends on: the settings, every input file, the build code."""
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for name in sorted(files):
+        for path in files[name]:
+            h.update(f"{name}:{path}:{sha256_file(path)}\n".encode())
+    for path in CODE_FILES:
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def is_validation(source: str, key: str, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{source}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2.0**64 < fraction
+
+
+def collect_documents(cfg: BuildConfig, files: dict[str, list[Path]]) -> tuple[list[dict], int]:
+    docs, seen, dropped = [], set(), 0
+    for source in SOURCES:
+        n = 0
+        for key, text in source.documents(files[source.name]):
+            digest = hashlib.sha256(text.encode()).digest()
+            if digest in seen:
+                dropped += 1
+                continue
+            seen.add(digest)
+            docs.append(dict(source=source.name, domain=source.domain, key=key, text=text,
+                             split="val" if is_validation(source.name, key, cfg.val_fraction) else "train"))
+            n += 1
+            if cfg.max_docs and n >= cfg.max_docs:
+                break
+    return docs, dropped
+
+
+def train_tokenizer(cfg: BuildConfig, train_docs: list[dict]) -> bytes:
+    """SentencePiece BPE on training documents only; lines are subsampled at an even stride
+    so the tokenizer sees every source in proportion and the result is reproducible."""
+    import sentencepiece as spm
+
+    lines = [line.strip() for d in sorted(train_docs, key=lambda d: (d["source"], d["key"]))
+             for line in d["text"].splitlines() if line.strip()]
+    stride = max(1, len(lines) // cfg.tokenizer_lines)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines[::stride]), model_writer=model, vocab_size=cfg.vocab_size,
+        input_sentence_size=0, num_threads=os.cpu_count() or 1, minloglevel=2, **cfg.spm_options)
+    return model.getvalue()
+
+
+def encode_documents(model_proto: bytes, docs: list[dict]) -> None:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    ids = sp.encode([d["text"] for d in docs], num_threads=os.cpu_count() or 1)
+    for d, toks in zip(docs, ids):
+        d["tokens"] = np.asarray([BOS_ID] + toks, dtype=np.uint16)
+
+
+def write_split(out: Path, prefix: str, split: str, docs: list[dict], shard_tokens: int) -> list[dict]:
+    stream = np.concatenate([d["tokens"] for d in docs]) if docs else np.zeros(0, np.uint16)
+    shards = []
+    for i, start in enumerate(range(0, max(len(stream), 1), shard_tokens)):
+        path = out / f"{prefix}_{split}_{i:06d}.bin"
+        write_shard(path, stream[start:start + shard_tokens])
+        shards.append(dict(file=path.name, tokens=int(min(shard_tokens, len(stream) - start)),
+                           sha256=sha256_file(path)))
+    return shards
+
+
+def split_counts(docs: list[dict]) -> dict:
+    return dict(documents=len(docs), bytes=sum(len(d["text"].encode()) for d in docs),
+                tokens=int(sum(len(d["tokens"]) for d in docs)))
+
+
+def build(cfg: BuildConfig, out_root: Path, force: bool = False, log=print) -> dict[str, Path]:
+    """Build (or find up to date) every dataset; return {dataset name: folder}."""
+    t0 = time.time()
+    missing = missing_sources()
+    if missing:
+        need = " ".join(sorted({s.debian_package for s in missing}))
+        raise SystemExit(
+            "data: these sources are not on this machine: "
+            + ", ".join(f"{s.name} (Debian package {s.debian_package})" for s in missing)
+            + f"\n  install them with: apt-get install {need}   (make data does this when run as root)")
+    files = {s.name: s.files() for s in SOURCES}
+    fingerprint = inputs_fingerprint(cfg, files)
+    domains = sorted({s.domain for s in SOURCES})
+    tag = f"sp{cfg.vocab_size}"
+    names = {d: f"{cfg.prefix}_{d}_{tag}" for d in domains} | {"mix": f"{cfg.prefix}_mix_{tag}"}
+    datasets_dir, tok_dir = out_root / "datasets", out_root / "tokenizers"
+    tok_path = tok_dir / f"{cfg.prefix}_{tag}.model"
+    folders = {k: datasets_dir / v for k, v in names.items()}
+    if not force and up_to_date(folders.values(), fingerprint, tok_path):
+        log(f"data: up to date ({', '.join(names.values())}), skipping the build")
+        return {names[k]: f for k, f in folders.items()}
+
+    docs, dropped = collect_documents(cfg, files)
+    log(f"data: {len(docs)} documents from {len(SOURCES)} sources, {dropped} exact duplicates dropped "
+        f"({time.time() - t0:.1f}s)")
+    train_docs = [d for d in docs if d["split"] == "train"]
+    model_proto = train_tokenizer(cfg, train_docs)
+    log(f"data: tokenizer trained on the training split, vocab {cfg.vocab_size} ({time.time() - t0:.1f}s)")
+    encode_documents(model_proto, docs)
+    log(f"data: {sum(len(d['tokens']) for d in docs):,} tokens encoded ({time.time() - t0:.1f}s)")
+
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    tmp_tok = tok_path.with_name(f".{tok_path.name}.tmp{os.getpid()}")
+    tmp_tok.write_bytes(model_proto)
+    os.replace(tmp_tok, tok_path)
+    tokenizer = dict(path=str(tok_path.relative_to(out_root)),
+                     sha256=hashlib.sha256(model_proto).hexdigest(), vocab_size=cfg.vocab_size,
+                     trained_on="train split only", options=cfg.spm_options)
+
+    rng = np.random.Generator(np.random.PCG64(cfg.shuffle_seed))
+    order = rng.permutation(len(docs))
+    shuffled = [docs[i] for i in order]
+    by_hash = sorted(docs, key=lambda d: hashlib.sha256(f"{d['source']}\0{d['key']}".encode()).digest())
+    source_info = {s.name: dict(name=s.name, domain=s.domain, debian_package=s.debian_package,
+                                debian_version=debian_version(s.debian_package), licence=s.licence,
+                                description=s.description, files=len(files[s.name])) for s in SOURCES}
+    datasets_dir.mkdir(parents=True, exist_ok=True)
+    for kind, name in names.items():
+        keep = (lambda d: True) if kind == "mix" else (lambda d, k=kind: d["domain"] == k)
+        tmp = datasets_dir / f".{name}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        splits = {}
+        for split, ordered in (("train", shuffled), ("val", by_hash)):
+            part = [d for d in ordered if keep(d) and d["split"] == split]
+            splits[split] = split_counts(part) | dict(
+                shards=write_split(tmp, cfg.prefix, split, part, cfg.shard_tokens))
+        per_source = {}
+        for s in SOURCES:
+            if kind in ("mix", s.domain):
+                per_source[s.name] = {split: split_counts([d for d in docs if d["source"] == s.name and d["split"] == split])
+                                      for split in ("train", "val")}
+        manifest = dict(name=name, kind="mixed" if kind == "mix" else "domain",
+                        domains=domains if kind == "mix" else [kind],
+                        sources=[source_info[s] for s in per_source], per_source=per_source,
+                        splits=splits, tokenizer=tokenizer, bos_id=BOS_ID,
+                        build=dict(config=asdict(cfg), inputs_sha256=fingerprint, exact_duplicates_dropped=dropped,
+                                   debian_packages=DEBIAN_PACKAGES))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(folders[kind], ignore_errors=True)
+        os.replace(tmp, folders[kind])
+        log(f"data: {folders[kind]}: train {splits['train']['tokens']:,} tokens in "
+            f"{len(splits['train']['shards'])} shards, val {splits['val']['tokens']:,} tokens")
+    log(f"data: built in {time.time() - t0:.1f}s")
+    return {names[k]: f for k, f in folders.items()}
+
+
+def up_to_date(folders, fingerprint: str, tok_path: Path) -> bool:
+    if not tok_path.exists():
+        return False
+    for folder in folders:
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if manifest["build"]["inputs_sha256"] != fingerprint or manifest["tokenizer"]["sha256"] != sha256_file(tok_path):
+            return False
+        for split in manifest["splits"].values():
+            for shard in split["shards"]:
+                path = folder / shard["file"]
+                if not path.exists() or path.stat().st_size != 1024 + 2 * shard["tokens"]:
+                    return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = BuildConfig()
+    ap.add_argument("--out", type=Path, default=DATA_DIR, help="folder that receives datasets/ and tokenizers/")
+    ap.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    ap.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    ap.add_argument("--shard-tokens", type=int, default=defaults.shard_tokens)
+    ap.add_argument("--max-docs", type=int, default=0, help="at most this many documents per source (0: all)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
+    ap.add_argument("--list-packages", action="store_true", help="print the Debian packages the sources come from")
+    args = ap.parse_args(argv)
+    if args.list_packages:
+        print(" ".join(DEBIAN_PACKAGES))
+        return
+    errors = []
+    if not 256 < args.vocab_size <= 65536:
+        errors.append(f"--vocab-size={args.vocab_size}: must be in (256, 65536] (byte fallback needs 256 ids, shards hold uint16)")
+    if not 0.0 < args.val_fraction < 1.0:
+        errors.append(f"--val-fraction={args.val_fraction}: must be in (0, 1)")
+    if args.shard_tokens < 1:
+        errors.append(f"--shard-tokens={args.shard_tokens}: must be positive")
+    if args.max_docs < 0:
+        errors.append(f"--max-docs={args.max_docs}: must be 0 (all) or positive")
+    if errors:
+        raise SystemExit("data: invalid settings:\n  " + "\n  ".join(errors))
+    cfg = BuildConfig(vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+                      shard_tokens=args.shard_tokens, max_docs=args.max_docs)
+    build(cfg, args.out.resolve(), force=args.force)
+
+
+if __name__ == "__main__":
+    main()

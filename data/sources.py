@@ -1,0 +1,154 @@
+"""The real texts the embedded dataset is built from, and how each is cut into documents.
+
+Every source is a Debian package with a free licence, so any Debian or Ubuntu machine can
+install it offline from the distribution's archive (`make data` does, when run as root).
+A source yields documents as (key, text) pairs; the key is stable across builds and is what
+the train/validation split hashes, so the split never depends on file order.
+"""
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+Document = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    domain: str
+    debian_package: str
+    licence: str
+    description: str
+    files: Callable[[], list[Path]]
+    documents: Callable[[list[Path]], Iterator[Document]]
+
+
+# ---------------------------------------------------------------- cutting text into documents
+
+_RST_ROOT = Path("/usr/share/doc/python3.11/html/_sources")
+_STDLIB_ROOT = Path("/usr/lib/python3.11")
+_GNU_ROOT = Path("/usr/share/doc/gnu-standards")
+_JARGON = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
+_GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
+
+
+def _read_bytes(path: Path) -> bytes:
+    opener = gzip.open if path.suffix in (".gz", ".dz") else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
+def _read_text(path: Path) -> str:
+    return _read_bytes(path).decode("utf-8")
+
+
+def _read_mostly_utf8(path: Path) -> str:
+    """UTF-8, except the few lines of an old file that are in Windows-1252 (curly quotes)."""
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = []
+        for line in data.split(b"\n"):
+            try:
+                lines.append(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append(line.decode("cp1252", errors="replace"))
+        return "\n".join(lines)
+
+
+def whole_files(root: Path) -> Callable[[list[Path]], Iterator[Document]]:
+    """One document per file: a documentation page or a source module."""
+    def documents(paths: list[Path]) -> Iterator[Document]:
+        for path in paths:
+            try:
+                text = _read_text(path)
+            except UnicodeDecodeError:
+                continue  # the test suite's deliberately mis-encoded fixtures are not text
+            if text.strip():
+                yield str(path.relative_to(root)), text
+    return documents
+
+
+def texinfo_sections(paths: list[Path]) -> Iterator[Document]:
+    """GNU manuals rendered as plain text: one document per (sub)section, found by the
+    underline of '*', '=' or '-' that makeinfo draws under every heading."""
+    underline = re.compile(r"^([*=\-])\1{2,}$")
+    for path in paths:
+        lines = _read_text(path).splitlines()
+        starts = [i - 1 for i, line in enumerate(lines)
+                  if i > 0 and underline.match(line) and len(line) == len(lines[i - 1])]
+        bounds = [0] + starts + [len(lines)]
+        for n, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            text = "\n".join(lines[a:b]).strip()
+            if text:
+                yield f"{path.name}#{n}:{lines[a].strip()[:60]}", text + "\n"
+
+
+def jargon_entries(paths: list[Path]) -> Iterator[Document]:
+    """The Jargon File: the front matter, then one document per entry (`   :term: ...`)."""
+    entry = re.compile(r"^   :(.+?):", re.MULTILINE)
+    for path in paths:
+        text = _read_text(path)
+        marks = [m.start() for m in entry.finditer(text)]
+        bounds = [0] + marks + [len(text)]
+        for n, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            body = text[a:b].strip()
+            if body:
+                head = entry.match(text, a)
+                yield f"jargon#{n}:{head.group(1) if head else 'front'}", body + "\n"
+
+
+def dictionary_pages(paths: list[Path], page_bytes: int = 4000) -> Iterator[Document]:
+    """GCIDE in dictd format: headword entries run together in alphabetical order. A single
+    entry is a line or two, so consecutive entries are gathered into pages of about
+    `page_bytes`, the way a printed dictionary groups them; the database's own metadata
+    entries (`00-database-*`) are left out."""
+    for path in paths:
+        text = _read_mostly_utf8(path)
+        body = text[text.index("\n\n", text.index("00-database-url")):] if "00-database-url" in text else text
+        entries = [e for e in re.split(r"\n\s*\n(?=\S)", body) if e.strip() and not e.startswith("00-database")]
+        page: list[str] = []
+        size = 0
+        for e in entries:
+            page.append(e.strip("\n"))
+            size += len(e)
+            if size >= page_bytes:
+                yield f"gcide:{page[0].split(chr(10))[0][:60]}", "\n\n".join(page) + "\n"
+                page, size = [], 0
+        if page:
+            yield f"gcide:{page[0].split(chr(10))[0][:60]}", "\n\n".join(page) + "\n"
+
+
+def _glob(root: Path, pattern: str, exclude: tuple[str, ...] = ()) -> Callable[[], list[Path]]:
+    def files() -> list[Path]:
+        return sorted(p for p in root.glob(pattern)
+                      if p.is_file() and not any(part in exclude for part in p.relative_to(root).parts))
+    return files
+
+
+SOURCES: list[Source] = [
+    Source("python-docs", "docs", "python3.11-doc", "PSF-2.0",
+           "Python 3.11 documentation, reStructuredText sources (one document per page)",
+           _glob(_RST_ROOT, "**/*.rst.txt"), whole_files(_RST_ROOT)),
+    Source("gnu-standards", "docs", "gnu-standards", "GFDL-1.3-or-later (no invariant sections)",
+           "GNU Coding Standards and GNU Maintainers Information (one document per section)",
+           _glob(_GNU_ROOT, "*.text.gz"), texinfo_sections),
+    Source("jargon-file", "prose", "jargon-text", "public domain",
+           "The Jargon File 4.4.7 (one document per entry)",
+           lambda: [_JARGON] if _JARGON.exists() else [], jargon_entries),
+    Source("gcide", "prose", "dict-gcide", "GPL-2.0-or-later",
+           "GNU Collaborative International Dictionary of English 0.48 (pages of consecutive entries)",
+           lambda: [_GCIDE] if _GCIDE.exists() else [], dictionary_pages),
+    Source("python-stdlib", "code", "libpython3.11-stdlib", "PSF-2.0",
+           "Python 3.11 standard library sources, tests included (one document per module)",
+           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__")),
+           whole_files(_STDLIB_ROOT)),
+]
+
+# The stdlib's test suite is a separate Debian package; it is the bulk of the code domain.
+DEBIAN_PACKAGES = sorted({s.debian_package for s in SOURCES} | {"libpython3.11-testsuite"})
