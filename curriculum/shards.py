@@ -28,11 +28,12 @@ def shard_token_count(path: str | Path) -> int:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+            raw = f.read(HEADER_BYTES)
     except OSError as e:
         raise ShardFormatError(f"{path}: cannot read shard ({e.strerror})") from None
-    if header.size != HEADER_INTS:
+    if len(raw) < HEADER_BYTES:
         raise ShardFormatError(f"{path}: {size} bytes is shorter than the {HEADER_BYTES}-byte header")
+    header = np.frombuffer(raw, dtype="<i4")
     if int(header[0]) != SHARD_MAGIC:
         raise ShardFormatError(f"{path}: magic {int(header[0])} is not {SHARD_MAGIC}")
     if int(header[1]) != SHARD_VERSION:

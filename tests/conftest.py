@@ -1,0 +1,53 @@
+"""Shared fixtures: the embedded dataset (built once, skipped when up to date) and a helper
+that runs the real train_gpt.py in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A configuration small enough for a few seconds per run on a 2-core CPU.
+TINY = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="2",
+            TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048", GRAD_ACCUM_STEPS="2", ITERATIONS="30",
+            WARMUP_STEPS="2", WARMDOWN_ITERS="10", MAX_WALLCLOCK_SECONDS="0", VAL_LOSS_EVERY="0",
+            VAL_BATCH_SIZE="8192", VAL_MAX_TOKENS="16385", TRAIN_LOG_EVERY="1", TORCH_COMPILE="0",
+            MATRIX_LR="0.04", SCALAR_LR="0.04", TIED_EMBED_LR="0.05", SWA_EVERY="5",
+            MUON_MOMENTUM_WARMUP_STEPS="10")
+
+
+@pytest.fixture(scope="session")
+def dataset() -> dict:
+    from data.build import DATA_DIR, BuildConfig, build
+
+    folders = build(BuildConfig(), DATA_DIR, log=lambda msg: None)
+    mix = next(f for name, f in folders.items() if "_mix_" in name)
+    return dict(data_path=str(mix), tokenizer=str(DATA_DIR / "tokenizers" / "embedded_sp1024.model"),
+                vocab_size=1024, folders={k: str(v) for k, v in folders.items()})
+
+
+def trainer_env(dataset: dict, tmp_path: Path, **overrides) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CURRICULUM", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+    env.update(TINY)
+    env.update(DATA_PATH=dataset["data_path"], TOKENIZER_PATH=dataset["tokenizer"],
+               VOCAB_SIZE=str(dataset["vocab_size"]), LOG_DIR=str(tmp_path / "logs"), RUN_ID="run")
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def run_trainer(env: dict, nproc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(ROOT / "train_gpt.py")]
+    else:
+        cmd = [sys.executable, str(ROOT / "train_gpt.py")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def summary(env: dict) -> dict:
+    return json.loads((Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.json").read_text())
