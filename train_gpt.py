@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import hashlib
 import io
 import json
 import math
@@ -695,6 +696,14 @@ class Logger:
         self.file.flush()
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def pick_device(s: Settings) -> torch.device:
     if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -731,6 +740,8 @@ def main() -> None:
         raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the validation shards hold token id {int(val_tokens.max())}")
     tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
     train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    val_sha256 = hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest()
+    tokenizer_sha256 = hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest()
     log(f"data: {len(train_files)} train shards, validation {val_tokens.numel() - 1:,} tokens"
         + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
 
@@ -891,7 +902,9 @@ def main() -> None:
             roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
             swa_snapshots=swa_count, artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
             artifact_limit=ARTIFACT_LIMIT, data=data_summary | dict(rank_first_spans=spans),
-            tokenizer=s.tokenizer_path, val_files=s.val_files, train_files=s.train_files)
+            peak_memory_mb=round(peak_memory_mb(device), 1), tokenizer=s.tokenizer_path,
+            tokenizer_sha256=tokenizer_sha256, val_files=s.val_files, val_sha256=val_sha256,
+            train_files=s.train_files)
         write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
         log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
     if distributed:

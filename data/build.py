@@ -150,7 +150,17 @@ def split_counts(docs: list[dict]) -> dict:
 
 
 def build(cfg: BuildConfig, out_root: Path, force: bool = False, log=print) -> dict[str, Path]:
-    """Build (or find up to date) every dataset; return {dataset name: folder}."""
+    """Build (or find up to date) every dataset; return {dataset name: folder}. Concurrent
+    builds into one folder (make run beside a test session) wait for each other."""
+    import fcntl
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    with open(out_root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(cfg, out_root, force, log)
+
+
+def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path]:
     t0 = time.time()
     missing = missing_sources()
     if missing:
@@ -253,10 +263,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shard-tokens", type=int, default=defaults.shard_tokens)
     ap.add_argument("--max-docs", type=int, default=0, help="at most this many documents per source (0: all)")
     ap.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
-    ap.add_argument("--list-packages", action="store_true", help="print the Debian packages the sources come from")
+    ap.add_argument("--missing-packages", action="store_true",
+                    help="print the Debian packages of the sources not on this machine, and exit")
     args = ap.parse_args(argv)
-    if args.list_packages:
-        print(" ".join(DEBIAN_PACKAGES))
+    if args.missing_packages:
+        print(" ".join(sorted({s.debian_package for s in missing_sources()})))
         return
     errors = []
     if not 256 < args.vocab_size <= 65536:

@@ -124,10 +124,16 @@ def dictionary_pages(paths: list[Path], page_bytes: int = 4000) -> Iterator[Docu
             yield f"gcide:{page[0].split(chr(10))[0][:60]}", "\n\n".join(page) + "\n"
 
 
-def _glob(root: Path, pattern: str, exclude: tuple[str, ...] = ()) -> Callable[[], list[Path]]:
+def _glob(root: Path, pattern: str, exclude: tuple[str, ...] = (), within: str | None = None) -> Callable[[], list[Path]]:
+    """Files under root matching pattern, none inside a folder named in `exclude`, and only
+    those inside a folder named `within` when it is given."""
     def files() -> list[Path]:
-        return sorted(p for p in root.glob(pattern)
-                      if p.is_file() and not any(part in exclude for part in p.relative_to(root).parts))
+        out = []
+        for p in root.glob(pattern):
+            parts = p.relative_to(root).parts[:-1]
+            if p.is_file() and not set(parts) & set(exclude) and (within is None or within in parts):
+                out.append(p)
+        return sorted(out)
     return files
 
 
@@ -145,10 +151,13 @@ SOURCES: list[Source] = [
            "GNU Collaborative International Dictionary of English 0.48 (pages of consecutive entries)",
            lambda: [_GCIDE] if _GCIDE.exists() else [], dictionary_pages),
     Source("python-stdlib", "code", "libpython3.11-stdlib", "PSF-2.0",
-           "Python 3.11 standard library sources, tests included (one document per module)",
-           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__")),
+           "Python 3.11 standard library sources (one document per module)",
+           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__", "test")),
+           whole_files(_STDLIB_ROOT)),
+    Source("python-stdlib-tests", "code", "libpython3.11-testsuite", "PSF-2.0",
+           "Python 3.11 standard library test suite (one document per module)",
+           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__"), within="test"),
            whole_files(_STDLIB_ROOT)),
 ]
 
-# The stdlib's test suite is a separate Debian package; it is the bulk of the code domain.
-DEBIAN_PACKAGES = sorted({s.debian_package for s in SOURCES} | {"libpython3.11-testsuite"})
+DEBIAN_PACKAGES = sorted({s.debian_package for s in SOURCES})

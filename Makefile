@@ -1,0 +1,46 @@
+# Two commands: `make run` (train on the embedded corpus) and `make test`.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+SEEDS ?= 3
+BUDGET ?= 150
+
+.PHONY: setup extras sources data run test bench compare clean distclean
+
+setup: $(VENV)/.core
+$(VENV)/.core: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+extras: $(VENV)/.extras
+$(VENV)/.extras: requirements-extras.txt $(VENV)/.core
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-extras.txt
+	touch $@
+
+sources: setup
+	bash data/install_sources.sh $(PYTHON)
+
+data: sources
+	$(PYTHON) -m data.build
+
+# The main job: train with the curriculum on the embedded default (tools/run.sh picks the
+# GPUs with the trainer's H100 defaults, or configs/cpu.env on a CPU).
+run: data
+	bash tools/run.sh $(PYTHON)
+
+test: data extras
+	$(PYTHON) -m pytest -q
+
+bench: data
+	$(PYTHON) -m tools.bench
+
+compare: data extras
+	$(PYTHON) -m tools.experiment --seeds $(SEEDS) --budget $(BUDGET)
+
+clean:
+	rm -rf logs compare_out .pytest_cache data/datasets data/tokenizers
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,118 @@
+"""`make bench`: what the curriculum costs, as ratios against the baseline measured in the same run.
+
+1. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
+   transfer, scoring, selection, gather), at the CPU configuration's shapes and at the 1xH100
+   shapes of SPEC.md (48 sequences of 2048 tokens per micro-batch).
+2. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
+   baseline and curriculum interleaved so drift hits both: step time, time blocked waiting for
+   data, peak memory.
+
+    python -m tools.bench [--steps 60] [--repeats 2] [--skip-trainer]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from curriculum import BatchSource, CurriculumConfig
+from tools.envfile import ROOT, read_env_file
+
+
+def loader_ms_per_batch(files, seq_len: int, seqs: int, enabled: bool, batches: int, device) -> float:
+    cfg = CurriculumConfig(enabled=enabled)
+    source = BatchSource(files, seq_len=seq_len, batch_seqs=seqs, rank=0, world_size=1, vocab_size=1024,
+                         device=device, config=cfg)
+    try:
+        for _ in range(3):  # fill the read-ahead queue, warm the allocator
+            source.next_batch(0.3)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for k in range(batches):
+            x, y = source.next_batch(k / batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return 1000 * (time.perf_counter() - t0) / batches
+    finally:
+        source.close()
+
+
+def bench_loader(env: dict, device) -> list[dict]:
+    files = [Path(p) for p in sorted(glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))]
+    rows = []
+    cpu_seqs = int(env["TRAIN_BATCH_TOKENS"]) // int(env["TRAIN_SEQ_LEN"])
+    for label, seq_len, seqs, n in (("cpu config", int(env["TRAIN_SEQ_LEN"]), cpu_seqs, 200),
+                                    ("1xH100 shapes", 2048, 48, 40)):
+        base = [loader_ms_per_batch(files, seq_len, seqs, False, n, device) for _ in range(3)]
+        cur = [loader_ms_per_batch(files, seq_len, seqs, True, n, device) for _ in range(3)]
+        rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", baseline_ms=min(base), curriculum_ms=min(cur),
+                         ratio=min(cur) / min(base)))
+    return rows
+
+
+def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {"baseline": [], "curriculum": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for arm, flag in (("baseline", "0"), ("curriculum", "1")):
+                run_env = dict(os.environ) | env | dict(
+                    CURRICULUM=flag, ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3),
+                    VAL_MAX_TOKENS="32769", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0",
+                    RUN_ID=f"bench-{arm}-{r}", LOG_DIR=tmp)
+                out = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], env=run_env, cwd=ROOT,
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"bench: the {arm} run failed:\n{out.stderr[-2000:]}")
+                summary = json.loads((Path(tmp) / f"bench-{arm}-{r}.json").read_text())
+                results[arm].append(summary)
+                print(f"bench: {arm} run {r + 1}/{repeats}: step_avg {summary['step_avg_ms']:.1f}ms, "
+                      f"data wait {summary['data']['data_wait_ms_per_step']:.3f}ms/step", flush=True)
+    return results
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-trainer", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    env = read_env_file(ROOT / "configs" / "cpu.env")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report: dict = dict(device=str(device), torch=torch.__version__)
+
+    print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
+    report["loader"] = bench_loader(env, device)
+    for row in report["loader"]:
+        print(f"  {row['shapes']:<28} baseline {row['baseline_ms']:8.3f}  curriculum {row['curriculum_ms']:8.3f}"
+              f"  ratio {row['ratio']:.3f}")
+    if not args.skip_trainer:
+        print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm")
+        runs = bench_trainer(env, args.steps, args.repeats)
+
+        def mean(arm, get):
+            return statistics.mean(get(s) for s in runs[arm])
+        metrics = {"step_avg_ms": lambda s: s["step_avg_ms"],
+                   "data_wait_ms_per_step": lambda s: s["data"]["data_wait_ms_per_step"],
+                   "peak_memory_mb": lambda s: s["peak_memory_mb"]}
+        report["trainer"] = {}
+        for name, get in metrics.items():
+            b, c = mean("baseline", get), mean("curriculum", get)
+            report["trainer"][name] = dict(baseline=b, curriculum=c, ratio=c / b if b else float("nan"))
+            print(f"  {name:<24} baseline {b:10.3f}  curriculum {c:10.3f}  ratio {c / b if b else float('nan'):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Read a KEY=VALUE configuration file (configs/*.env) into a dict."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    out = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        out[key.strip()] = value.strip()
+    return out
