@@ -255,17 +255,20 @@ def make_plots(arms: list[Arm], out: Path) -> list[str]:
     made = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for a in arms:
-        curves = [val_curve(r) for r in a.runs]
-        steps = sorted(set.intersection(*[{s for s, _, _ in c} for c in curves])) if all(curves) else []
-        if not steps:
+        curves = [c for c in (val_curve(r) for r in a.runs) if c]
+        if not curves:
             continue
+        # the mean (and min-max band) where every seed evaluated at the same step ...
+        steps = sorted(set.intersection(*[{s for s, _, _ in c} for c in curves]))
         t = [statistics.fmean(dict((s, tt) for s, tt, _ in c)[k] for c in curves) for k in steps]
         v = [[dict((s, b) for s, _, b in c)[k] for c in curves] for k in steps]
-        mean = [statistics.fmean(x) for x in v]
-        ax.plot(t, mean, marker="o", ms=3, label=f"{a.name} (n={len(a.runs)})")
+        line, = ax.plot(t, [statistics.fmean(x) for x in v], marker="o", ms=3, label=f"{a.name} (n={len(curves)})")
         if len(curves) > 1:
-            ax.fill_between(t, [min(x) for x in v], [max(x) for x in v], alpha=0.2)
-    ax.set(xlabel="training time (s)", ylabel="val_bpb (pre-quant)", title="val_bpb against training time (band: min–max over seeds)")
+            ax.fill_between(t, [min(x) for x in v], [max(x) for x in v], alpha=0.2, color=line.get_color())
+        for c in curves:  # ... and every run whole, its last evaluation included
+            ax.plot([tt for _, tt, _ in c], [b for _, _, b in c], lw=0.7, alpha=0.6, color=line.get_color())
+    ax.set(xlabel="training time (s)", ylabel="val_bpb (pre-quant)",
+           title="val_bpb against training time (thick: mean, band: min–max; thin: each seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     made.append(_save(fig, out / "val_bpb_vs_time.png"))
@@ -354,13 +357,18 @@ def main(argv=None) -> int:
     ap.add_argument("logs", type=Path, help="folder of train_gpt.py logs (*.json summaries, *.txt logs)")
     ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: the logs folder)")
     args = ap.parse_args(argv)
+    return write_report(args.logs, args.out or args.logs, "compare")
+
+
+def write_report(logs: Path, out: Path, who: str) -> int:
+    """Build the report and print it, or say why it cannot be built: a command's exit status."""
     try:
-        text, _ = build_report(args.logs, args.out or args.logs)
+        text, _ = build_report(logs, out)
     except CompareError as e:
-        print(f"compare: {e}", file=sys.stderr)
+        print(f"{who}: {e}", file=sys.stderr)
         return 2
     print(text)
-    print(f"compare: report written to {(args.out or args.logs) / 'report.md'}")
+    print(f"{who}: report written to {out / 'report.md'}")
     return 0
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.compare import CompareError, build_report
+from tools.compare import write_report
 from tools.envfile import ROOT, read_env_file
 
 ARMS = (("baseline", "0"), ("curriculum", "1"))
@@ -64,14 +64,8 @@ def main(argv=None) -> int:
         if out.returncode:
             print(f"experiment: {run_id} failed (exit {out.returncode}):\n{out.stderr[-3000:]}", file=sys.stderr)
             return 1
-    try:
-        text, _ = build_report(logs, args.out)
-    except CompareError as e:
-        print(f"experiment: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    print(f"experiment: {len(plan)} runs in {time.time() - t0:.0f}s; report: {args.out / 'report.md'}")
-    return 0
+    print(f"experiment: {len(plan)} runs in {time.time() - t0:.0f}s")
+    return write_report(logs, args.out, "experiment")
 
 
 if __name__ == "__main__":

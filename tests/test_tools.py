@@ -1,0 +1,33 @@
+"""tools/: the CPU configuration, the experiment runner's checks, the env-file reader."""
+from __future__ import annotations
+
+import pytest
+
+import train_gpt as tg
+from tools import experiment
+from tools.envfile import ROOT, read_env_file
+
+
+def test_cpu_config_is_a_valid_trainer_configuration():
+    env = read_env_file(ROOT / "configs" / "cpu.env")
+    env = {k: (str(ROOT / v) if k in ("DATA_PATH", "TOKENIZER_PATH") else v) for k, v in env.items()}
+    s = tg.read_settings(env)
+    assert s.train_batch_tokens % (s.train_seq_len * s.grad_accum_steps) == 0
+    assert s.max_wallclock_seconds > 0 and s.curriculum.enabled is False  # make run switches it on
+
+
+def test_env_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "x.env"
+    bad.write_text("# comment\nA=1\nnot a setting\n")
+    with pytest.raises(ValueError, match=r"x.env:3: expected KEY=VALUE"):
+        read_env_file(bad)
+    bad.write_text("A = 1\n\nB=two words\n")
+    assert read_env_file(bad) == {"A": "1", "B": "two words"}
+
+
+def test_experiment_lists_every_bad_argument(capsys, tmp_path):
+    assert experiment.main(["--seeds", "0", "--budget", "-1", "--config", str(tmp_path / "none.env"),
+                            "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds=0" in err and "--budget=-1.0" in err and "none.env: no such file" in err
+    assert not (tmp_path / "logs").exists()
