@@ -110,6 +110,15 @@ def main(argv=None) -> None:
             b, c = mean("baseline", get), mean("curriculum", get)
             report["trainer"][name] = dict(baseline=b, curriculum=c, ratio=c / b if b else float("nan"))
             print(f"  {name:<24} baseline {b:10.3f}  curriculum {c:10.3f}  ratio {c / b if b else float('nan'):.3f}")
+        # The loader's extra cost per step, against the measured step: the overhead the
+        # end-to-end ratio above cannot resolve when it is smaller than run-to-run noise.
+        row = report["loader"][0]
+        extra = (row["curriculum_ms"] - row["baseline_ms"]) * int(env["GRAD_ACCUM_STEPS"])
+        step = report["trainer"]["step_avg_ms"]["baseline"]
+        spread = [s["step_avg_ms"] for s in runs["baseline"]]
+        report["trainer"]["selection_ms_per_step"] = dict(ms=extra, fraction_of_step=extra / step)
+        print(f"  selection cost per step  {extra:.3f}ms = {100 * extra / step:.3f}% of the baseline step "
+              f"(baseline runs themselves spread {min(spread):.1f}..{max(spread):.1f}ms)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -1,0 +1,920 @@
+"""Parameter Golf trainer with an online data curriculum.
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py        # 8 GPUs
+    python train_gpt.py                                          # one process, CUDA or CPU
+
+Every setting comes from the environment (README.md lists them all). The file reads top to
+bottom: settings, data, model, optimiser, evaluation, export, training loop. The curriculum
+(package `curriculum/`) meets the loop at one seam: `batches.next_batch(progress, ...)`.
+"""
+from __future__ import annotations
+
+import copy
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from curriculum import BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count
+
+HERE = Path(__file__).resolve().parent
+
+# =============================================================================================
+# Settings: every knob, read from the environment and validated in one place
+# =============================================================================================
+
+
+class SettingsError(Exception):
+    """Invalid settings; the message lists every problem found."""
+
+
+class EnvReader:
+    """Reads typed settings from an environment mapping, collecting every problem."""
+
+    def __init__(self, environ):
+        self.environ, self.errors, self.values = environ, [], {}
+
+    def _raw(self, name: str, default):
+        raw = self.environ.get(name)
+        return None if raw is None or raw.strip() == "" else raw.strip()
+
+    def _record(self, name, value):
+        self.values[name] = value
+        return value
+
+    def env_int(self, name: str, default: int, minimum: int | None = None) -> int:
+        raw = self._raw(name, default)
+        if raw is None:
+            return self._record(name, default)
+        try:
+            value = int(raw)
+        except ValueError:
+            self.errors.append(f"{name}={raw!r}: must be an integer")
+            return self._record(name, default)
+        if minimum is not None and value < minimum:
+            self.errors.append(f"{name}={value}: must be >= {minimum}")
+        return self._record(name, value)
+
+    def env_float(self, name: str, default: float, minimum: float | None = None,
+                  maximum: float | None = None) -> float:
+        raw = self._raw(name, default)
+        if raw is None:
+            return self._record(name, default)
+        try:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+        except ValueError:
+            self.errors.append(f"{name}={raw!r}: must be a finite number")
+            return self._record(name, default)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            lo = "-inf" if minimum is None else minimum
+            hi = "inf" if maximum is None else maximum
+            self.errors.append(f"{name}={value}: must be in [{lo}, {hi}]")
+        return self._record(name, value)
+
+    def env_bool(self, name: str, default: bool) -> bool:
+        raw = self._raw(name, default)
+        if raw is None:
+            return self._record(name, default)
+        if raw not in ("0", "1"):
+            self.errors.append(f"{name}={raw!r}: must be 0 or 1")
+            return self._record(name, default)
+        return self._record(name, raw == "1")
+
+    def env_str(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        raw = self._raw(name, default)
+        value = default if raw is None else raw
+        if choices is not None and value not in choices:
+            self.errors.append(f"{name}={value!r}: must be one of {', '.join(choices)}")
+        return self._record(name, value)
+
+
+@dataclass
+class Settings:
+    # data and run
+    data_path: str
+    train_files: str
+    val_files: str
+    tokenizer_path: str
+    run_id: str
+    seed: int
+    log_dir: str
+    device: str
+    torch_compile: bool
+    # model
+    vocab_size: int
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_mult: int
+    tie_embeddings: bool
+    rope_base: float
+    logit_softcap: float
+    qk_gain_init: float
+    tied_embed_init_std: float
+    # batch and schedule
+    train_seq_len: int
+    train_batch_tokens: int
+    grad_accum_steps: int
+    iterations: int
+    warmup_steps: int
+    warmdown_iters: int
+    max_wallclock_seconds: float
+    val_loss_every: int
+    val_batch_size: int
+    val_max_tokens: int
+    train_log_every: int
+    # optimiser
+    matrix_lr: float
+    scalar_lr: float
+    tied_embed_lr: float
+    embed_lr: float
+    head_lr: float
+    muon_momentum: float
+    muon_momentum_warmup_start: float
+    muon_momentum_warmup_steps: int
+    muon_backend_steps: int
+    beta1: float
+    beta2: float
+    adam_eps: float
+    weight_decay: float
+    adam_weight_decay: float
+    grad_clip_norm: float
+    # weight averaging
+    swa_enabled: bool
+    swa_start_frac: float
+    swa_every: int
+    # curriculum
+    curriculum: CurriculumConfig
+    # derived, not read
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    env: dict = field(default_factory=dict)
+
+
+def read_settings(environ=os.environ) -> Settings:
+    """All settings, with every invalid one reported together before any work is done.
+    Defaults are the stronger stack's 8xH100 configuration (SPEC.md)."""
+    e = EnvReader(environ)
+    rank = e.env_int("RANK", 0, minimum=0)
+    world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = e.env_int("LOCAL_RANK", 0, minimum=0)
+    data_path = e.env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+    peak_raw = e.env_str("CURRICULUM_PEAK", "0.45")
+    try:
+        peak: float | str = peak_raw if peak_raw == "warmdown" else float(peak_raw)
+    except ValueError:
+        peak = peak_raw
+    s = Settings(
+        data_path=data_path,
+        train_files=e.env_str("TRAIN_FILES", os.path.join(data_path, "*train_*.bin")),
+        val_files=e.env_str("VAL_FILES", os.path.join(data_path, "*val_*.bin")),
+        tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
+        run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
+        seed=e.env_int("SEED", 1337),
+        log_dir=e.env_str("LOG_DIR", "logs"),
+        device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
+        torch_compile=e.env_bool("TORCH_COMPILE", True),
+        vocab_size=e.env_int("VOCAB_SIZE", 1024, minimum=2),
+        num_layers=e.env_int("NUM_LAYERS", 9, minimum=1),
+        model_dim=e.env_int("MODEL_DIM", 512, minimum=2),
+        num_heads=e.env_int("NUM_HEADS", 8, minimum=1),
+        num_kv_heads=e.env_int("NUM_KV_HEADS", 4, minimum=1),
+        mlp_mult=e.env_int("MLP_MULT", 3, minimum=1),
+        tie_embeddings=e.env_bool("TIE_EMBEDDINGS", True),
+        rope_base=e.env_float("ROPE_BASE", 10000.0, minimum=1.0),
+        logit_softcap=e.env_float("LOGIT_SOFTCAP", 30.0, minimum=0.0),
+        qk_gain_init=e.env_float("QK_GAIN_INIT", 1.5),
+        tied_embed_init_std=e.env_float("TIED_EMBED_INIT_STD", 0.005, minimum=0.0),
+        train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
+        train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
+        grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 0, minimum=0),
+        iterations=e.env_int("ITERATIONS", 20_000, minimum=1),
+        warmup_steps=e.env_int("WARMUP_STEPS", 20, minimum=0),
+        warmdown_iters=e.env_int("WARMDOWN_ITERS", 3000, minimum=0),
+        max_wallclock_seconds=e.env_float("MAX_WALLCLOCK_SECONDS", 600.0, minimum=0.0),
+        val_loss_every=e.env_int("VAL_LOSS_EVERY", 1000, minimum=0),
+        val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
+        val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
+        train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
+        matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
+        scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
+        tied_embed_lr=e.env_float("TIED_EMBED_LR", 0.03, minimum=0.0),
+        embed_lr=e.env_float("EMBED_LR", 0.6, minimum=0.0),
+        head_lr=e.env_float("HEAD_LR", 0.008, minimum=0.0),
+        muon_momentum=e.env_float("MUON_MOMENTUM", 0.99, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_start=e.env_float("MUON_MOMENTUM_WARMUP_START", 0.92, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_steps=e.env_int("MUON_MOMENTUM_WARMUP_STEPS", 1500, minimum=0),
+        muon_backend_steps=e.env_int("MUON_BACKEND_STEPS", 5, minimum=1),
+        beta1=e.env_float("BETA1", 0.9, minimum=0.0, maximum=1.0),
+        beta2=e.env_float("BETA2", 0.95, minimum=0.0, maximum=1.0),
+        adam_eps=e.env_float("ADAM_EPS", 1e-8, minimum=0.0),
+        weight_decay=e.env_float("WEIGHT_DECAY", 0.04, minimum=0.0),
+        adam_weight_decay=e.env_float("ADAM_WEIGHT_DECAY", 0.01, minimum=0.0),
+        grad_clip_norm=e.env_float("GRAD_CLIP_NORM", 0.3, minimum=0.0),
+        swa_enabled=e.env_bool("SWA_ENABLED", True),
+        swa_start_frac=e.env_float("SWA_START_FRAC", 0.5, minimum=0.0, maximum=1.0),
+        swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
+        curriculum=CurriculumConfig(
+            enabled=e.env_bool("CURRICULUM", False),
+            score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
+            schedule=e.env_str("CURRICULUM_SCHEDULE", "v"),
+            peak=peak,
+            target=e.env_float("CURRICULUM_TARGET", 0.5),
+            oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
+            log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
+        ),
+        rank=rank, world_size=world_size, local_rank=local_rank,
+    )
+    errors = e.errors + check_settings(s)
+    if errors:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    s.env = e.values
+    return s
+
+
+def check_settings(s: Settings) -> list[str]:
+    """Rules between settings and against the files on disk (no model, no data read)."""
+    errors = list(s.curriculum.problems())
+    if s.rank >= s.world_size:
+        errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
+    if s.model_dim % s.num_heads:
+        errors.append(f"NUM_HEADS={s.num_heads}: must divide MODEL_DIM={s.model_dim}")
+    elif (s.model_dim // s.num_heads) % 2:
+        errors.append(f"MODEL_DIM/NUM_HEADS={s.model_dim // s.num_heads}: head size must be even for rotary embeddings")
+    if s.num_heads % s.num_kv_heads:
+        errors.append(f"NUM_KV_HEADS={s.num_kv_heads}: must divide NUM_HEADS={s.num_heads}")
+    if s.vocab_size > 65536:
+        errors.append(f"VOCAB_SIZE={s.vocab_size}: shards hold uint16 tokens, so at most 65536")
+    if s.grad_accum_steps == 0:
+        if 8 % s.world_size:
+            errors.append(f"WORLD_SIZE={s.world_size}: the default GRAD_ACCUM_STEPS is 8 / world size; "
+                          f"set GRAD_ACCUM_STEPS explicitly")
+        s.grad_accum_steps = max(8 // s.world_size, 1)
+    per_micro = s.world_size * s.grad_accum_steps * s.train_seq_len
+    if s.train_batch_tokens % per_micro:
+        errors.append(f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}: must be a multiple of WORLD_SIZE x "
+                      f"GRAD_ACCUM_STEPS x TRAIN_SEQ_LEN = {s.world_size} x {s.grad_accum_steps} x "
+                      f"{s.train_seq_len} = {per_micro}")
+    if s.val_batch_size < s.world_size * s.train_seq_len:
+        errors.append(f"VAL_BATCH_SIZE={s.val_batch_size}: must hold at least one TRAIN_SEQ_LEN window per rank "
+                      f"({s.world_size * s.train_seq_len} tokens)")
+    if 0 < s.val_max_tokens <= s.train_seq_len:
+        errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
+    if s.device == "cuda" and not torch.cuda.is_available():
+        errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
+    for name, pattern in (("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)):
+        files = sorted(glob.glob(pattern))
+        if not files:
+            errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
+                          f"`make data` builds the embedded default)")
+        for path in files:
+            try:
+                shard_token_count(path)
+            except ShardFormatError as err:
+                errors.append(f"{name}: {err}")
+    if not os.path.isfile(s.tokenizer_path):
+        errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
+    else:
+        import sentencepiece as spm
+        try:
+            sp_vocab = spm.SentencePieceProcessor(model_file=s.tokenizer_path).vocab_size()
+        except (OSError, RuntimeError) as err:
+            errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: not a SentencePiece model ({err})")
+        else:
+            if sp_vocab != s.vocab_size:
+                errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
+    return errors
+
+
+# =============================================================================================
+# Data: validation tokens and the byte counts behind val_bpb
+# =============================================================================================
+
+
+def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
+    """The validation split, truncated to whole seq_len windows plus one target token."""
+    tokens = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
+
+
+@dataclass
+class ByteTables:
+    """Per token id: UTF-8 bytes of the piece without its leading '▁', whether it has that
+    '▁', and whether it is a boundary (control, unknown, unused) that resets the space."""
+    base_bytes: Tensor
+    has_leading_space: Tensor
+    is_boundary: Tensor
+
+    @classmethod
+    def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=path)
+        base = np.zeros(vocab_size, dtype=np.int64)
+        space = np.zeros(vocab_size, dtype=bool)
+        boundary = np.ones(vocab_size, dtype=bool)
+        for i in range(min(sp.vocab_size(), vocab_size)):
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+                continue
+            boundary[i] = False
+            if sp.is_byte(i):
+                base[i] = 1
+                continue
+            piece = sp.id_to_piece(i)
+            if piece.startswith("\u2581"):
+                space[i], piece = True, piece[1:]
+            base[i] = len(piece.encode("utf-8"))
+        return cls(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+
+    def count(self, prev: Tensor, tgt: Tensor) -> Tensor:
+        """Bytes the target tokens stand for, given the token before each."""
+        extra = self.has_leading_space[tgt] & ~self.is_boundary[prev]
+        return self.base_bytes[tgt] + extra.long()
+
+
+# =============================================================================================
+# Model: the baseline family (GQA, RoPE, QK-norm, ReLU^2 MLP, U-Net skips, tied embeddings)
+# =============================================================================================
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, D]; rotate channel pairs (i, i + D/2) by position-dependent angles."""
+        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        cos, sin = angles.cos()[None, :, None, :].to(x.dtype), angles.sin()[None, :, None, :].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.c_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+        self.rotary = Rotary(self.head_dim, rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
+        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
+        v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, mult * dim, bias=False)
+        self.proj = nn.Linear(mult * dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        dim = s.model_dim
+        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init)
+        self.mlp = MLP(dim, s.mlp_mult)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        # how much of the running stream and of the embedding stream enter the block
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        self.softcap = s.logit_softcap
+        self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
+        self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
+        self.n_encoder = s.num_layers // 2
+        n_decoder = s.num_layers - self.n_encoder
+        self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, n_decoder), s.model_dim))
+        self.lm_head = None if s.tie_embeddings else nn.Linear(s.model_dim, s.vocab_size, bias=False)
+        if s.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=s.tied_embed_init_std)
+        else:
+            nn.init.zeros_(self.lm_head.weight)
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        x = x0 = rms_norm(self.tok_emb(idx))
+        skips = []
+        for block in self.blocks[:self.n_encoder]:
+            x = block(x, x0)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.n_encoder:]):
+            if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+        x = rms_norm(x)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, weight.to(x.dtype)).float()
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# =============================================================================================
+# Optimiser: Muon for block matrices, AdamW for embeddings, head and vectors
+# =============================================================================================
+
+
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """An approximately orthogonal matrix with g's singular vectors (quintic iteration)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum SGD whose update is orthogonalised; each rank orthogonalises every
+    world_size-th matrix and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float,
+                 orthogonalise=newton_schulz):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                                      weight_decay=weight_decay))
+        self.orthogonalise = orthogonalise
+
+    @torch.no_grad()
+    def step(self):
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        for group in self.param_groups:
+            params = group["params"]
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank and p.grad is not None:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    g = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
+                    g = self.orthogonalise(g, group["backend_steps"])
+                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
+                    flat[offset:offset + p.numel()] = g.reshape(-1)
+                offset += p.numel()
+            if distributed:
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                update = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Optimizer]:
+    matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in n]
+    vectors = [p for n, p in model.blocks.named_parameters() if p.ndim < 2 or "resid_mix" in n]
+    vectors.append(model.skip_weights)
+    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
+    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.adam_weight_decay, **fused)
+    embed_lr = s.tied_embed_lr if s.tie_embeddings else s.embed_lr
+    groups = [dict(params=[model.tok_emb.weight], lr=embed_lr, base_lr=embed_lr),
+              dict(params=vectors, lr=s.scalar_lr, base_lr=s.scalar_lr)]
+    if model.lm_head is not None:
+        groups.append(dict(params=[model.lm_head.weight], lr=s.head_lr, base_lr=s.head_lr))
+    muon = Muon(matrices, lr=s.matrix_lr, momentum=s.muon_momentum, backend_steps=s.muon_backend_steps,
+                weight_decay=s.weight_decay, orthogonalise=compile_fn(newton_schulz))
+    for g in muon.param_groups:
+        g["base_lr"] = s.matrix_lr
+    return [torch.optim.AdamW(groups, **adam), muon]
+
+
+# =============================================================================================
+# Progress: one number in [0, 1] drives LR warmdown, SWA and the curriculum
+# =============================================================================================
+
+
+def training_progress(s: Settings, step: int, elapsed_ms: float) -> float:
+    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap."""
+    if s.max_wallclock_seconds > 0:
+        return min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
+    return min(step / s.iterations, 1.0)
+
+
+def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
+    """How much of the progress the warmdown spans: WARMDOWN_ITERS steps, placed in time
+    at the mean step time measured so far when there is a cap."""
+    if s.max_wallclock_seconds > 0:
+        step_ms = elapsed_ms / step if step > 0 else 0.0
+        return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
+    return s.warmdown_iters / s.iterations
+
+
+def lr_multiplier(progress: float, warmdown: float) -> float:
+    """1 until the warmdown starts, then linear to 0 at progress 1."""
+    if warmdown <= 0:
+        return 1.0
+    return max(min(1.0, (1.0 - progress) / warmdown), 0.0)
+
+
+# =============================================================================================
+# Evaluation: val_loss and exact val_bpb over the whole split, on all ranks
+# =============================================================================================
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb). Each rank takes a contiguous share of the windows;
+    sums of loss, tokens and bytes are reduced in float64."""
+    seq = s.train_seq_len
+    windows = (val_tokens.numel() - 1) // seq
+    first, last = windows * s.rank // s.world_size, windows * (s.rank + 1) // s.world_size
+    per_batch = max(s.val_batch_size // (s.world_size * seq), 1)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * tokens, tokens, bytes
+    was_training = model.training
+    model.eval()
+    for w in range(first, last, per_batch):
+        n = min(per_batch, last - w)
+        chunk = val_tokens[w * seq:(w + n) * seq + 1].to(device, non_blocking=True)
+        x, y = chunk[:-1].view(n, seq), chunk[1:].view(n, seq)
+        with autocast(device):
+            loss = model(x, y)
+        sums[0] += loss.double() * y.numel()
+        sums[1] += y.numel()
+        sums[2] += tables.count(x, y).sum().double()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    loss_sum, n_tokens, n_bytes = sums.tolist()
+    val_loss = loss_sum / n_tokens
+    return val_loss, val_loss / math.log(2) * n_tokens / n_bytes
+
+
+# =============================================================================================
+# Export: int6 per-row matrices + fp16 rest, zstd level 22, round-trip evaluation
+# =============================================================================================
+
+INT6_MAX = 31
+
+
+def is_int6_matrix(name: str, t: Tensor) -> bool:
+    """Attention and MLP weight matrices; embeddings and small tensors stay fp16."""
+    return t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+
+
+def quantize_int6(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric: scale = row absmax / 31, values rounded into [-32, 31] (int8 storage)."""
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp_min(1e-12).half()
+    q = torch.clamp(torch.round(w / scale.float()[:, None]), -INT6_MAX - 1, INT6_MAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int6(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_state(state: dict[str, Tensor]) -> dict:
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if is_int6_matrix(name, t):
+            q, scale = quantize_int6(t)
+            out[name] = {"q": q, "scale": scale}
+        else:
+            out[name] = t.half() if t.is_floating_point() else t
+    return out
+
+
+def dequantize_state(packed: dict, reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: (dequantize_int6(v["q"], v["scale"]) if isinstance(v, dict) else v).to(reference[name].dtype)
+            for name, v in packed.items()}
+
+
+def serialize_artifact(packed: dict) -> bytes:
+    import zstandard
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    return zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
+
+
+def load_artifact(blob: bytes) -> dict:
+    import zstandard
+    return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def code_bytes() -> int:
+    """train_gpt.py and every file of curriculum/: the code an artifact needs."""
+    files = [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
+                                       if p.is_file() and "__pycache__" not in p.parts]
+    return sum(p.stat().st_size for p in files)
+
+
+# =============================================================================================
+# Training
+# =============================================================================================
+
+ARTIFACT_LIMIT = 16_000_000
+
+
+class Logger:
+    def __init__(self, s: Settings):
+        self.master = s.rank == 0
+        self.path = Path(s.log_dir) / f"{s.run_id}.txt"
+        if self.master:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w")
+
+    def __call__(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        self.file.write(msg + "\n")
+        self.file.flush()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def pick_device(s: Settings) -> torch.device:
+    if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", s.local_rank)
+
+
+def main() -> None:
+    s = read_settings()
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = pick_device(s)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if distributed:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None)
+    log = Logger(s)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    log(Path(__file__).read_text(), console=False)
+    log("=" * 100, console=False)
+    log("settings: " + json.dumps(s.env, sort_keys=True), console=False)
+    log(f"running python {sys.version.split()[0]} torch {torch.__version__} device {device} "
+        f"world_size {s.world_size} grad_accum_steps {s.grad_accum_steps} compile {int(s.torch_compile)}")
+
+    if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
+        log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
+            f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
+    if int(val_tokens.max()) >= s.vocab_size:
+        raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the validation shards hold token id {int(val_tokens.max())}")
+    tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    val_sha256 = hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest()
+    tokenizer_sha256 = hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest()
+    log(f"data: {len(train_files)} train shards, validation {val_tokens.numel() - 1:,} tokens"
+        + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
+
+    compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
+    base_model = GPT(s).to(device)
+    model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
+    model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False) if distributed else model_compiled
+    optimizers = build_optimizers(base_model, s, compile_fn)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
+        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}")
+
+    micro_seqs = s.train_batch_tokens // (s.world_size * s.grad_accum_steps * s.train_seq_len)
+
+    def make_batches() -> BatchSource:
+        return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=micro_seqs, rank=s.rank,
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum)
+
+    def train_step(batches: BatchSource, progress: float, warmdown_start: float) -> Tensor:
+        total = torch.zeros((), device=device)
+        for micro in range(s.grad_accum_steps):
+            if distributed:
+                model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
+            x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
+            with autocast(device):
+                loss = model(x, y)
+            (loss / s.grad_accum_steps).backward()
+            total += loss.detach()
+        if s.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return total / s.grad_accum_steps
+
+    # Warmup: prime compilation and the allocator on real steps, then undo them.
+    if s.warmup_steps:
+        initial_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+        initial_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
+        batches = make_batches()
+        t0 = time.perf_counter()
+        for w in range(s.warmup_steps):
+            train_step(batches, 0.0, 1.0)
+        sync()
+        batches.close()
+        base_model.load_state_dict(initial_model)
+        for opt, state in zip(optimizers, initial_opts):
+            opt.load_state_dict(state)
+        log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, weights and optimiser state restored")
+
+    batches = make_batches()
+    max_ms = 1000.0 * s.max_wallclock_seconds
+    swa_state, swa_count = None, 0
+    training_ms, stop_after, step = 0.0, None, 0
+    val_loss = val_bpb = float("nan")
+    sync()
+    t0 = time.perf_counter()
+    while True:
+        last = step == s.iterations or (stop_after is not None and step >= stop_after)
+        if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+            log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            sync()
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < s.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+            break
+
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        progress = training_progress(s, step, elapsed_ms)
+        warmdown = warmdown_fraction(s, step, elapsed_ms)
+        lr_mul = lr_multiplier(progress, warmdown)
+        momentum_frac = min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mul
+                if isinstance(opt, Muon):
+                    g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+        train_loss = train_step(batches, progress, max(1.0 - warmdown, 0.0))
+        step += 1
+
+        if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
+            if swa_state is None:
+                swa_state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in base_model.state_dict().items()}
+                log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
+            for k, v in base_model.state_dict().items():
+                swa_state[k] += v.float()
+            swa_count += 1
+
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
+            log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+        if s.curriculum.log_every and step % s.curriculum.log_every == 0:
+            log(batches.log_line(step, progress))
+        if max_ms > 0:
+            reached = approx_ms >= max_ms
+            if distributed:  # every rank stops at the same step
+                flag = torch.tensor(int(reached), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if reached and stop_after is None:
+                stop_after = step
+
+    data_summary = batches.summary(step)
+    batches.close()
+    spans = [None] * s.world_size
+    if distributed:
+        dist.all_gather_object(spans, data_summary["first_spans"])
+    else:
+        spans = [data_summary["first_spans"]]
+    log(f"data: wait {data_summary['data_wait_ms_per_step']:.3f}ms/step, {data_summary['sequences_kept']:,} of "
+        f"{data_summary['sequences_read']:,} sequences read were trained on (rank 0)")
+
+    if swa_count:
+        averaged = {k: (v / swa_count).to(base_model.state_dict()[k].dtype) for k, v in swa_state.items()}
+        base_model.load_state_dict(averaged)
+        val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+        log(f"swa:applied snapshots:{swa_count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+
+    # Export, then load the artifact back and score it: that round-trip val_bpb is the result.
+    artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
+    blob = serialize_artifact(quantize_state(base_model.state_dict()))
+    if s.rank == 0:
+        write_atomic(artifact_path, blob)
+    if distributed:
+        dist.barrier()
+    reference = base_model.state_dict()
+    base_model.load_state_dict(dequantize_state(load_artifact(artifact_path.read_bytes()), reference))
+    sync()
+    t_eval = time.perf_counter()
+    rt_loss, rt_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+    eval_ms = 1000.0 * (time.perf_counter() - t_eval)
+    n_code = code_bytes()
+    total_bytes = len(blob) + n_code
+    log(f"Serialized model int6+zstd: {len(blob)} bytes")
+    log(f"Code size: {n_code} bytes")
+    log(f"Total submission size int6+zstd: {total_bytes} bytes")
+    if total_bytes > ARTIFACT_LIMIT:
+        log(f"WARNING: the artifact is {total_bytes} bytes, {total_bytes - ARTIFACT_LIMIT} over the "
+            f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
+    log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
+    log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
+
+    if s.rank == 0:
+        summary = dict(
+            run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device),
+            world_size=s.world_size, grad_accum_steps=s.grad_accum_steps, steps=step,
+            tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
+            step_avg_ms=round(training_ms / max(step, 1), 4), stopped_early=stop_after is not None and step < s.iterations,
+            val_tokens=val_tokens.numel() - 1, val_loss=val_loss, val_bpb=val_bpb,
+            roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
+            swa_snapshots=swa_count, artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
+            artifact_limit=ARTIFACT_LIMIT, data=data_summary | dict(rank_first_spans=spans),
+            peak_memory_mb=round(peak_memory_mb(device), 1), tokenizer=s.tokenizer_path,
+            tokenizer_sha256=tokenizer_sha256, val_files=s.val_files, val_sha256=val_sha256,
+            train_files=s.train_files)
+        write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
+        log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SettingsError as err:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"train_gpt.py: {err}", file=sys.stderr)
+        sys.exit(2)
