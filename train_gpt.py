@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count
+from curriculum import BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count, write_atomic
 
 HERE = Path(__file__).resolve().parent
 
@@ -643,12 +643,6 @@ def load_artifact(blob: bytes) -> dict:
     return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def code_bytes() -> int:
     """train_gpt.py and every file of curriculum/: the code an artifact needs."""
     files = [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
@@ -769,7 +763,7 @@ def main() -> None:
         initial_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         batches = make_batches()
         t0 = time.perf_counter()
-        for w in range(s.warmup_steps):
+        for _ in range(s.warmup_steps):
             train_step(batches, 0.0, 1.0)
         sync()
         batches.close()

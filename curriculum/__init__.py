@@ -10,10 +10,10 @@ from .loader import BatchSource, TokenStream
 from .schedules import SCHEDULES, target_percentile, v_schedule
 from .scores import SCORES, unigram_entropy
 from .selection import select_window, window_start
-from .shards import ShardFormatError, open_shard, shard_token_count, write_shard
+from .shards import ShardFormatError, open_shard, shard_token_count, write_atomic, write_shard
 
 __all__ = [
     "BatchSource", "CurriculumConfig", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
     "open_shard", "select_window", "shard_token_count", "target_percentile", "unigram_entropy",
-    "v_schedule", "window_start", "write_shard",
+    "v_schedule", "window_start", "write_atomic", "write_shard",
 ]

@@ -82,11 +82,9 @@ class BatchSource:
         self.data_wait_ms = 0.0
         self.spans: list[tuple[int, int]] = []   # stream positions this rank read, per micro-batch
         self.last_target: float | None = None
-        self._pending: list[Tensor] = []          # per micro-batch score records, still on the device
-        self._window: Tensor | None = None
-        self._total: Tensor | None = None
-        self._window_kept = self._window_pool = self._total_kept = self._total_pool = 0
-        self._window_wait_ms, self._window_steps_from = 0.0, 0
+        self._pending: list[Tensor] = []  # score records since the last log line, still on the device
+        self._total: Tensor | None = None  # the records of every earlier log window, folded
+        self._window_micro, self._window_wait_ms, self._window_steps_from = 0, 0.0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=read_ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read_ahead, name="batch-read-ahead", daemon=True)
@@ -140,12 +138,17 @@ class BatchSource:
         keep = select_window(scores, self.keep, self.last_target)
         kept = scores.index_select(0, keep)
         self._pending.append(torch.stack([kept.sum(), kept.min(), kept.max(), scores.sum()]))
-        self._window_kept += self.keep
-        self._window_pool += self.pool
         if len(self._pending) >= 256:  # bounded memory however rarely the trainer logs
-            self._window = _fold(self._pending + ([self._window] if self._window is not None else []))
-            self._pending = []
+            self._pending = [_fold(self._pending)]
         return rows.index_select(0, keep)
+
+    def _close_window(self) -> Tensor | None:
+        """The records since the last log line folded into one, and added to the run's total."""
+        if not self._pending:
+            return None
+        window, self._pending = _fold(self._pending), []
+        self._total = window if self._total is None else _fold([self._total, window])
+        return window
 
     # ------------------------------------------------------------ reporting
     def log_line(self, step: int, progress: float) -> str:
@@ -154,18 +157,12 @@ class BatchSource:
         steps = max(step - self._window_steps_from, 1)
         wait = (self.data_wait_ms - self._window_wait_ms) / steps
         self._window_steps_from, self._window_wait_ms = step, self.data_wait_ms
+        micro, self._window_micro = self.micro_batches - self._window_micro, self.micro_batches
         if self.score is None:
             return f"data step:{step} progress:{progress:.4f} data_wait_ms:{wait:.3f}"
-        if self._pending or self._window is not None:
-            window = _fold(self._pending + ([self._window] if self._window is not None else []))
-            self._total = window if self._total is None else _fold([self._total, window])
-            kept_sum, kept_min, kept_max, pool_sum = window.tolist()
-        else:
-            kept_sum = kept_min = kept_max = pool_sum = float("nan")
-        kept_n, pool_n = max(self._window_kept, 1), max(self._window_pool, 1)
-        self._total_kept += self._window_kept
-        self._total_pool += self._window_pool
-        self._pending, self._window, self._window_kept, self._window_pool = [], None, 0, 0
+        window = self._close_window()
+        kept_sum, kept_min, kept_max, pool_sum = window.tolist() if window is not None else [float("nan")] * 4
+        kept_n, pool_n = max(micro * self.keep, 1), max(micro * self.pool, 1)
         target = self.last_target if self.last_target is not None else float("nan")
         return (f"curriculum step:{step} progress:{progress:.4f} target:{target:.4f} "
                 f"kept_score_mean:{kept_sum / kept_n:.4f} kept_score_min:{kept_min:.4f} "
@@ -173,8 +170,7 @@ class BatchSource:
 
     def summary(self, steps: int) -> dict:
         """Totals for the run's JSON summary (reads any statistics not yet logged)."""
-        if self.score is not None and (self._pending or self._window is not None):
-            self.log_line(steps, float("nan"))
+        self._close_window()
         out = dict(micro_batches=self.micro_batches, sequences_read=self.micro_batches * self.pool,
                    sequences_kept=self.micro_batches * self.keep, pool_size=self.pool, batch_seqs=self.keep,
                    data_wait_ms_total=round(self.data_wait_ms, 3),
@@ -182,8 +178,8 @@ class BatchSource:
                    first_spans=self.spans[:8])
         if self._total is not None:
             kept_sum, kept_min, kept_max, pool_sum = self._total.tolist()
-            out |= dict(kept_score_mean=kept_sum / max(self._total_kept, 1), kept_score_min=kept_min,
-                        kept_score_max=kept_max, pool_score_mean=pool_sum / max(self._total_pool, 1))
+            out |= dict(kept_score_mean=kept_sum / (self.micro_batches * self.keep), kept_score_min=kept_min,
+                        kept_score_max=kept_max, pool_score_mean=pool_sum / (self.micro_batches * self.pool))
         return out
 
     def close(self) -> None:

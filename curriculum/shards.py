@@ -53,16 +53,19 @@ def open_shard(path: str | Path) -> np.memmap:
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write under a temporary name beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def write_shard(path: str | Path, tokens: np.ndarray) -> None:
-    """Write tokens as a shard under a temporary name, then rename: never a half-written file."""
+    """Write tokens as a shard, atomically."""
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() > 0xFFFF):
         raise ValueError(f"{path}: token ids must fit in uint16")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, header.tobytes() + tokens.astype(TOKEN_DTYPE, copy=False).tobytes())

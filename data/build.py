@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from curriculum.shards import write_shard  # noqa: E402
+from curriculum.shards import write_atomic, write_shard  # noqa: E402
 from data.sources import DEBIAN_PACKAGES, SOURCES, Source  # noqa: E402
 
 BOS_ID = 1
@@ -191,9 +191,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
     log(f"data: {sum(len(d['tokens']) for d in docs):,} tokens encoded ({time.time() - t0:.1f}s)")
 
     tok_dir.mkdir(parents=True, exist_ok=True)
-    tmp_tok = tok_path.with_name(f".{tok_path.name}.tmp{os.getpid()}")
-    tmp_tok.write_bytes(model_proto)
-    os.replace(tmp_tok, tok_path)
+    write_atomic(tok_path, model_proto)
     tokenizer = dict(path=str(tok_path.relative_to(out_root)),
                      sha256=hashlib.sha256(model_proto).hexdigest(), vocab_size=cfg.vocab_size,
                      trained_on="train split only", options=cfg.spm_options)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from curriculum.shards import write_atomic
+
 RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR")
 CURRICULUM_KEYS = ("CURRICULUM", "CURRICULUM_SCORE", "CURRICULUM_SCHEDULE", "CURRICULUM_PEAK",
                    "CURRICULUM_TARGET", "CURRICULUM_OVERSAMPLE")
@@ -346,9 +348,7 @@ def build_report(folder: Path, out: Path) -> tuple[str, list[tuple[Arm, Arm, Dif
     differing = sorted({k for a in arms for k, _ in a.key if len({dict(b.key).get(k) for b in arms}) > 1})
     lines += [f"- `{k}`: " + "; ".join(f"{a.name}: {dict(a.key).get(k)}" for a in arms) for k in differing] or ["- none"]
     text = "\n".join(lines) + "\n"
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "report.md")
+    write_atomic(out / "report.md", text.encode())
     return text, pairs
 
 
