@@ -10,6 +10,7 @@ bottom: settings, data, model, optimiser, evaluation, export, training loop. The
 from __future__ import annotations
 
 import copy
+import gc
 import glob
 import hashlib
 import io
@@ -887,8 +888,17 @@ def main() -> None:
             train_files=s.train_files)
         write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
         log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
-    if distributed:
+
+
+def shut_down_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive. A gloo worker thread can
+    still be dropping the last reference to a finished collective's tensors; if that happens
+    during interpreter finalisation it cannot take the GIL and the process aborts ("terminate
+    called without an active exception"). Collecting the DDP wrapper's reference cycles frees
+    the group now, and its destructor joins those threads first."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
 
 
 if __name__ == "__main__":
@@ -897,4 +907,6 @@ if __name__ == "__main__":
     except SettingsError as err:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"train_gpt.py: {err}", file=sys.stderr)
+        shut_down_distributed()
         sys.exit(2)
+    shut_down_distributed()
