@@ -1,9 +1,11 @@
 """`make bench`: what the curriculum costs, as ratios against the baseline measured in the same run.
 
-1. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
+1. The scorer alone: unigram_entropy's throughput in tokens/s on one CPU thread, on pools of
+   real training text at the CPU configuration's and the 1xH100 shapes.
+2. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
    transfer, scoring, selection, gather), at the CPU configuration's shapes and at the 1xH100
    shapes of SPEC.md (48 sequences of 2048 tokens per micro-batch).
-2. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
+3. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
    baseline and curriculum interleaved so drift hits both: step time, time blocked waiting for
    data, peak memory.
 
@@ -22,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from curriculum import BatchSource, CurriculumConfig
+from curriculum import BatchSource, CurriculumConfig, open_shard, unigram_entropy
 from tools.envfile import ROOT, read_env_file
 
 
@@ -47,16 +50,50 @@ def loader_ms_per_batch(files, seq_len: int, seqs: int, enabled: bool, batches: 
         source.close()
 
 
-def bench_loader(env: dict, device) -> list[dict]:
-    files = [Path(p) for p in sorted(glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))]
+def micro_batch_seqs(env: dict) -> int:
+    """Sequences per micro-batch of the CPU configuration (one process)."""
+    return int(env["TRAIN_BATCH_TOKENS"]) // (int(env.get("GRAD_ACCUM_STEPS", "1")) * int(env["TRAIN_SEQ_LEN"]))
+
+
+def bench_loader(env: dict, files: list[Path], device) -> list[dict]:
     rows = []
-    cpu_seqs = int(env["TRAIN_BATCH_TOKENS"]) // int(env["TRAIN_SEQ_LEN"])
+    cpu_seqs = micro_batch_seqs(env)
     for label, seq_len, seqs, n in (("cpu config", int(env["TRAIN_SEQ_LEN"]), cpu_seqs, 200),
                                     ("1xH100 shapes", 2048, 48, 40)):
         base = [loader_ms_per_batch(files, seq_len, seqs, False, n, device) for _ in range(3)]
         cur = [loader_ms_per_batch(files, seq_len, seqs, True, n, device) for _ in range(3)]
         rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", baseline_ms=min(base), curriculum_ms=min(cur),
                          ratio=min(cur) / min(base)))
+    return rows
+
+
+def scorer_tokens_per_s(tokens: torch.Tensor, vocab_size: int, repeats: int = 30) -> float:
+    """Best of several timed batches of calls, on one thread: the number a kernel is capable of."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        unigram_entropy(tokens, vocab_size)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                unigram_entropy(tokens, vocab_size)
+            best = min(best, (time.perf_counter() - t0) / 10)
+        return tokens.numel() / best
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bench_scorer(env: dict, files: list[Path]) -> list[dict]:
+    stream = np.asarray(open_shard(files[0]))
+    vocab = int(env["VOCAB_SIZE"])
+    pool_size = CurriculumConfig(enabled=True, oversample=float(env.get("CURRICULUM_OVERSAMPLE", "2.0"))).pool_size
+    rows = []
+    for label, seq_len, pool in (("cpu config", int(env["TRAIN_SEQ_LEN"]), pool_size(micro_batch_seqs(env))),
+                                 ("1xH100 shapes", 2048, pool_size(48))):
+        tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
+        rows.append(dict(shapes=f"{label}: {pool} x {seq_len + 1}",
+                         tokens_per_s=scorer_tokens_per_s(tokens, vocab)))
     return rows
 
 
@@ -91,8 +128,13 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report: dict = dict(device=str(device), torch=torch.__version__)
 
+    files = [Path(p) for p in sorted(glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))]
+    print("== unigram_entropy alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
+    report["scorer"] = bench_scorer(env, files)
+    for row in report["scorer"]:
+        print(f"  {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
     print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
-    report["loader"] = bench_loader(env, device)
+    report["loader"] = bench_loader(env, files, device)
     for row in report["loader"]:
         print(f"  {row['shapes']:<28} baseline {row['baseline_ms']:8.3f}  curriculum {row['curriculum_ms']:8.3f}"
               f"  ratio {row['ratio']:.3f}")
