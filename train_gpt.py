@@ -563,6 +563,9 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+
+
 @torch.no_grad()
 def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device) -> tuple[float, float]:
     """(val_loss in nats per token, val_bpb). Each rank takes a contiguous share of the windows;
@@ -571,6 +574,8 @@ def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device:
     windows = (val_tokens.numel() - 1) // seq
     first, last = windows * s.rank // s.world_size, windows * (s.rank + 1) // s.world_size
     per_batch = max(s.val_batch_size // (s.world_size * seq), 1)
+    if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
+        per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * tokens, tokens, bytes
     was_training = model.training
     model.eval()
