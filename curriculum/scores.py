@@ -17,12 +17,12 @@ from torch import Tensor
 
 @functools.lru_cache(maxsize=32)
 def _entropy_terms(length: int, device: torch.device) -> Tensor:
-    """p log(1/p) in nats for p = c / length, c = 0..length: a constant of the row length."""
+    """p log2(1/p) for p = c / length, c = 0..length: a constant of the row length."""
     wide = torch.float32 if device.type == "mps" else torch.float64
     p = torch.arange(length + 1, dtype=wide, device=device) / length
     # >= 0 term by term and exactly 0 for absent tokens and for p = 1, so a constant row
     # scores +0.0, not -0.0
-    return torch.special.xlogy(p, p.reciprocal())
+    return torch.special.xlogy(p, p.reciprocal()) / math.log(2)
 
 
 def unigram_entropy(tokens: Tensor, vocab_size: int) -> Tensor:
@@ -39,11 +39,12 @@ def unigram_entropy(tokens: Tensor, vocab_size: int) -> Tensor:
         raise ValueError(f"unigram_entropy: tokens must have shape [B, T], got {tuple(tokens.shape)}")
     rows, length = tokens.shape
     device = tokens.device
-    counts = torch.zeros(rows, vocab_size, dtype=torch.int32, device=device)
-    counts.scatter_add_(1, tokens.long(), torch.ones(1, dtype=torch.int32, device=device).expand(rows, length))
+    counts = torch.zeros(rows * vocab_size, dtype=torch.int32, device=device)
+    ones = torch.ones(1, dtype=torch.int32, device=device).expand(rows, length)
+    counts.view(rows, vocab_size).scatter_add_(1, tokens.long(), ones)
     # index_select, not table[counts]: advanced indexing is several times slower on CPU
-    terms = _entropy_terms(length, device).index_select(0, counts.view(-1)).view(rows, vocab_size)
-    return (terms.sum(dim=1) / math.log(2)).float()
+    terms = _entropy_terms(length, device).index_select(0, counts).view(rows, vocab_size)
+    return terms.sum(dim=1).float()
 
 
 ScoreFn = Callable[[Tensor, int], Tensor]

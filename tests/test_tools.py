@@ -1,10 +1,11 @@
-"""tools/: the CPU configuration, the experiment runner's checks, the env-file reader."""
+"""tools/: the CPU configuration, the experiment runner's checks, the env-file reader, the bench."""
 from __future__ import annotations
 
 import pytest
 
 import train_gpt as tg
-from tools import experiment
+from conftest import TINY
+from tools import bench, experiment
 from tools.envfile import ROOT, read_env_file
 
 
@@ -31,3 +32,15 @@ def test_experiment_lists_every_bad_argument(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "--seeds=0" in err and "--budget=-1.0" in err and "none.env: no such file" in err
     assert not (tmp_path / "logs").exists()
+
+
+def test_paired_bench_alternates_both_arms_on_one_model(dataset):
+    env = dict(TINY, DATA_PATH=dataset["data_path"], TOKENIZER_PATH=dataset["tokenizer"], VOCAB_SIZE="1024")
+    out = bench.bench_paired_steps(env, 4)
+    assert out["pairs"] == 4 and out["baseline_ms"] > 0 and out["curriculum_ms"] > 0
+    # 7 steps per arm (3 to warm up); the curriculum reads twice the sequences it keeps
+    accum = int(TINY["GRAD_ACCUM_STEPS"])
+    keep = int(TINY["TRAIN_BATCH_TOKENS"]) // (accum * int(TINY["TRAIN_SEQ_LEN"]))
+    assert out["sequences_read"] == dict(baseline=7 * accum * keep, curriculum=7 * accum * 2 * keep)
+    low, high = out["ratio_ci95"]
+    assert low <= out["ratio"] <= high

@@ -5,15 +5,19 @@
 2. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
    transfer, scoring, selection, gather), at the CPU configuration's shapes and at the 1xH100
    shapes of SPEC.md (48 sequences of 2048 tokens per micro-batch).
-3. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
+3. Paired steps: one process, one model, two loaders (curriculum off and on) taking turns
+   step by step, so a pair of steps differs only in where its batch came from and machine
+   drift cancels: the geometric mean of the per-pair step-time ratios with its 95% CI.
+4. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
    baseline and curriculum interleaved so drift hits both: step time, time blocked waiting for
    data, peak memory.
 
-    python -m tools.bench [--steps 60] [--repeats 2] [--skip-trainer]
+    python -m tools.bench [--pairs 60] [--steps 60] [--repeats 2] [--skip-trainer]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
 from curriculum import BatchSource, CurriculumConfig, open_shard, unigram_entropy
@@ -97,6 +102,65 @@ def bench_scorer(env: dict, files: list[Path]) -> list[dict]:
     return rows
 
 
+ARMS = ("baseline", "curriculum")
+
+
+def bench_paired_steps(env: dict, steps: int) -> dict:
+    import train_gpt as tg  # the trainer's own model, optimisers and settings reader
+
+    environ = dict(os.environ) | env | dict(DATA_PATH=str(ROOT / env["DATA_PATH"]), CURRICULUM="1",
+                                            TOKENIZER_PATH=str(ROOT / env["TOKENIZER_PATH"]))
+    s = tg.read_settings(environ)
+    device = tg.pick_device(s)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    compile_fn = torch.compile if s.torch_compile else (lambda f: f)
+    torch.manual_seed(s.seed)
+    model = tg.GPT(s).to(device)
+    step_model = torch.compile(model, dynamic=False) if s.torch_compile else model
+    optimizers = tg.build_optimizers(model, s, compile_fn)
+    files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    seqs = s.train_batch_tokens // (s.grad_accum_steps * s.train_seq_len)
+    sources = {arm: BatchSource(files, seq_len=s.train_seq_len, batch_seqs=seqs, rank=0, world_size=1,
+                                vocab_size=s.vocab_size, device=device,
+                                config=dataclasses.replace(s.curriculum, enabled=arm == "curriculum"))
+               for arm in ARMS}
+
+    def timed_step(source: BatchSource, progress: float) -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(s.grad_accum_steps):
+            x, y = source.next_batch(progress)
+            with tg.autocast(device):
+                loss = step_model(x, y)
+            (loss / s.grad_accum_steps).backward()
+        if s.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        sync()
+        return 1000 * (time.perf_counter() - t0)
+
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    try:
+        for arm in ARMS:  # compilation and the allocator
+            for _ in range(3):
+                timed_step(sources[arm], 0.5)
+        for i in range(steps):
+            for arm in (ARMS if i % 2 == 0 else ARMS[::-1]):  # neither arm always goes first
+                times[arm].append(timed_step(sources[arm], i / steps))
+        read = {arm: sources[arm].summary(steps + 3)["sequences_read"] for arm in ARMS}
+    finally:
+        for source in sources.values():
+            source.close()
+    log_ratios = np.log(np.array(times["curriculum"]) / np.array(times["baseline"]))
+    ci = scipy.stats.ttest_1samp(log_ratios, 0.0).confidence_interval(0.95)
+    return dict(pairs=steps, sequences_read=read, baseline_ms=statistics.median(times["baseline"]),
+                curriculum_ms=statistics.median(times["curriculum"]), ratio=float(np.exp(log_ratios.mean())),
+                ratio_ci95=[float(np.exp(ci.low)), float(np.exp(ci.high))])
+
+
 def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {"baseline": [], "curriculum": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +185,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=60, help="paired steps per arm in one process")
     ap.add_argument("--skip-trainer", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -138,6 +203,11 @@ def main(argv=None) -> None:
     for row in report["loader"]:
         print(f"  {row['shapes']:<28} baseline {row['baseline_ms']:8.3f}  curriculum {row['curriculum_ms']:8.3f}"
               f"  ratio {row['ratio']:.3f}")
+    print(f"== paired steps in one process, configs/cpu.env, {args.pairs} pairs (median ms per step)")
+    paired = report["paired_steps"] = bench_paired_steps(env, args.pairs)
+    print(f"  baseline {paired['baseline_ms']:.2f}  curriculum {paired['curriculum_ms']:.2f}  "
+          f"ratio {paired['ratio']:.4f}  95% CI [{paired['ratio_ci95'][0]:.4f}, {paired['ratio_ci95'][1]:.4f}]"
+          f"  (goal <= 1.01; the experiment we beat: 1.089)")
     if not args.skip_trainer:
         print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm")
         runs = bench_trainer(env, args.steps, args.repeats)
