@@ -688,6 +688,27 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: BatchSource,
+               progress: float, warmdown_start: float) -> Tensor:
+    """One optimiser step over GRAD_ACCUM_STEPS micro-batches; the mean loss, left on the device."""
+    losses = []
+    for micro in range(s.grad_accum_steps):
+        if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
+            model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
+        x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
+        with autocast(x.device):
+            loss = model(x, y)
+        (loss / s.grad_accum_steps).backward()
+        losses.append(loss.detach())
+    if s.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return torch.stack(losses).mean()
+
+
 def pick_device(s: Settings) -> torch.device:
     if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -745,24 +766,6 @@ def main() -> None:
         return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=micro_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum)
 
-    def train_step(batches: BatchSource, progress: float, warmdown_start: float) -> Tensor:
-        total = torch.zeros((), device=device)
-        for micro in range(s.grad_accum_steps):
-            if distributed:
-                model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
-            x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
-            with autocast(device):
-                loss = model(x, y)
-            (loss / s.grad_accum_steps).backward()
-            total += loss.detach()
-        if s.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        return total / s.grad_accum_steps
-
     # Warmup: prime compilation and the allocator on real steps, then undo them.
     if s.warmup_steps:
         initial_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
@@ -770,7 +773,7 @@ def main() -> None:
         batches = make_batches()
         t0 = time.perf_counter()
         for _ in range(s.warmup_steps):
-            train_step(batches, 0.0, 1.0)
+            train_step(model, base_model, optimizers, s, batches, 0.0, 1.0)
         sync()
         batches.close()
         base_model.load_state_dict(initial_model)
@@ -810,7 +813,7 @@ def main() -> None:
                 g["lr"] = g["base_lr"] * lr_mul
                 if isinstance(opt, Muon):
                     g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
-        train_loss = train_step(batches, progress, max(1.0 - warmdown, 0.0))
+        train_loss = train_step(model, base_model, optimizers, s, batches, progress, max(1.0 - warmdown, 0.0))
         step += 1
 
         if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:

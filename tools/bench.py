@@ -128,17 +128,7 @@ def bench_paired_steps(env: dict, steps: int) -> dict:
     def timed_step(source: BatchSource, progress: float) -> float:
         sync()
         t0 = time.perf_counter()
-        for _ in range(s.grad_accum_steps):
-            x, y = source.next_batch(progress)
-            with tg.autocast(device):
-                loss = step_model(x, y)
-            (loss / s.grad_accum_steps).backward()
-        if s.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        tg.train_step(step_model, model, optimizers, s, source, progress, 1.0)
         sync()
         return 1000 * (time.perf_counter() - t0)
 
