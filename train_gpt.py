@@ -155,6 +155,11 @@ class Settings:
     local_rank: int = 0
     env: dict = field(default_factory=dict)
 
+    @property
+    def micro_batch_seqs(self) -> int:
+        """Sequences each rank trains on per micro-batch."""
+        return self.train_batch_tokens // (self.world_size * self.grad_accum_steps * self.train_seq_len)
+
 
 def read_settings(environ=os.environ) -> Settings:
     """All settings, with every invalid one reported together before any work is done.
@@ -760,10 +765,8 @@ def main() -> None:
     log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
         f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}")
 
-    micro_seqs = s.train_batch_tokens // (s.world_size * s.grad_accum_steps * s.train_seq_len)
-
     def make_batches() -> BatchSource:
-        return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=micro_seqs, rank=s.rank,
+        return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum)
 
     # Warmup: prime compilation and the allocator on real steps, then undo them.

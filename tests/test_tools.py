@@ -36,7 +36,7 @@ def test_experiment_lists_every_bad_argument(capsys, tmp_path):
 
 def test_paired_bench_alternates_both_arms_on_one_model(dataset):
     env = dict(TINY, DATA_PATH=dataset["data_path"], TOKENIZER_PATH=dataset["tokenizer"], VOCAB_SIZE="1024")
-    out = bench.bench_paired_steps(env, 4)
+    out = bench.bench_paired_steps(bench.cpu_settings(env), 4)
     assert out["pairs"] == 4 and out["baseline_ms"] > 0 and out["curriculum_ms"] > 0
     # 7 steps per arm (3 to warm up); the curriculum reads twice the sequences it keeps
     accum = int(TINY["GRAD_ACCUM_STEPS"])

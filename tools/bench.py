@@ -32,43 +32,54 @@ import numpy as np
 import scipy.stats
 import torch
 
-from curriculum import BatchSource, CurriculumConfig, open_shard, unigram_entropy
+import train_gpt as tg  # the trainer's own settings, model, optimisers and step
+from curriculum import BatchSource, open_shard, unigram_entropy
 from tools.envfile import ROOT, read_env_file
 
 
-def loader_ms_per_batch(files, seq_len: int, seqs: int, enabled: bool, batches: int, device) -> float:
-    cfg = CurriculumConfig(enabled=enabled)
-    source = BatchSource(files, seq_len=seq_len, batch_seqs=seqs, rank=0, world_size=1, vocab_size=1024,
-                         device=device, config=cfg)
+H100_MICRO_SEQS = 48  # 786,432 tokens per step / 8 micro-batches / 2048 tokens (SPEC.md, 1xH100)
+ARMS = ("baseline", "curriculum")
+
+
+def cpu_settings(env: dict) -> tg.Settings:
+    """The CPU configuration as the trainer reads it, curriculum on (the arms switch it per loader)."""
+    paths = {k: str(ROOT / env[k]) for k in ("DATA_PATH", "TOKENIZER_PATH")}
+    return tg.read_settings(dict(os.environ) | env | paths | dict(CURRICULUM="1"))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_source(s: tg.Settings, seq_len: int, seqs: int, arm: str, device) -> BatchSource:
+    return BatchSource([Path(p) for p in sorted(glob.glob(s.train_files))], seq_len=seq_len, batch_seqs=seqs,
+                       rank=0, world_size=1, vocab_size=s.vocab_size, device=device,
+                       config=dataclasses.replace(s.curriculum, enabled=arm == "curriculum"))
+
+
+def loader_ms_per_batch(source: BatchSource, batches: int, device) -> float:
     try:
         for _ in range(3):  # fill the read-ahead queue, warm the allocator
             source.next_batch(0.3)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         t0 = time.perf_counter()
         for k in range(batches):
-            x, y = source.next_batch(k / batches)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            source.next_batch(k / batches)
+        synchronize(device)
         return 1000 * (time.perf_counter() - t0) / batches
     finally:
         source.close()
 
 
-def micro_batch_seqs(env: dict) -> int:
-    """Sequences per micro-batch of the CPU configuration (one process)."""
-    return int(env["TRAIN_BATCH_TOKENS"]) // (int(env.get("GRAD_ACCUM_STEPS", "1")) * int(env["TRAIN_SEQ_LEN"]))
-
-
-def bench_loader(env: dict, files: list[Path], device) -> list[dict]:
+def bench_loader(s: tg.Settings, device) -> list[dict]:
     rows = []
-    cpu_seqs = micro_batch_seqs(env)
-    for label, seq_len, seqs, n in (("cpu config", int(env["TRAIN_SEQ_LEN"]), cpu_seqs, 200),
-                                    ("1xH100 shapes", 2048, 48, 40)):
-        base = [loader_ms_per_batch(files, seq_len, seqs, False, n, device) for _ in range(3)]
-        cur = [loader_ms_per_batch(files, seq_len, seqs, True, n, device) for _ in range(3)]
-        rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", baseline_ms=min(base), curriculum_ms=min(cur),
-                         ratio=min(cur) / min(base)))
+    for label, seq_len, seqs, n in (("cpu config", s.train_seq_len, s.micro_batch_seqs, 200),
+                                    ("1xH100 shapes", 2048, H100_MICRO_SEQS, 40)):
+        best = {arm: min(loader_ms_per_batch(make_source(s, seq_len, seqs, arm, device), n, device)
+                         for _ in range(3)) for arm in ARMS}
+        rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", baseline_ms=best["baseline"],
+                         curriculum_ms=best["curriculum"], ratio=best["curriculum"] / best["baseline"]))
     return rows
 
 
@@ -89,47 +100,32 @@ def scorer_tokens_per_s(tokens: torch.Tensor, vocab_size: int, repeats: int = 30
         torch.set_num_threads(threads)
 
 
-def bench_scorer(env: dict, files: list[Path]) -> list[dict]:
-    stream = np.asarray(open_shard(files[0]))
-    vocab = int(env["VOCAB_SIZE"])
-    pool_size = CurriculumConfig(enabled=True, oversample=float(env.get("CURRICULUM_OVERSAMPLE", "2.0"))).pool_size
+def bench_scorer(s: tg.Settings) -> list[dict]:
+    stream = np.asarray(open_shard(sorted(glob.glob(s.train_files))[0]))
     rows = []
-    for label, seq_len, pool in (("cpu config", int(env["TRAIN_SEQ_LEN"]), pool_size(micro_batch_seqs(env))),
-                                 ("1xH100 shapes", 2048, pool_size(48))):
+    for label, seq_len, keep in (("cpu config", s.train_seq_len, s.micro_batch_seqs),
+                                 ("1xH100 shapes", 2048, H100_MICRO_SEQS)):
+        pool = s.curriculum.pool_size(keep)
         tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
         rows.append(dict(shapes=f"{label}: {pool} x {seq_len + 1}",
-                         tokens_per_s=scorer_tokens_per_s(tokens, vocab)))
+                         tokens_per_s=scorer_tokens_per_s(tokens, s.vocab_size)))
     return rows
 
 
-ARMS = ("baseline", "curriculum")
-
-
-def bench_paired_steps(env: dict, steps: int) -> dict:
-    import train_gpt as tg  # the trainer's own model, optimisers and settings reader
-
-    environ = dict(os.environ) | env | dict(DATA_PATH=str(ROOT / env["DATA_PATH"]), CURRICULUM="1",
-                                            TOKENIZER_PATH=str(ROOT / env["TOKENIZER_PATH"]))
-    s = tg.read_settings(environ)
+def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
     device = tg.pick_device(s)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compile_fn = torch.compile if s.torch_compile else (lambda f: f)
     torch.manual_seed(s.seed)
     model = tg.GPT(s).to(device)
     step_model = torch.compile(model, dynamic=False) if s.torch_compile else model
     optimizers = tg.build_optimizers(model, s, compile_fn)
-    files = [Path(p) for p in sorted(glob.glob(s.train_files))]
-    seqs = s.train_batch_tokens // (s.grad_accum_steps * s.train_seq_len)
-    sources = {arm: BatchSource(files, seq_len=s.train_seq_len, batch_seqs=seqs, rank=0, world_size=1,
-                                vocab_size=s.vocab_size, device=device,
-                                config=dataclasses.replace(s.curriculum, enabled=arm == "curriculum"))
-               for arm in ARMS}
+    sources = {arm: make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, device) for arm in ARMS}
 
     def timed_step(source: BatchSource, progress: float) -> float:
-        sync()
+        synchronize(device)
         t0 = time.perf_counter()
         tg.train_step(step_model, model, optimizers, s, source, progress, 1.0)
-        sync()
+        synchronize(device)
         return 1000 * (time.perf_counter() - t0)
 
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
@@ -180,21 +176,21 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
     env = read_env_file(ROOT / "configs" / "cpu.env")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    s = cpu_settings(env)
+    device = tg.pick_device(s)
     report: dict = dict(device=str(device), torch=torch.__version__)
 
-    files = [Path(p) for p in sorted(glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))]
     print("== unigram_entropy alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
-    report["scorer"] = bench_scorer(env, files)
+    report["scorer"] = bench_scorer(s)
     for row in report["scorer"]:
         print(f"  {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
     print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
-    report["loader"] = bench_loader(env, files, device)
+    report["loader"] = bench_loader(s, device)
     for row in report["loader"]:
         print(f"  {row['shapes']:<28} baseline {row['baseline_ms']:8.3f}  curriculum {row['curriculum_ms']:8.3f}"
               f"  ratio {row['ratio']:.3f}")
     print(f"== paired steps in one process, configs/cpu.env, {args.pairs} pairs (median ms per step)")
-    paired = report["paired_steps"] = bench_paired_steps(env, args.pairs)
+    paired = report["paired_steps"] = bench_paired_steps(s, args.pairs)
     print(f"  baseline {paired['baseline_ms']:.2f}  curriculum {paired['curriculum_ms']:.2f}  "
           f"ratio {paired['ratio']:.4f}  95% CI [{paired['ratio_ci95'][0]:.4f}, {paired['ratio_ci95'][1]:.4f}]"
           f"  (goal <= 1.01; the experiment we beat: 1.089)")
@@ -203,10 +199,10 @@ def main(argv=None) -> None:
         runs = bench_trainer(env, args.steps, args.repeats)
 
         def mean(arm, get):
-            return statistics.mean(get(s) for s in runs[arm])
-        metrics = {"step_avg_ms": lambda s: s["step_avg_ms"],
-                   "data_wait_ms_per_step": lambda s: s["data"]["data_wait_ms_per_step"],
-                   "peak_memory_mb": lambda s: s["peak_memory_mb"]}
+            return statistics.mean(get(run) for run in runs[arm])
+        metrics = {"step_avg_ms": lambda run: run["step_avg_ms"],
+                   "data_wait_ms_per_step": lambda run: run["data"]["data_wait_ms_per_step"],
+                   "peak_memory_mb": lambda run: run["peak_memory_mb"]}
         report["trainer"] = {}
         for name, get in metrics.items():
             b, c = mean("baseline", get), mean("curriculum", get)
@@ -215,9 +211,9 @@ def main(argv=None) -> None:
         # The loader's extra cost per step, against the measured step: the overhead the
         # end-to-end ratio above cannot resolve when it is smaller than run-to-run noise.
         row = report["loader"][0]
-        extra = (row["curriculum_ms"] - row["baseline_ms"]) * int(env["GRAD_ACCUM_STEPS"])
+        extra = (row["curriculum_ms"] - row["baseline_ms"]) * s.grad_accum_steps
         step = report["trainer"]["step_avg_ms"]["baseline"]
-        spread = [s["step_avg_ms"] for s in runs["baseline"]]
+        spread = [run["step_avg_ms"] for run in runs["baseline"]]
         report["trainer"]["selection_ms_per_step"] = dict(ms=extra, fraction_of_step=extra / step)
         print(f"  selection cost per step  {extra:.3f}ms = {100 * extra / step:.3f}% of the baseline step "
               f"(baseline runs themselves spread {min(spread):.1f}..{max(spread):.1f}ms)")
