@@ -11,6 +11,14 @@ Steps, each deterministic (same inputs, same bytes):
 4. train a SentencePiece BPE tokenizer on training documents only;
 5. write one dataset per domain and one mixed dataset in the challenge format, BOS before
    every document, training documents in a seeded shuffle, with a manifest.json each.
+
+The corpus has one identity, its fingerprint: a sha256 over the tokenizer and every shard of
+every dataset. `make data` prints it and compares the build with data/corpus.lock.json, the
+build the README's figures were measured on, naming what differs (package versions, file
+counts per source) when it is not the same.
+
+    python -m data.build --table [--from-lock]   # the README's per-source table
+    python -m data.build --lock                  # make the current build the reference
 """
 from __future__ import annotations
 
@@ -30,10 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curriculum.shards import write_atomic, write_shard  # noqa: E402
-from data.sources import DEBIAN_PACKAGES, SOURCES, Source  # noqa: E402
+from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed  # noqa: E402
 
 BOS_ID = 1
 DATA_DIR = Path(__file__).resolve().parent
+LOCK = DATA_DIR / "corpus.lock.json"
 CODE_FILES = [DATA_DIR / "build.py", DATA_DIR / "sources.py", DATA_DIR.parent / "curriculum" / "shards.py"]
 
 
@@ -44,6 +53,10 @@ class BuildConfig:
     shard_tokens: int = 4_000_000
     shuffle_seed: int = 1337
     tokenizer_lines: int = 300_000
+    # SentencePiece's BPE training gives another model for another thread count (measured:
+    # 1, 2, 4 and 8 threads, four different models; the same count, the same model), so the
+    # count is fixed rather than taken from the machine.
+    tokenizer_threads: int = 2
     max_docs: int = 0  # per source; 0 = all (small builds are for tests)
     prefix: str = "embedded"
     # The published sp1024 tokenizer's options (SPEC.md); newlines and runs of spaces are
@@ -71,8 +84,19 @@ def debian_version(package: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def missing_sources() -> list[Source]:
-    return [s for s in SOURCES if not s.files()]
+def missing_packages() -> list[str]:
+    """The sources' Debian packages that dpkg does not report installed."""
+    return [p for p in DEBIAN_PACKAGES if not is_installed(p)]
+
+
+def corpus_fingerprint(tokenizer_sha256: str, datasets: dict[str, dict]) -> str:
+    """sha256 over the tokenizer's hash and every shard's: {dataset name: its splits}."""
+    h = hashlib.sha256(f"tokenizer:{tokenizer_sha256}\n".encode())
+    for name in sorted(datasets):
+        for split in sorted(datasets[name]):
+            for shard in datasets[name][split]["shards"]:
+                h.update(f"{name}/{shard['file']}:{shard['sha256']}\n".encode())
+    return h.hexdigest()
 
 
 def inputs_fingerprint(cfg: BuildConfig, files: dict[str, list[Path]]) -> str:
@@ -120,7 +144,7 @@ def train_tokenizer(cfg: BuildConfig, train_docs: list[dict]) -> bytes:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines[::stride]), model_writer=model, vocab_size=cfg.vocab_size,
-        input_sentence_size=0, num_threads=os.cpu_count() or 1, minloglevel=2, **cfg.spm_options)
+        input_sentence_size=0, num_threads=cfg.tokenizer_threads, minloglevel=2, **cfg.spm_options)
     return model.getvalue()
 
 
@@ -162,13 +186,12 @@ def build(cfg: BuildConfig, out_root: Path, force: bool = False, log=print) -> d
 
 def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path]:
     t0 = time.time()
-    missing = missing_sources()
+    missing = missing_packages()
     if missing:
-        need = " ".join(sorted({s.debian_package for s in missing}))
         raise SystemExit(
-            "data: these sources are not on this machine: "
-            + ", ".join(f"{s.name} (Debian package {s.debian_package})" for s in missing)
-            + f"\n  install them with: apt-get install {need}   (make data does this when run as root)")
+            "data: these sources' Debian packages are not installed: "
+            + ", ".join(f"{s.name} ({s.debian_package})" for s in SOURCES if s.debian_package in missing)
+            + f"\n  install them with: apt-get install {' '.join(missing)}   (make data does this when run as root)")
     files = {s.name: s.files() for s in SOURCES}
     fingerprint = inputs_fingerprint(cfg, files)
     domains = sorted({s.domain for s in SOURCES})
@@ -179,6 +202,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
     folders = {k: datasets_dir / v for k, v in names.items()}
     if not force and up_to_date(folders.values(), fingerprint, tok_path):
         log(f"data: up to date ({', '.join(names.values())}), skipping the build")
+        report_identity(folders["mix"], log)
         return {names[k]: f for k, f in folders.items()}
 
     docs, dropped = collect_documents(cfg, files)
@@ -204,6 +228,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
                                 debian_version=debian_version(s.debian_package), licence=s.licence,
                                 description=s.description, files=len(files[s.name])) for s in SOURCES}
     datasets_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
     for kind, name in names.items():
         keep = (lambda d: True) if kind == "mix" else (lambda d, k=kind: d["domain"] == k)
         tmp = datasets_dir / f".{name}.tmp{os.getpid()}"
@@ -214,6 +239,10 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
             part = [d for d in ordered if keep(d) and d["split"] == split]
             splits[split] = split_counts(part) | dict(
                 shards=write_split(tmp, cfg.prefix, split, part, cfg.shard_tokens))
+        written[kind] = (tmp, splits)
+    corpus = corpus_fingerprint(tokenizer["sha256"], {names[k]: splits for k, (_, splits) in written.items()})
+    for kind, name in names.items():
+        tmp, splits = written[kind]
         per_source = {}
         for s in SOURCES:
             if kind in ("mix", s.domain):
@@ -222,7 +251,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
         manifest = dict(name=name, kind="mixed" if kind == "mix" else "domain",
                         domains=domains if kind == "mix" else [kind],
                         sources=[source_info[s] for s in per_source], per_source=per_source,
-                        splits=splits, tokenizer=tokenizer, bos_id=BOS_ID,
+                        splits=splits, tokenizer=tokenizer, bos_id=BOS_ID, corpus_fingerprint=corpus,
                         build=dict(config=asdict(cfg), inputs_sha256=fingerprint, exact_duplicates_dropped=dropped,
                                    debian_packages=DEBIAN_PACKAGES))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -231,7 +260,69 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
         log(f"data: {folders[kind]}: train {splits['train']['tokens']:,} tokens in "
             f"{len(splits['train']['shards'])} shards, val {splits['val']['tokens']:,} tokens")
     log(f"data: built in {time.time() - t0:.1f}s")
+    report_identity(folders["mix"], log)
     return {names[k]: f for k, f in folders.items()}
+
+
+# ------------------------------------------------------------------------- the corpus's identity
+
+
+def identity(manifest: dict) -> dict:
+    """What the lock keeps of a mixed dataset's manifest: the fingerprint and, per source, its
+    package, version, file count and the documents and tokens of each split."""
+    counts = manifest["per_source"]
+    return dict(corpus_fingerprint=manifest["corpus_fingerprint"], sources={  # in data/sources.py's order
+        s["name"]: {k: s[k] for k in ("domain", "debian_package", "debian_version", "licence", "description", "files")}
+        | {split: {k: counts[s["name"]][split][k] for k in ("documents", "tokens")} for split in ("train", "val")}
+        for s in manifest["sources"]})
+
+
+def identity_differences(built: dict, locked: dict) -> list[str]:
+    """What differs between two identities, source by source; empty when the fingerprints agree."""
+    if built["corpus_fingerprint"] == locked["corpus_fingerprint"]:
+        return []
+    out = []
+    for name in sorted(set(built["sources"]) | set(locked["sources"])):
+        b, l_ = built["sources"].get(name), locked["sources"].get(name)
+        if b is None or l_ is None:
+            out.append(f"{name}: {'not in this build' if b is None else 'not in the reference'}")
+            continue
+        for key in ("debian_version", "files"):
+            if b[key] != l_[key]:
+                out.append(f"{name}: {key} {l_[key]} in the reference, {b[key]} here")
+    return out or ["package versions and file counts agree, so the texts or the tokenizer training differ"]
+
+
+def report_identity(mix_folder: Path, log) -> None:
+    manifest = json.loads((mix_folder / "manifest.json").read_text())
+    built = identity(manifest)
+    log(f"data: corpus fingerprint {built['corpus_fingerprint']}")
+    if not LOCK.exists():
+        return
+    locked = json.loads(LOCK.read_text())
+    diffs = identity_differences(built, locked)
+    if diffs:
+        log(f"data: WARNING: this corpus differs from the one the README's figures were measured on "
+            f"({locked['corpus_fingerprint'][:16]}…): " + "; ".join(diffs)
+            + ". Everything works; numbers from the two corpora are not comparable.")
+
+
+def corpus_table(ident: dict) -> str:
+    """The README's per-source table, from an identity (a build's or the lock's)."""
+    rows = ["| source (Debian package, version) | domain | licence | files | train docs | train tokens "
+            "| val docs | val tokens |", "|---|---|---|---|---|---|---|---|"]
+    total = dict(files=0, train_documents=0, train_tokens=0, val_documents=0, val_tokens=0)
+    for name, s in ident["sources"].items():
+        rows.append(f"| {s['description'].split(' (')[0]} (`{s['debian_package']}` {s['debian_version']}) "
+                    f"| {s['domain']} | {s['licence']} | {s['files']:,} | {s['train']['documents']:,} "
+                    f"| {s['train']['tokens']:,} | {s['val']['documents']:,} | {s['val']['tokens']:,} |")
+        total["files"] += s["files"]
+        for split in ("train", "val"):
+            for k in ("documents", "tokens"):
+                total[f"{split}_{k}"] += s[split][k]
+    rows.append(f"| **mixed dataset** | all | | {total['files']:,} | {total['train_documents']:,} "
+                f"| {total['train_tokens']:,} | {total['val_documents']:,} | {total['val_tokens']:,} |")
+    return "\n".join(rows) + "\n"
 
 
 def up_to_date(folders, fingerprint: str, tok_path: Path) -> bool:
@@ -262,10 +353,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-docs", type=int, default=0, help="at most this many documents per source (0: all)")
     ap.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
     ap.add_argument("--missing-packages", action="store_true",
-                    help="print the Debian packages of the sources not on this machine, and exit")
+                    help="print the sources' Debian packages that are not installed, and exit")
+    ap.add_argument("--table", action="store_true", help="print the per-source table of the built corpus, and exit")
+    ap.add_argument("--from-lock", action="store_true", help="with --table: the table of data/corpus.lock.json")
+    ap.add_argument("--lock", action="store_true", help="write data/corpus.lock.json from the built corpus, and exit")
     args = ap.parse_args(argv)
     if args.missing_packages:
-        print(" ".join(sorted({s.debian_package for s in missing_sources()})))
+        print(" ".join(missing_packages()))
+        return
+    if args.table or args.lock:
+        mix = args.out.resolve() / "datasets" / f"embedded_mix_sp{args.vocab_size}" / "manifest.json"
+        if args.table and args.from_lock:
+            print(corpus_table(json.loads(LOCK.read_text())), end="")
+            return
+        if not mix.exists():
+            raise SystemExit(f"data: {mix} does not exist: run `make data` first")
+        built = identity(json.loads(mix.read_text()))
+        if args.lock:
+            write_atomic(LOCK, (json.dumps(built, indent=2) + "\n").encode())
+            print(f"data: {LOCK} now holds corpus {built['corpus_fingerprint']}")
+        else:
+            print(corpus_table(built), end="")
         return
     errors = []
     if not 256 < args.vocab_size <= 65536:

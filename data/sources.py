@@ -1,14 +1,18 @@
 """The real texts the embedded dataset is built from, and how each is cut into documents.
 
-Every source is a Debian package with a free licence, so any Debian or Ubuntu machine can
+Every source is one Debian package with a free licence, so any Debian or Ubuntu machine can
 install it offline from the distribution's archive (`make data` does, when run as root).
-A source yields documents as (key, text) pairs; the key is stable across builds and is what
-the train/validation split hashes, so the split never depends on file order.
+A source's files are exactly those its package owns (`dpkg-query -L`) that its selection
+accepts: never a glob over a shared folder, where modules of other packages (present on one
+machine, absent on the next) would join the corpus. A source yields documents as (key,
+text) pairs; the key is stable across builds and is what the train/validation split hashes,
+so the split never depends on file order.
 """
 from __future__ import annotations
 
 import gzip
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,8 +27,33 @@ class Source:
     debian_package: str
     licence: str
     description: str
-    files: Callable[[], list[Path]]
+    selects: Callable[[Path], bool]  # which of the package's files are text for the corpus
     documents: Callable[[list[Path]], Iterator[Document]]
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in package_files(self.debian_package) if self.selects(p) and p.is_file())
+
+
+def package_status(package: str) -> str | None:
+    """dpkg's abbreviated status ('ii ' when installed), or None without dpkg."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", package],
+                             capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return out.stdout if out.returncode == 0 else ""
+
+
+def is_installed(package: str) -> bool:
+    return (package_status(package) or "").startswith("ii")
+
+
+def package_files(package: str) -> list[Path]:
+    """Every path the installed package owns; empty when it is not installed."""
+    if not is_installed(package):
+        return []
+    out = subprocess.run(["dpkg-query", "-L", package], capture_output=True, text=True, check=False)
+    return [Path(line) for line in out.stdout.splitlines() if line.startswith("/")]
 
 
 # ---------------------------------------------------------------- cutting text into documents
@@ -124,40 +153,38 @@ def dictionary_pages(paths: list[Path], page_bytes: int = 4000) -> Iterator[Docu
             yield f"gcide:{page[0].split(chr(10))[0][:60]}", "\n\n".join(page) + "\n"
 
 
-def _glob(root: Path, pattern: str, exclude: tuple[str, ...] = (), within: str | None = None) -> Callable[[], list[Path]]:
-    """Files under root matching pattern, none inside a folder named in `exclude`, and only
-    those inside a folder named `within` when it is given."""
-    def files() -> list[Path]:
-        out = []
-        for p in root.glob(pattern):
-            parts = p.relative_to(root).parts[:-1]
-            if p.is_file() and not set(parts) & set(exclude) and (within is None or within in parts):
-                out.append(p)
-        return sorted(out)
-    return files
+def _under(root: Path, suffix: str, exclude: tuple[str, ...] = ()) -> Callable[[Path], bool]:
+    """Files below `root` whose name ends with `suffix`, in no folder named in `exclude`."""
+    def selects(p: Path) -> bool:
+        return (p.name.endswith(suffix) and root in p.parents
+                and not set(p.relative_to(root).parts[:-1]) & set(exclude))
+    return selects
 
+
+_NOT_MODULES = ("dist-packages", "site-packages", "__pycache__", "test")
 
 SOURCES: list[Source] = [
     Source("python-docs", "docs", "python3.11-doc", "PSF-2.0",
            "Python 3.11 documentation, reStructuredText sources (one document per page)",
-           _glob(_RST_ROOT, "**/*.rst.txt"), whole_files(_RST_ROOT)),
+           _under(_RST_ROOT, ".rst.txt"), whole_files(_RST_ROOT)),
     Source("gnu-standards", "docs", "gnu-standards", "GFDL-1.3-or-later (no invariant sections)",
            "GNU Coding Standards and GNU Maintainers Information (one document per section)",
-           _glob(_GNU_ROOT, "*.text.gz"), texinfo_sections),
+           _under(_GNU_ROOT, ".text.gz"), texinfo_sections),
     Source("jargon-file", "prose", "jargon-text", "public domain",
            "The Jargon File 4.4.7 (one document per entry)",
-           lambda: [_JARGON] if _JARGON.exists() else [], jargon_entries),
+           lambda p: p == _JARGON, jargon_entries),
     Source("gcide", "prose", "dict-gcide", "GPL-2.0-or-later",
            "GNU Collaborative International Dictionary of English 0.48 (pages of consecutive entries)",
-           lambda: [_GCIDE] if _GCIDE.exists() else [], dictionary_pages),
+           lambda p: p == _GCIDE, dictionary_pages),
+    Source("python-stdlib-core", "code", "libpython3.11-minimal", "PSF-2.0",
+           "Python 3.11 standard library, the core modules Debian ships apart (one document per module)",
+           _under(_STDLIB_ROOT, ".py", _NOT_MODULES), whole_files(_STDLIB_ROOT)),
     Source("python-stdlib", "code", "libpython3.11-stdlib", "PSF-2.0",
            "Python 3.11 standard library sources (one document per module)",
-           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__", "test")),
-           whole_files(_STDLIB_ROOT)),
+           _under(_STDLIB_ROOT, ".py", _NOT_MODULES), whole_files(_STDLIB_ROOT)),
     Source("python-stdlib-tests", "code", "libpython3.11-testsuite", "PSF-2.0",
            "Python 3.11 standard library test suite (one document per module)",
-           _glob(_STDLIB_ROOT, "**/*.py", exclude=("dist-packages", "site-packages", "__pycache__"), within="test"),
-           whole_files(_STDLIB_ROOT)),
+           _under(_STDLIB_ROOT / "test", ".py", ("__pycache__",)), whole_files(_STDLIB_ROOT)),
 ]
 
 DEBIAN_PACKAGES = sorted({s.debian_package for s in SOURCES})

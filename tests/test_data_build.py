@@ -127,3 +127,81 @@ def test_fineweb_helper_says_it_needs_the_network(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "needs the network" in out.stderr or "needs the optional extra" in out.stderr
     assert not list(tmp_path.rglob("*.bin"))
+
+
+# ------------------------------------------------------------------------- the corpus's identity
+
+
+def test_every_manifest_holds_the_fingerprint_of_the_tokenizer_and_every_shard(small_build):
+    out, folders, _ = small_build
+    manifests = {name: json.loads((f / "manifest.json").read_text()) for name, f in folders.items()}
+    recomputed = hashlib.sha256(f"tokenizer:{manifests[next(iter(manifests))]['tokenizer']['sha256']}\n".encode())
+    for name in sorted(folders):
+        for split in ("train", "val"):
+            for shard in manifests[name]["splits"][split]["shards"]:
+                digest = hashlib.sha256((folders[name] / shard["file"]).read_bytes()).hexdigest()
+                recomputed.update(f"{name}/{shard['file']}:{digest}\n".encode())
+    assert {m["corpus_fingerprint"] for m in manifests.values()} == {recomputed.hexdigest()}
+
+
+def test_differences_from_the_reference_are_named(small_build):
+    out, folders, _ = small_build
+    mix = next(f for n, f in folders.items() if "_mix_" in n)
+    built = build_mod.identity(json.loads((mix / "manifest.json").read_text()))
+    assert build_mod.identity_differences(built, built) == []
+    other = json.loads(json.dumps(built))
+    other["corpus_fingerprint"] = "0" * 64
+    other["sources"]["python-stdlib"]["debian_version"] = "3.11.2-6"
+    other["sources"]["gcide"]["files"] = 2
+    assert build_mod.identity_differences(built, other) == [
+        "gcide: files 2 in the reference, 1 here",
+        f"python-stdlib: debian_version 3.11.2-6 in the reference, {built['sources']['python-stdlib']['debian_version']} here"]
+    del other["sources"]["gcide"]
+    other["sources"]["python-stdlib"] = built["sources"]["python-stdlib"]
+    assert build_mod.identity_differences(built, other) == ["gcide: not in the reference"]
+
+
+def test_the_warning_is_one_line_naming_what_differs(small_build, tmp_path, monkeypatch):
+    out, folders, _ = small_build
+    mix = next(f for n, f in folders.items() if "_mix_" in n)
+    locked = build_mod.identity(json.loads((mix / "manifest.json").read_text()))
+    lock = tmp_path / "corpus.lock.json"
+    monkeypatch.setattr(build_mod, "LOCK", lock)
+    lock.write_text(json.dumps(locked))
+    lines = []
+    build_mod.report_identity(mix, lines.append)
+    assert lines == [f"data: corpus fingerprint {locked['corpus_fingerprint']}"]
+    locked["corpus_fingerprint"] = "f" * 64
+    locked["sources"]["jargon-file"]["debian_version"] = "4.4.6-1"
+    lock.write_text(json.dumps(locked))
+    lines.clear()
+    build_mod.report_identity(mix, lines.append)
+    assert len(lines) == 2 and lines[1].startswith("data: WARNING: this corpus differs") and \
+        "jargon-file: debian_version 4.4.6-1 in the reference" in lines[1]
+
+
+def test_the_readme_table_and_fingerprint_are_the_lock_file():
+    lock = json.loads(build_mod.LOCK.read_text())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert build_mod.corpus_table(lock) in readme
+    assert f"`{lock['corpus_fingerprint']}`" in readme
+
+
+def test_same_package_versions_build_the_reference_corpus(dataset):
+    """On a machine with the reference's package versions, `make data` must reproduce its fingerprint."""
+    lock = json.loads(build_mod.LOCK.read_text())
+    mix = Path(dataset["data_path"])
+    built = build_mod.identity(json.loads((mix / "manifest.json").read_text()))
+    versions = {n: s["debian_version"] for n, s in built["sources"].items()}
+    if versions != {n: s["debian_version"] for n, s in lock["sources"].items()}:
+        pytest.skip(f"other package versions here ({versions}): make data warns, nothing to reproduce")
+    assert built == lock
+
+
+def test_the_tokenizer_does_not_depend_on_the_machines_core_count(small_build, monkeypatch):
+    _, _, seen = small_build
+    models = []
+    for cores in (2, 8):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        models.append(build_mod.train_tokenizer(SMALL, seen))
+    assert models[0] == models[1]
