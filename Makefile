@@ -4,6 +4,9 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 SEEDS ?= 3
 BUDGET ?= 150
+ARMS ?= baseline v
+MODE ?= time
+STEPS ?= 0
 
 .PHONY: setup extras sources data run test bench compare clean distclean
 
@@ -36,7 +39,7 @@ bench: data
 	$(PYTHON) -m tools.bench
 
 compare: data extras
-	$(PYTHON) -m tools.experiment --seeds $(SEEDS) --budget $(BUDGET)
+	$(PYTHON) -m tools.experiment --arms $(ARMS) --seeds $(SEEDS) --mode $(MODE) --budget $(BUDGET) --steps $(STEPS)
 
 clean:
 	rm -rf logs compare_out .pytest_cache data/datasets data/tokenizers

@@ -17,6 +17,10 @@ import io
 import json
 import math
 import os
+import platform
+import re
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -30,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count, write_atomic
+from curriculum import (BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count,
+                        shards_fingerprint, write_atomic)
 
 HERE = Path(__file__).resolve().parent
 
@@ -126,6 +131,7 @@ class Settings:
     val_loss_every: int
     val_batch_size: int
     val_max_tokens: int
+    val_sets: str
     train_log_every: int
     # optimiser
     matrix_lr: float
@@ -156,14 +162,29 @@ class Settings:
     env: dict = field(default_factory=dict)
 
     @property
+    def val_set_patterns(self) -> dict[str, str]:
+        """VAL_SETS as {name: shard glob}; check_settings has vetted the syntax."""
+        return dict(part.split("=", 1) for part in self.val_sets.split(",") if part.strip())
+
+    @property
     def micro_batch_seqs(self) -> int:
         """Sequences each rank trains on per micro-batch."""
         return self.train_batch_tokens // (self.world_size * self.grad_accum_steps * self.train_seq_len)
 
 
 def read_settings(environ=os.environ) -> Settings:
-    """All settings, with every invalid one reported together before any work is done.
-    Defaults are the stronger stack's 8xH100 configuration (SPEC.md)."""
+    """All settings, with every invalid one reported together before any work is done."""
+    s, errors = parse_settings(environ)
+    errors += check_settings(s)
+    if errors:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    return s
+
+
+def parse_settings(environ) -> tuple[Settings, list[str]]:
+    """Typed settings and the problems of each value on its own (no file is looked at).
+    Defaults are the stronger stack's 8xH100 configuration (SPEC.md); `s.env` holds every
+    value, defaults included, as the run's summary records it."""
     e = EnvReader(environ)
     rank = e.env_int("RANK", 0, minimum=0)
     world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
@@ -205,6 +226,7 @@ def read_settings(environ=os.environ) -> Settings:
         val_loss_every=e.env_int("VAL_LOSS_EVERY", 1000, minimum=0),
         val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
         val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
+        val_sets=e.env_str("VAL_SETS", ""),
         train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
         matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
         scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
@@ -235,11 +257,8 @@ def read_settings(environ=os.environ) -> Settings:
         ),
         rank=rank, world_size=world_size, local_rank=local_rank,
     )
-    errors = e.errors + check_settings(s)
-    if errors:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
     s.env = e.values
-    return s
+    return s, e.errors
 
 
 def check_settings(s: Settings) -> list[str]:
@@ -270,7 +289,11 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
     if s.device == "cuda" and not torch.cuda.is_available():
         errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
-    for name, pattern in (("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)):
+    errors += check_val_sets(s.val_sets)
+    shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
+    if not any("VAL_SETS" in e for e in errors):
+        shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
+    for name, pattern in shard_globs:
         files = sorted(glob.glob(pattern))
         if not files:
             errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
@@ -291,6 +314,19 @@ def check_settings(s: Settings) -> list[str]:
         else:
             if sp_vocab != s.vocab_size:
                 errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
+    return errors
+
+
+def check_val_sets(raw: str) -> list[str]:
+    """VAL_SETS is `name=glob,name=glob`: names unique, made of letters, digits, '_' or '-'."""
+    errors, seen = [], set()
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, pattern = part.partition("=")
+        if not sep or not pattern or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            errors.append(f"VAL_SETS={raw!r}: {part!r} must be name=shard_glob (a name of letters, digits, _ or -)")
+        elif name in seen:
+            errors.append(f"VAL_SETS={raw!r}: the name {name!r} is given twice")
+        seen.add(name)
     return errors
 
 
@@ -654,11 +690,67 @@ def load_artifact(blob: bytes) -> dict:
     return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
 
 
-def code_bytes() -> int:
+def code_files() -> list[Path]:
     """train_gpt.py and every file of curriculum/: the code an artifact needs."""
-    files = [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
-                                       if p.is_file() and "__pycache__" not in p.parts]
-    return sum(p.stat().st_size for p in files)
+    return [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
+                                      if p.is_file() and "__pycache__" not in p.parts]
+
+
+def code_bytes() -> int:
+    return sum(p.stat().st_size for p in code_files())
+
+
+# =============================================================================================
+# Provenance: what a run needs so that it is never pooled with a run of other code, data or device
+# =============================================================================================
+
+
+def code_sha256() -> str:
+    h = hashlib.sha256()
+    for path in code_files():
+        h.update(f"{path.relative_to(HERE).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """HEAD, with '-dirty' when the trainer's code differs from it; None outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "train_gpt.py", "curriculum"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_provenance(s: Settings, device: torch.device, train_files: list[Path], started: float) -> dict:
+    manifest = train_files[0].parent / "manifest.json"
+    try:
+        corpus = json.loads(manifest.read_text()).get("corpus_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        corpus = None
+    return dict(
+        code_sha256=code_sha256(), git_commit=git_commit(), torch=torch.__version__,
+        python=platform.python_version(), device_kind=device.type, device_name=device_name(device),
+        threads=torch.get_num_threads(), host=socket.gethostname(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), cwd=os.getcwd(),
+        train_shards=[dict(file=str(p.resolve()), bytes=p.stat().st_size) for p in train_files],
+        train_data_sha256=shards_fingerprint(train_files), corpus_fingerprint=corpus)
 
 
 # =============================================================================================
@@ -721,6 +813,7 @@ def pick_device(s: Settings) -> torch.device:
 
 
 def main() -> None:
+    started = time.time()
     s = read_settings()
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = pick_device(s)
@@ -746,11 +839,17 @@ def main() -> None:
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
     val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
-    if int(val_tokens.max()) >= s.vocab_size:
-        raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the validation shards hold token id {int(val_tokens.max())}")
+    # named sets (VAL_SETS, e.g. one per domain) scored after training with the same accounting
+    val_sets = {name: load_validation_tokens(pattern, s.train_seq_len, s.val_max_tokens)
+                for name, pattern in s.val_set_patterns.items()}
+    for name, tokens in [("VAL_FILES", val_tokens)] + [(f"VAL_SETS[{k}]", v) for k, v in val_sets.items()]:
+        if int(tokens.max()) >= s.vocab_size:
+            raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
     tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
     train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
     val_sha256 = hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest()
+    provenance = run_provenance(s, device, train_files, started)
+    log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
     tokenizer_sha256 = hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest()
     log(f"data: {len(train_files)} train shards, validation {val_tokens.numel() - 1:,} tokens"
         + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
@@ -860,6 +959,7 @@ def main() -> None:
         base_model.load_state_dict(averaged)
         val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
         log(f"swa:applied snapshots:{swa_count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+    set_scores = {name: evaluate(model_compiled, s, tokens, tables, device) for name, tokens in val_sets.items()}
 
     # Export, then load the artifact back and score it: that round-trip val_bpb is the result.
     artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
@@ -883,6 +983,15 @@ def main() -> None:
             f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
     log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
     log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
+    set_results = {}
+    for name, tokens in val_sets.items():
+        set_rt_loss, set_rt_bpb = evaluate(model_compiled, s, tokens, tables, device)
+        set_loss, set_bpb = set_scores[name]
+        set_results[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb,
+                                 roundtrip_val_loss=set_rt_loss, roundtrip_val_bpb=set_rt_bpb,
+                                 sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
+        log(f"val_set:{name} tokens:{tokens.numel() - 1} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
+            f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
 
     if s.rank == 0:
         summary = dict(
@@ -896,7 +1005,7 @@ def main() -> None:
             artifact_limit=ARTIFACT_LIMIT, data=data_summary | dict(rank_first_spans=spans),
             peak_memory_mb=round(peak_memory_mb(device), 1), tokenizer=s.tokenizer_path,
             tokenizer_sha256=tokenizer_sha256, val_files=s.val_files, val_sha256=val_sha256,
-            train_files=s.train_files)
+            train_files=s.train_files, val_sets=set_results, provenance=provenance)
         write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
         log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
 

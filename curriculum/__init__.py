@@ -7,13 +7,13 @@ at one seam, `loader.BatchSource.next_batch`, the only place with I/O and thread
 """
 from .config import CurriculumConfig
 from .loader import BatchSource, TokenStream
-from .schedules import SCHEDULES, target_percentile, v_schedule
+from .schedules import SCHEDULE_PARAMETERS, SCHEDULES, target_percentile, v_schedule
 from .scores import SCORES, unigram_entropy
 from .selection import select_window, window_start
-from .shards import ShardFormatError, open_shard, shard_token_count, write_atomic, write_shard
+from .shards import ShardFormatError, open_shard, shard_token_count, shards_fingerprint, write_atomic, write_shard
 
 __all__ = [
-    "BatchSource", "CurriculumConfig", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
-    "open_shard", "select_window", "shard_token_count", "target_percentile", "unigram_entropy",
+    "BatchSource", "CurriculumConfig", "SCHEDULE_PARAMETERS", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
+    "open_shard", "select_window", "shard_token_count", "shards_fingerprint", "target_percentile", "unigram_entropy",
     "v_schedule", "window_start", "write_atomic", "write_shard",
 ]

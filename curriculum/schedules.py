@@ -48,6 +48,16 @@ SCHEDULES: dict[str, ScheduleFn] = {
 }
 
 
+# The settings each schedule reads (CURRICULUM_PEAK, CURRICULUM_TARGET); the others change
+# nothing for it, so two runs that differ only in those ran the same curriculum.
+SCHEDULE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "v": ("peak",),
+    "linear": (),
+    "reverse_linear": (),
+    "constant": ("target",),
+}
+
+
 def target_percentile(schedule: str, progress: float, peak: float | str, target: float,
                       warmdown_start: float) -> float:
     """The percentile a step aims at. `peak="warmdown"` turns the V exactly where the trainer's

@@ -1,9 +1,10 @@
-"""tools/compare.py: parsing and grouping real runs, the statistics, every bad input."""
+"""tools/compare.py: the test it runs, verdicts that never flip on ordinary input, no traceback
+for any bad input, the report from real runs, and every committed record re-derived."""
 from __future__ import annotations
 
-import copy
 import json
 import math
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -11,55 +12,126 @@ from pathlib import Path
 import mpmath
 import pytest
 
-from tests.conftest import run_trainer, trainer_env
+from tests.conftest import ROOT, run_trainer, trainer_env
+from tests.helpers_runs import RECORD, changed, record_runs, summary, write_runs
 from tools import compare as cmp
 
 
-@pytest.fixture(scope="module")
-def real_logs(dataset, tmp_path_factory) -> Path:
-    """Four real tiny runs: seeds 1 and 2, baseline and curriculum."""
-    tmp = tmp_path_factory.mktemp("runs")
-    for seed in (1, 2):
-        for flag in ("0", "1"):
-            env = trainer_env(dataset, tmp, SEED=seed, CURRICULUM=flag, RUN_ID=f"c{flag}-s{seed}", ITERATIONS=20,
-                              VAL_LOSS_EVERY=10, CURRICULUM_LOG_EVERY=5, TRAIN_LOG_EVERY=5)
-            out = run_trainer(env)
-            assert out.returncode == 0, out.stderr[-2000:]
-    return tmp / "logs"
+def verdict_row(text: str) -> str:
+    """The arm's row of the 'Against the baseline' table."""
+    return next(line for line in text.splitlines() if line.startswith("| curriculum") and " t (n=" in line
+                and "| docs |" not in line)
 
 
-def copy_runs(src: Path, dst: Path, names=None) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for p in src.iterdir():
-        if p.suffix in (".json", ".txt") and (names is None or p.stem in names):
-            shutil.copy(p, dst)
-    return dst
+# ------------------------------------------------------------------------- the first record's numbers
 
 
-def test_groups_real_runs_into_a_baseline_and_a_curriculum_arm(real_logs, tmp_path):
-    runs, problems = cmp.load_runs(real_logs)
-    assert len(runs) == 4 and not problems
-    arms = cmp.group_arms(runs)
-    assert [a.name for a in arms] == ["baseline", "curriculum unigram_entropy/v peak=0.45 x2.0"]
-    assert sorted(r.seed for r in arms[0].runs) == [1, 2] and sorted(r.seed for r in arms[1].runs) == [1, 2]
-    base, why = cmp.find_baseline(arms[1], arms)
-    assert base is arms[0] and why is None
-    run = next(r for r in runs if r.run_id == "c1-s1")
-    assert [s for s, _, _ in cmp.val_curve(run)] == [10, 20]
-    assert len(cmp.curriculum_curve(run)) == 4 and cmp.curriculum_curve(run)[0][0] == 5
-    assert [s for s, _ in cmp.step_times(run)] == [*range(2, 11), 15, 20]  # every step up to 10, then every 5
+def test_the_record_reads_paired_and_does_not_clear_the_bar(tmp_path):
+    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", record_runs()), tmp_path)
+    d = c.overall
+    assert d.test == "paired t" and d.n == (3, 3) and not d.clears_bar
+    assert d.mean_bpb == pytest.approx(statistics.fmean(cur - base for base, cur in RECORD.values()))
+    assert d.p_value == pytest.approx(0.050, abs=0.001)
+    assert "| no |" in verdict_row(text)
+    assert [s for s, _, _ in d.per_seed] == [1337, 1338, 1339]
+    assert "| curriculum unigram_entropy/v peak=0.45 x2 | 1338 | 2.3148 | 2.2159 | -0.09890 |" in text
 
 
-def test_report_has_tables_and_plots(real_logs, tmp_path):
-    text, pairs = cmp.build_report(real_logs, tmp_path)
-    assert (tmp_path / "report.md").read_text() == text
-    assert "| baseline | 2 | " in text and "paired t (n=2, 2)" in text
-    for png in ("val_bpb_vs_time.png", "curriculum_schedule.png", "step_time.png"):
-        assert (tmp_path / png).stat().st_size > 5000 and f"![{png}]({png})" in text
-    (arm, base, d), = pairs
-    bpb = lambda a: statistics.fmean(r.summary["roundtrip_val_bpb"] for r in a.runs)  # noqa: E731
-    assert d.mean_bpb == pytest.approx(bpb(arm) - bpb(base))
-    assert "`CURRICULUM`" in text  # the setting that separates the arms is named
+def crashed_curriculum_seed(runs):
+    del runs["c1-s1339"]  # its log stays: it crashed before writing the summary
+    return runs, ["c1-s1339.txt: a log without a summary", "c0-s1339.json (seed 1339) has no partner"]
+
+
+def extra_baseline_seed(runs):
+    runs["c0-s1340"] = summary(1340, False, 2.30)
+    return runs, ["c0-s1340.json (seed 1340) has no partner"]
+
+
+def other_tokenizer_for_one_baseline(runs):
+    runs["c0-s1338"]["tokenizer_sha256"] = "u" * 64
+    return runs, ["baseline: runs not pooled because they differ in tokenizer",
+                  "c1-s1338.json (seed 1338) has no partner"]
+
+
+@pytest.mark.parametrize("perturb", [crashed_curriculum_seed, extra_baseline_seed, other_tokenizer_for_one_baseline])
+def test_ordinary_input_never_switches_the_test(tmp_path, perturb):
+    """Each of these read 'clears the bar: yes' through a silent switch to Welch's test."""
+    runs, named = perturb(record_runs())
+    folder = write_runs(tmp_path / "logs", runs)
+    if perturb is crashed_curriculum_seed:
+        (folder / "c1-s1339.txt").write_text("step:1/100000 train_loss:6.9312 train_time:350ms step_avg:350.00ms\n")
+    text, comparisons = cmp.build_report(folder, tmp_path)
+    d = next(c.overall for c in comparisons if len(c.base.runs) > 1)
+    assert d.test == "paired t" and not d.clears_bar and "Welch" not in text
+    assert "| no" in verdict_row(text)
+    for message in named:
+        assert message in text
+
+
+@pytest.mark.parametrize("how", ["copy", "re-run"])
+def test_a_seed_twice_in_an_arm_is_an_error_not_an_average(tmp_path, capsys, how):
+    runs = record_runs()
+    runs["c1-s1338-b"] = runs["c1-s1338"] if how == "copy" else summary(1338, True, 2.25)
+    assert cmp.main([str(write_runs(tmp_path / "logs", runs))]) == 2
+    err = capsys.readouterr().err
+    assert "seed 1338 in c1-s1338-b.json, c1-s1338.json" in err and "Traceback" not in err
+
+
+def test_unpaired_only_when_asked_and_the_report_says_so(tmp_path):
+    runs = record_runs()
+    del runs["c1-s1339"]
+    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", runs), tmp_path, unpaired=True)
+    assert c.overall.test == "Welch t" and c.overall.n == (2, 3)
+    assert "Welch's unpaired t-test over all runs" in text and "as asked with --unpaired" in text
+
+
+# ------------------------------------------------------------------------- bad input: one line, never a traceback
+
+
+def bad_folders(tmp_path) -> dict[str, tuple[Path, str]]:
+    out = {}
+
+    def make(name, runs, extra=None):
+        folder = write_runs(tmp_path / name, runs)
+        for file, text in (extra or {}).items():
+            (folder / file).write_text(text)
+        return folder
+
+    out["nan result"] = (make("nan", changed(record_runs(), "c1-s1338", ("roundtrip_val_bpb",), float("nan"))),
+                         "c1-s1338.json (seed 1338): roundtrip_val_bpb=nan: the run failed")
+    out["inf result"] = (make("inf", changed(record_runs(), "c0-s1337", ("roundtrip_val_loss",), float("inf"))),
+                         "c0-s1337.json (seed 1337): roundtrip_val_loss=inf: the run failed")
+    no_id = record_runs()
+    del no_id["c0-s1338"]["run_id"]
+    out["no run_id"] = (make("noid", no_id), "c0-s1338.json: not a train_gpt.py run summary (no run_id)")
+    no_data = record_runs()
+    for s in no_data.values():
+        del s["data"]
+    out["no data"] = (make("nodata", no_data), "| baseline | 3 | 1337, 1338, 1339 |")
+    out["corrupt json"] = (make("corrupt", record_runs(), {"c1-s1340.json": '{"run_id": "c1-s1340", "sett',
+                                                           "c1-s1340.txt": "step:1/10"}), "c1-s1340.json: not valid JSON")
+    out["foreign json"] = (make("foreign", record_runs(), {"bench.json": "[1, 2, 3]"}),
+                           "bench.json: not a train_gpt.py run summary")
+    out["only failed runs"] = (make("allnan", {"c0-s1": summary(1, False, float("nan"))}),
+                               "no usable run summaries")
+    out["empty folder"] = (make("empty", {}), "no usable run summaries")
+    out["missing folder"] = (tmp_path / "nowhere", "no such folder")
+    return out
+
+
+@pytest.mark.parametrize("case", ["nan result", "inf result", "no run_id", "no data", "corrupt json", "foreign json",
+                                  "only failed runs", "empty folder", "missing folder"])
+def test_bad_input_is_named_never_raised(tmp_path, capsys, case):
+    folder, message = bad_folders(tmp_path)[case]
+    status = cmp.main([str(folder), "--out", str(tmp_path / "report")])
+    out = capsys.readouterr()
+    assert status in (0, 2) and "Traceback" not in out.out + out.err
+    assert message in out.out + out.err
+    if case == "corrupt json":  # once, not also as a crashed run
+        assert (out.out + out.err).count("c1-s1340") == 1
+
+
+# ------------------------------------------------------------------------- statistics, independently
 
 
 def t_two_sided(t: float, df: float) -> float:
@@ -67,16 +139,14 @@ def t_two_sided(t: float, df: float) -> float:
     return float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True))
 
 
-def fake_arm(name, losses, seeds, curriculum):
-    runs = [cmp.Run(f"{name}{s}", dict(settings=dict(SEED=s, CURRICULUM=curriculum), roundtrip_val_loss=v,
-                                       roundtrip_val_bpb=v / math.log(2)), "") for v, s in zip(losses, seeds)]
-    return cmp.Arm(name, (), runs)
+def by_seed(losses, seeds):
+    return {s: (v, v / math.log(2)) for v, s in zip(losses, seeds)}
 
 
 def test_paired_test_matches_an_independent_computation():
     base = [2.010, 2.031, 2.002, 2.024, 2.017]
     arm = [2.001, 2.020, 1.999, 2.012, 2.014]
-    d = cmp.compare_arms(fake_arm("c", arm, [1, 2, 3, 4, 5], True), fake_arm("b", base, [1, 2, 3, 4, 5], False))
+    d = cmp.difference(by_seed(arm, range(1, 6)), by_seed(base, range(1, 6)))
     diffs = [a - b for a, b in zip(arm, base)]
     n, mean, sd = len(diffs), statistics.fmean(diffs), statistics.stdev(diffs)
     t = mean / (sd / math.sqrt(n))
@@ -91,63 +161,97 @@ def test_paired_test_matches_an_independent_computation():
     assert not d.clears_bar  # about 0.008 nats better, but five seeds are not enough for p < 0.01 on the bar
 
 
-def test_welch_test_when_seeds_differ_matches_an_independent_computation():
+def test_welch_test_matches_an_independent_computation():
     a, b = [1.90, 1.92, 1.91, 1.89], [2.00, 2.05, 1.98]
-    d = cmp.compare_arms(fake_arm("c", a, [1, 2, 3, 4], True), fake_arm("b", b, [7, 8, 9], False))
+    d = cmp.difference(by_seed(a, [1, 2, 3, 4]), by_seed(b, [7, 8, 9]), unpaired=True)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    assert d.test == "Welch t" and "unpaired" in d.note
-    assert d.p_value == pytest.approx(t_two_sided(t, df), rel=1e-6)
+    assert d.test == "Welch t" and d.p_value == pytest.approx(t_two_sided(t, df), rel=1e-6)
     assert d.clears_bar == (d.p_bar < 0.01)
 
 
-def test_too_few_runs_is_said_plainly():
-    d = cmp.compare_arms(fake_arm("c", [1.9], [1], True), fake_arm("b", [2.0], [1], False))
-    assert d.test == "none" and "too few runs" in d.note and math.isnan(d.p_value) and not d.clears_bar
-    rows = cmp.difference_table([(fake_arm("c", [1.9], [1], True), fake_arm("b", [2.0], [1], False), d)])
-    assert "n/a" in rows[-1] and "too few runs" in rows[-1]
+def test_too_few_pairs_and_degenerate_differences_are_said_plainly():
+    d = cmp.difference(by_seed([1.9, 1.8], [1, 2]), by_seed([2.0, 2.1], [1, 3]))
+    assert d.test == "none" and "too few paired seeds" in d.note and math.isnan(d.p_value) and not d.clears_bar
+    same = cmp.difference(by_seed([1.9, 1.8], [1, 2]), by_seed([1.9, 1.8], [1, 2]))
+    assert same.test == "paired t" and same.p_value == 1.0 and same.note == "identical results"
+    shifted = cmp.difference(by_seed([1.5, 1.75], [1, 2]), by_seed([2.0, 2.25], [1, 2]))
+    assert shifted.test == "none" and "exactly the same amount" in shifted.note
 
 
-def test_an_empty_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(cmp.CompareError, match="no run summaries"):
-        cmp.load_runs(tmp_path)
-    assert cmp.main([str(tmp_path / "missing")]) == 2
+# ------------------------------------------------------------------------- real runs
 
 
-def test_a_crashed_run_is_reported_and_left_out(real_logs, tmp_path):
-    logs = copy_runs(real_logs, tmp_path / "logs")
-    (logs / "c1-s2.json").unlink()  # its log stays: it crashed before writing the summary
-    text, pairs = cmp.build_report(logs, tmp_path)
-    assert "c1-s2.txt: a log without a summary" in text
-    (arm, base, d), = pairs
-    assert len(arm.runs) == 1 and d.test == "none" and "too few runs" in d.note  # 1 run cannot be tested
+@pytest.fixture(scope="module")
+def real_logs(dataset, tmp_path_factory) -> Path:
+    """Four real tiny runs: seeds 1 and 2, baseline and curriculum, with per-domain sets."""
+    tmp = tmp_path_factory.mktemp("runs")
+    folders = dataset["folders"]
+    val_sets = ",".join(f"{d}={folders[f'embedded_{d}_sp1024']}/*val_*.bin" for d in ("docs", "prose", "code"))
+    for seed in (1, 2):
+        for flag in ("0", "1"):
+            env = trainer_env(dataset, tmp, SEED=seed, CURRICULUM=flag, RUN_ID=f"c{flag}-s{seed}", ITERATIONS=20,
+                              VAL_LOSS_EVERY=10, CURRICULUM_LOG_EVERY=5, TRAIN_LOG_EVERY=5, VAL_SETS=val_sets)
+            out = run_trainer(env)
+            assert out.returncode == 0, out.stderr[-2000:]
+    return tmp / "logs"
 
 
-def test_runs_on_another_validation_set_or_tokenizer_are_never_pooled(real_logs, tmp_path):
-    logs = copy_runs(real_logs, tmp_path / "logs")
-    for run_id, field in (("c0-s2", "val_sha256"), ("c1-s2", "tokenizer_sha256")):
-        path = logs / f"{run_id}.json"
-        summary = json.loads(path.read_text())
-        summary[field] = "0" * 64
-        path.write_text(json.dumps(summary))
-    runs, _ = cmp.load_runs(logs)
-    arms = cmp.group_arms(runs)
-    assert len(arms) == 4 and all(len(a.runs) == 1 for a in arms)  # nothing pooled
-    text, pairs = cmp.build_report(logs, tmp_path)
-    assert "another tokenizer or validation set" in text
-    assert all(cmp.arm_key(base.runs[0])[-2:] == cmp.arm_key(arm.runs[0])[-2:] for arm, base, _ in pairs)
+def test_report_from_real_runs_answers_the_question(real_logs, tmp_path):
+    text, (c,) = cmp.build_report(real_logs, tmp_path)
+    assert (tmp_path / "report.md").read_text() == text
+    assert "| baseline | 2 | 1, 2 |" in text and "paired t (n=2, 2)" in text
+    for png in ("paired_differences.png", "val_bpb.png", "train_loss.png", "step_time.png", "curriculum_schedule.png"):
+        assert (tmp_path / png).stat().st_size > 5000 and f"![{png}]({png})" in text
+    # per-domain: each arm's scores and the paired differences, set by set
+    assert list(c.per_set) == ["docs", "prose", "code"]
+    assert all(d.test == "paired t" and d.n == (2, 2) for d in c.per_set.values())
+    rows = [line for line in text.splitlines() if re.match(r"\| curriculum .* \| (docs|prose|code) \| paired t", line)]
+    assert len(rows) == 3
+    # provenance: the real code hash, device and mode
+    run = c.arm.runs[0]
+    assert f"code (sha256 of train_gpt.py + curriculum/): {run.provenance['code_sha256'][:16]}" in text
+    assert f"device: {run.provenance['device_name']}" in text
+    assert "mode: step-matched: 20 steps per run, no wallclock cap" in text
+    assert "`CURRICULUM`" in text  # the setting that separates the arms is named
 
 
-def test_a_curriculum_arm_without_a_matching_baseline_is_named(real_logs, tmp_path):
-    logs = copy_runs(real_logs, tmp_path / "logs", names={"c1-s1", "c1-s2"})
-    text, pairs = cmp.build_report(logs, tmp_path)
-    assert not pairs and "no baseline run with the same settings" in text
+def test_every_real_run_has_provenance_and_per_domain_scores(real_logs):
+    s = json.loads((real_logs / "c1-s1.json").read_text())
+    p = s["provenance"]
+    assert len(p["code_sha256"]) == 64 and p["torch"] and p["device_name"] and p["threads"] >= 1
+    assert p["train_data_sha256"] == json.loads((real_logs / "c0-s2.json").read_text())["provenance"]["train_data_sha256"]
+    assert [Path(x["file"]).name for x in p["train_shards"]][0].endswith("_train_000000.bin")
+    log = (real_logs / "c1-s1.txt").read_text()
+    assert f'"code_sha256": "{p["code_sha256"]}"' in log
+    for name, v in s["val_sets"].items():
+        line = re.search(rf"^val_set:{name} tokens:(\d+) val_loss:[\d.]+ val_bpb:([\d.]+) "
+                         rf"roundtrip_val_loss:[\d.]+ roundtrip_val_bpb:([\d.]+)$", log, re.M)
+        assert int(line.group(1)) == v["tokens"] and float(line.group(3)) == pytest.approx(v["roundtrip_val_bpb"], abs=1e-8)
 
 
-def test_identical_arms_give_no_false_difference(real_logs):
-    runs, _ = cmp.load_runs(real_logs)
-    base = next(a for a in cmp.group_arms(runs) if a.is_baseline)
-    twin = cmp.Arm("twin", base.key, [copy.deepcopy(r) for r in base.runs])
-    d = cmp.compare_arms(twin, base)
-    assert d.mean_nats == 0 and d.p_value == 1.0 and not d.clears_bar
+# ------------------------------------------------------------------------- committed records
+
+
+RECORDS = sorted(p.parent for p in (ROOT / "records").glob("*/*/logs"))
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[r.name for r in RECORDS])
+def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
+    text, _ = cmp.build_report(record / "logs", tmp_path)
+    committed = (record / "report.md").read_text()
+    assert table_lines(text) == table_lines(committed)
+    readme = (record / "README.md").read_text()
+    arm_rows = [line for line in table_lines(text) if line.startswith(("| baseline", "| curriculum"))]
+    assert arm_rows and all(line in readme for line in arm_rows[:2])
+
+
+def test_every_record_with_a_submission_has_its_logs():
+    for submission in (ROOT / "records").glob("*/*/submission.json"):
+        logs = submission.parent / "logs"
+        assert sorted(logs.glob("*.json")) and sorted(logs.glob("*.txt")), f"{submission.parent} has no logs"

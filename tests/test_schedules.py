@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from curriculum import SCHEDULES, target_percentile, v_schedule
+from curriculum import SCHEDULE_PARAMETERS, SCHEDULES, target_percentile, v_schedule
 
 
 @pytest.mark.parametrize("progress, expected", [
@@ -34,3 +34,13 @@ def test_warmdown_peak_turns_where_the_lr_starts_to_fall():
     assert target_percentile("v", 0.35, "warmdown", 0.5, warmdown_start=0.7) == pytest.approx(0.5)
     assert target_percentile("v", 0.85, "warmdown", 0.5, warmdown_start=0.7) == pytest.approx(0.5)
     assert target_percentile("v", 0.35, 0.45, 0.5, warmdown_start=0.7) == pytest.approx(0.35 / 0.45)
+
+
+def test_schedule_parameters_name_exactly_what_each_schedule_reads():
+    """The comparison tool ignores the parameters a schedule does not read; this keeps the table true."""
+    assert set(SCHEDULE_PARAMETERS) == set(SCHEDULES)
+    base = dict(progress=0.3, peak=0.45, target=0.9)
+    for name, fn in SCHEDULES.items():
+        for param, other in (("peak", 0.8), ("target", 0.1)):
+            changed = fn(**(base | {param: other})) != fn(**base)
+            assert changed == (param in SCHEDULE_PARAMETERS[name]), (name, param)

@@ -1,11 +1,11 @@
-"""tools/: the CPU configuration, the experiment runner's checks, the env-file reader, the bench."""
+"""tools/: the CPU configuration, the env-file reader, the bench."""
 from __future__ import annotations
 
 import pytest
 
 import train_gpt as tg
 from conftest import TINY
-from tools import bench, experiment
+from tools import bench
 from tools.envfile import ROOT, read_env_file
 
 
@@ -24,14 +24,6 @@ def test_env_file_errors_name_the_line(tmp_path):
         read_env_file(bad)
     bad.write_text("A = 1\n\nB=two words\n")
     assert read_env_file(bad) == {"A": "1", "B": "two words"}
-
-
-def test_experiment_lists_every_bad_argument(capsys, tmp_path):
-    assert experiment.main(["--seeds", "0", "--budget", "-1", "--config", str(tmp_path / "none.env"),
-                            "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "--seeds=0" in err and "--budget=-1.0" in err and "none.env: no such file" in err
-    assert not (tmp_path / "logs").exists()
 
 
 def test_paired_bench_alternates_both_arms_on_one_model(dataset):

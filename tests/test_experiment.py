@@ -1,0 +1,87 @@
+"""tools/experiment.py (`make compare`): arms from the arms file, rotation, precedence of
+settings, a fresh folder for a changed plan, and a crash that does not stop the others."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from tests.conftest import TINY
+from tools import experiment
+from tools.envfile import ROOT
+
+
+def test_the_shipped_arms_file_is_valid_and_every_arm_names_curriculum():
+    arms, problems = experiment.read_arms(ROOT / "configs" / "arms.toml")
+    assert not problems and {"baseline", "v"} <= set(arms)
+    assert arms["baseline"]["CURRICULUM"] == "0" and all("CURRICULUM" in a for a in arms.values())
+
+
+def test_each_arm_takes_each_position_equally_often():
+    arms = ["baseline", "v", "linear"]
+    positions = Counter((arm, pos) for i in range(6) for pos, arm in enumerate(experiment.rotated(arms, i)))
+    assert set(positions.values()) == {2} and len(positions) == 9
+
+
+def test_the_users_environment_wins_over_the_config_and_the_arm_over_both(tmp_path, monkeypatch):
+    config = tmp_path / "c.env"
+    config.write_text("MODEL_DIM=128\nNUM_LAYERS=4\nCURRICULUM=1\n")
+    monkeypatch.setenv("MODEL_DIM", "96")
+    monkeypatch.setenv("CURRICULUM", "1")  # left over in the shell: must not turn the baseline on
+    base = experiment.base_environment(config)
+    assert base["MODEL_DIM"] == "96" and base["NUM_LAYERS"] == "4"
+    arms, _ = experiment.read_arms(ROOT / "configs" / "arms.toml")
+    assert (base | arms["baseline"])["CURRICULUM"] == "0"
+
+
+def test_a_changed_budget_arm_or_setting_starts_a_fresh_folder():
+    base = dict(MODEL_DIM="128", PATH="/usr/bin")
+    arms = dict(baseline=dict(CURRICULUM="0"), v=dict(CURRICULUM="1"))
+    first = experiment.experiment_id(base, arms, "time", 150, 100)
+    assert first == experiment.experiment_id(base | dict(PATH="/bin"), arms, "time", 150, 100)  # not a setting
+    assert first != experiment.experiment_id(base, arms, "time", 30, 100)
+    assert first != experiment.experiment_id(base, arms, "steps", 150, 100)
+    assert first != experiment.experiment_id(base | dict(MODEL_DIM="96"), arms, "time", 150, 100)
+    assert first != experiment.experiment_id(base, arms | dict(v=dict(CURRICULUM="1", CURRICULUM_PEAK="0.7")),
+                                             "time", 150, 100)
+
+
+def test_every_bad_argument_is_listed(capsys, tmp_path):
+    assert experiment.main(["--seeds", "0", "--budget", "-1", "--arms", "baseline", "nope", "baseline",
+                            "--config", str(tmp_path / "none.env"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    for message in ("--seeds=0", "--budget=-1.0", "none.env: no such file", "nope not defined",
+                    "an arm is named twice"):
+        assert message in err
+    assert experiment.main(["--mode", "steps", "--out", str(tmp_path)]) == 2
+    assert "--steps=0: must be >= 1 with --mode steps" in capsys.readouterr().err
+    bad = tmp_path / "arms.toml"
+    bad.write_text("[x]\nMODEL_DIM = 96\n[y]\nCURRICULUM = [1]\n")
+    arms, problems = experiment.read_arms(bad)
+    assert not arms and "[x] must set CURRICULUM" in problems[0] and "[y] values of CURRICULUM" in problems[1]
+
+
+def test_a_crashed_run_is_reported_and_the_others_go_on(dataset, tmp_path, capsys, monkeypatch):
+    for k in [k for k in __import__("os").environ if k.startswith("CURRICULUM")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "tiny.env"
+    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
+                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    arms = tmp_path / "arms.toml"
+    arms.write_text("[baseline]\nCURRICULUM = 0\n[broken]\nCURRICULUM = 1\nCURRICULUM_OVERSAMPLE = 0.5\n")
+    argv = ["--arms", "broken", "baseline", "--arms-file", str(arms), "--seeds", "2", "--mode", "steps",
+            "--steps", "4", "--val-every", "0", "--config", str(config), "--out", str(tmp_path / "out")]
+    assert experiment.main(argv) == 1
+    out = capsys.readouterr()
+    assert out.err.count("FAILED (exit 2)") == 2 and "CURRICULUM_OVERSAMPLE=0.5" in out.err
+    assert "4 runs, 2 failed: broken-seed1337, broken-seed1338" in out.out
+    (folder,) = (tmp_path / "out").iterdir()
+    assert folder.name.startswith("broken-baseline_steps4_")
+    assert sorted(p.name for p in (folder / "logs").glob("*.json")) == ["baseline-seed1337.json", "baseline-seed1338.json"]
+    assert "| baseline | 2 | 1337, 1338 |" in (folder / "report.md").read_text()
+    plan = json.loads((folder / "plan.json").read_text())
+    assert plan["budget"] == dict(MAX_WALLCLOCK_SECONDS="0", ITERATIONS="4")
+    # the same experiment again resumes: the finished runs are kept, nothing is trained twice
+    assert experiment.main(argv) == 1
+    assert capsys.readouterr().out.count("done earlier, kept") == 2

@@ -1,0 +1,238 @@
+"""Runs and arms: what train_gpt.py left in a folder, and which runs may be pooled.
+
+A run is one JSON summary (with its text log for the curves). An arm is the runs whose
+*canonical* settings are equal: the settings as they change the result, plus what the run
+actually ran on (code, torch, device, data). Canonical means:
+- settings that cannot change the result are dropped: the run's own name and seed, log and
+  evaluation cadence, evaluation batching, the extra validation sets;
+- a setting a summary lacks takes the trainer's default, so absent and explicit-default agree;
+- paths are replaced by what they name: the training shards' fingerprint, the validation
+  tokens' and the tokenizer's sha256;
+- DEVICE is replaced by the device the run used (its name: CPU model or GPU);
+- curriculum settings are dropped when CURRICULUM=0, and schedule parameters the schedule does
+  not read (curriculum.SCHEDULE_PARAMETERS) when it is on.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curriculum import SCHEDULE_PARAMETERS
+
+
+class CompareError(Exception):
+    """Input that cannot be compared; the message says why."""
+
+
+RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR", "RANK", "LOCAL_RANK")
+NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS")
+PATHS = ("DATA_PATH", "TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH")
+CURRICULUM_PREFIX = "CURRICULUM_"
+# What a run ran on, beside its settings: never pooled when any differs.
+FINGERPRINTS = ("code", "torch", "device", "train data", "validation data", "tokenizer")
+REQUIRED = ("run_id", "settings", "roundtrip_val_loss", "roundtrip_val_bpb")
+RESULTS = ("roundtrip_val_loss", "roundtrip_val_bpb", "val_loss", "val_bpb")
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict
+    log_text: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary["run_id"])
+
+    @property
+    def settings(self) -> dict:
+        return self.summary["settings"]
+
+    @property
+    def seed(self):
+        return self.settings.get("SEED")
+
+    @property
+    def provenance(self) -> dict:
+        return self.summary.get("provenance") or {}
+
+
+@dataclass
+class Arm:
+    name: str
+    canonical: dict  # what its runs share: canonical settings and fingerprints
+    runs: list[Run] = field(default_factory=list)
+    separated_by: list[str] = field(default_factory=list)  # from the arms of the same name
+
+    @property
+    def key(self) -> tuple:
+        return arm_key(self.canonical)
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.canonical["CURRICULUM"]
+
+    def by_seed(self) -> dict:
+        return {r.seed: r for r in self.runs}
+
+
+def _defaults() -> dict:
+    import train_gpt  # the trainer's own defaults, so they can never drift from this table
+    return train_gpt.parse_settings({})[0].env
+
+
+def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
+    """(runs, failed runs, other problems): every file that is not a usable run is named once."""
+    if not folder.is_dir():
+        raise CompareError(f"{folder}: no such folder")
+    runs, failed, problems, named = [], [], [], set()
+    for path in sorted(folder.glob("*.json")):
+        named.add(path.stem)
+        try:
+            summary = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            problems.append(f"{path.name}: not valid JSON ({e}); left out")
+            continue
+        missing = [k for k in REQUIRED if not isinstance(summary, dict) or k not in summary]
+        if missing or not isinstance(summary.get("settings"), dict):
+            problems.append(f"{path.name}: not a train_gpt.py run summary (no {', '.join(missing) or 'settings'}); "
+                            f"left out")
+            continue
+        log = path.with_suffix(".txt")
+        run = Run(path, summary, log.read_text(errors="replace") if log.exists() else "")
+        bad = [f"{k}={summary.get(k)!r}" for k in RESULTS if not _finite(summary.get(k))]
+        if bad:
+            failed.append(f"{path.name} (seed {run.seed}): {', '.join(bad)}: the run failed; left out")
+            continue
+        runs.append(run)
+    for log in sorted(folder.glob("*.txt")):
+        if log.stem not in named:
+            problems.append(f"{log.name}: a log without a summary (the run crashed or is still running); left out")
+    if not runs:
+        raise CompareError(f"{folder}: no usable run summaries (*.json written by train_gpt.py at the end of a run)"
+                           + (": " + "; ".join(failed + problems) if failed or problems else ""))
+    return runs, failed, problems
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(v):
+    """'0.45' and 0.45 and 0.450 are one value."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def canonical(run: Run, defaults: dict) -> dict:
+    """The settings and fingerprints that define the run's arm (see the module's docstring)."""
+    s = defaults | run.settings
+    out = {k: _number(v) for k, v in s.items()
+           if k not in RUN_KEYS + NO_EFFECT + PATHS + ("DEVICE",) and not k.startswith(CURRICULUM_PREFIX)}
+    out["CURRICULUM"] = bool(_number(s.get("CURRICULUM", 0)))
+    if out["CURRICULUM"]:
+        schedule = s.get("CURRICULUM_SCHEDULE")
+        unused = {f"CURRICULUM_{p.upper()}" for p in ("peak", "target")} - \
+                 {f"CURRICULUM_{p.upper()}" for p in SCHEDULE_PARAMETERS.get(schedule, ("peak", "target"))}
+        out |= {k: _number(v) for k, v in s.items()
+                if k.startswith(CURRICULUM_PREFIX) and k not in unused and k not in NO_EFFECT}
+    p, summary = run.provenance, run.summary
+    out["code"] = p.get("code_sha256")
+    out["torch"] = p.get("torch")
+    out["device"] = p.get("device_name") or str(summary.get("device", "")).split(":")[0] or None
+    out["train data"] = p.get("train_data_sha256") or _resolved(s.get("TRAIN_FILES"), p.get("cwd"))
+    out["validation data"] = summary.get("val_sha256")
+    out["tokenizer"] = summary.get("tokenizer_sha256")
+    return out
+
+
+def _resolved(path, cwd) -> str | None:
+    if path is None:
+        return None
+    return str(Path(cwd or ".", path)) if not Path(path).is_absolute() else str(path)
+
+
+def arm_name(c: dict) -> str:
+    if not c["CURRICULUM"]:
+        return "baseline"
+    def show(v) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    schedule = c.get("CURRICULUM_SCHEDULE")
+    params = "".join(f" {p}={show(c.get('CURRICULUM_' + p.upper()))}" for p in SCHEDULE_PARAMETERS.get(schedule, ()))
+    return f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
+
+
+def arm_key(c: dict) -> tuple:
+    return tuple(sorted((k, json.dumps(v)) for k, v in c.items()))
+
+
+def group_arms(runs: list[Run]) -> list[Arm]:
+    """Arms, baselines first; two runs of one seed in one arm is an error naming both files."""
+    defaults = _defaults()
+    arms: dict[tuple, Arm] = {}
+    for run in runs:
+        c = canonical(run, defaults)
+        arms.setdefault(arm_key(c), Arm(arm_name(c), c)).runs.append(run)
+    out = sorted(arms.values(), key=lambda a: (not a.is_baseline, a.name, a.key))
+    duplicates = []
+    for a in out:
+        seeds = defaultdict(list)
+        for r in a.runs:
+            seeds[r.seed].append(r.path.name)
+        duplicates += [f"{a.name}: seed {seed} in {', '.join(files)}" for seed, files in seeds.items() if len(files) > 1]
+        a.runs.sort(key=lambda r: (str(type(r.seed)), r.seed))
+    if duplicates:
+        raise CompareError("two runs of one seed in one arm (a re-run, or one summary copied under two names); "
+                           "keep one of each and compare again:\n  " + "\n  ".join(duplicates))
+    names = defaultdict(list)
+    for a in out:
+        names[a.name].append(a)
+    for same in names.values():  # arms of one name differ in another setting or fingerprint
+        if len(same) > 1:
+            split = list(differing(same))
+            for i, a in enumerate(same, 1):
+                a.name, a.separated_by = f"{a.name} #{i}", split
+    return out
+
+
+def differing(arms: list[Arm]) -> dict[str, list]:
+    """{setting or fingerprint: [value in each arm, in order]} for what is not equal across the arms."""
+    out = {}
+    for k in sorted({k for a in arms for k in a.canonical}):
+        values = [a.canonical.get(k, "(absent)") for a in arms]
+        if len({json.dumps(v) for v in values}) > 1:
+            out[k] = values
+    return out
+
+
+def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
+    """The baseline arm equal in every setting and fingerprint but the curriculum's, or why none is."""
+    def rest(a: Arm) -> dict:
+        return {k: v for k, v in a.canonical.items() if k != "CURRICULUM" and not k.startswith(CURRICULUM_PREFIX)}
+    target = rest(arm)
+    for b in arms:
+        if b.is_baseline and rest(b) == target:
+            return b, None
+    baselines = [b for b in arms if b.is_baseline]
+    if not baselines:
+        return None, f"{arm.name}: no baseline run (CURRICULUM=0) in the folder"
+    closest = min(baselines, key=lambda b: sum(rest(b).get(k) != v for k, v in target.items()))
+    diff = [k for k in sorted(set(target) | set(rest(closest))) if target.get(k) != rest(closest).get(k)]
+    return None, (f"{arm.name}: no baseline with the same settings and fingerprints; the closest, "
+                  f"{closest.name}, differs in {', '.join(diff)}")
+
+
+def pair_by_seed(arm: Arm, base: Arm) -> tuple[list, list[str]]:
+    """The seeds both arms ran, and a line for every run left without a partner."""
+    a, b = arm.by_seed(), base.by_seed()
+    seeds = sorted(set(a) & set(b), key=lambda s: (str(type(s)), s))
+    unmatched = [f"{arm.name} vs {base.name}: {r.path.name} (seed {seed}) has no partner in {other.name}; "
+                 f"left out of the paired test"
+                 for this, other in ((a, base), (b, arm)) for seed, r in sorted(this.items(), key=lambda kv: str(kv[0]))
+                 if seed not in seeds]
+    return seeds, unmatched
