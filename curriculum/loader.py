@@ -31,6 +31,10 @@ from .selection import select_window
 from .shards import open_shard
 
 
+class DataError(ValueError):
+    """Training data that cannot be trained on, found while reading it; the message says where."""
+
+
 class TokenStream:
     """The training shards, in order, as one endless stream of tokens (it wraps around)."""
 
@@ -42,6 +46,7 @@ class TokenStream:
         self.tokens = open_shard(self.files[0])
         self.position = 0   # within the current shard
         self.offset = 0     # tokens taken since the start, across shards and wrap-arounds
+        self.wraps = 0      # times the stream went from the last shard back to the first
 
     def take(self, n: int) -> np.ndarray:
         parts, left, empty_shards = [], n, 0
@@ -52,6 +57,7 @@ class TokenStream:
                 if empty_shards > len(self.files):
                     raise ValueError("TokenStream: every training shard is empty")
                 self.shard_index = (self.shard_index + 1) % len(self.files)
+                self.wraps += self.shard_index == 0
                 self.tokens, self.position = open_shard(self.files[self.shard_index]), 0
                 continue
             k = min(available, left)
@@ -79,6 +85,8 @@ class BatchSource:
         self.score = SCORES[config.score] if config.enabled else None
         self.stream = TokenStream(files)
         self.micro_batches = 0
+        self.wraps_seen: list[int] = []  # micro-batch at which each wrap-around reached the trainer
+        self._wraps_told = 0
         self.data_wait_ms = 0.0
         self.spans: list[tuple[int, int]] = []   # stream positions this rank read, per micro-batch
         self.last_target: float | None = None
@@ -98,11 +106,15 @@ class BatchSource:
                 chunk_start = self.stream.offset
                 chunk = self.stream.take(self.world_size * self.span)
                 local = chunk[self.rank * self.span:(self.rank + 1) * self.span]
+                if local.size and int(local.max()) >= self.vocab_size:  # off the critical path, and cheap
+                    raise DataError(f"the training stream holds token id {int(local.max())} near position "
+                                    f"{chunk_start:,} ({self.stream.files[self.stream.shard_index]} or the shard "
+                                    f"before it), but VOCAB_SIZE={self.vocab_size}")
                 host = torch.from_numpy(local.astype(np.int32))
                 if pin:
                     host = host.pin_memory()
                 start = chunk_start + self.rank * self.span
-                self._put((host, (start, start + self.span)))
+                self._put((host, (start, start + self.span), self.stream.wraps))
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(e)
 
@@ -120,11 +132,14 @@ class BatchSource:
         t0 = time.perf_counter()
         item = self._queue.get()
         self.data_wait_ms += 1000.0 * (time.perf_counter() - t0)
+        if isinstance(item, DataError):
+            raise item
         if isinstance(item, BaseException):
             raise RuntimeError(f"batch read-ahead failed: {item}") from item
-        host, span = item
+        host, span, wraps = item
         self.spans.append(span)
         self.micro_batches += 1
+        self.wraps_seen += [self.micro_batches] * (wraps - len(self.wraps_seen))
         tokens = host.to(self.device, non_blocking=True).long()
         rows = tokens.unfold(0, self.seq_len + 1, self.seq_len)  # [pool, seq_len + 1], a view
         if self.score is not None:
@@ -151,6 +166,12 @@ class BatchSource:
         return window
 
     # ------------------------------------------------------------ reporting
+    def new_wraps(self) -> list[int]:
+        """Pass numbers (2, 3, ...) the stream began since the last call: the trainer logs each."""
+        fresh = list(range(self._wraps_told + 2, len(self.wraps_seen) + 2))
+        self._wraps_told = len(self.wraps_seen)
+        return fresh
+
     def log_line(self, step: int, progress: float) -> str:
         """One line about the steps since the last call. Reading the device statistics is the
         only host synchronisation the curriculum ever makes, and only here."""
@@ -173,6 +194,7 @@ class BatchSource:
         self._close_window()
         out = dict(micro_batches=self.micro_batches, sequences_read=self.micro_batches * self.pool,
                    sequences_kept=self.micro_batches * self.keep, pool_size=self.pool, batch_seqs=self.keep,
+                   stream_wraps=len(self.wraps_seen), stream_passes_begun=len(self.wraps_seen) + 1,
                    data_wait_ms_total=round(self.data_wait_ms, 3),
                    data_wait_ms_per_step=round(self.data_wait_ms / max(steps, 1), 4),
                    first_spans=self.spans[:8])
