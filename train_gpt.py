@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count,
+from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
                         shards_fingerprint, write_atomic)
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +120,8 @@ class Settings:
     logit_softcap: float
     qk_gain_init: float
     tied_embed_init_std: float
+    bigram_vocab_size: int
+    bigram_dim: int
     # batch and schedule
     train_seq_len: int
     train_batch_tokens: int
@@ -132,6 +134,8 @@ class Settings:
     val_batch_size: int
     val_max_tokens: int
     val_sets: str
+    eval_stride: int
+    eval_batch_seqs: int
     train_log_every: int
     # optimiser
     matrix_lr: float
@@ -147,12 +151,15 @@ class Settings:
     beta2: float
     adam_eps: float
     weight_decay: float
-    adam_weight_decay: float
+    muon_weight_decay: float
     grad_clip_norm: float
     # weight averaging
     swa_enabled: bool
     swa_start_frac: float
     swa_every: int
+    # export and precision
+    fp16_keep_name_patterns: str
+    cpu_autocast: str
     # curriculum
     curriculum: CurriculumConfig
     # derived, not read
@@ -216,6 +223,8 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         logit_softcap=e.env_float("LOGIT_SOFTCAP", 30.0, minimum=0.0),
         qk_gain_init=e.env_float("QK_GAIN_INIT", 1.5),
         tied_embed_init_std=e.env_float("TIED_EMBED_INIT_STD", 0.005, minimum=0.0),
+        bigram_vocab_size=e.env_int("BIGRAM_VOCAB_SIZE", 4096, minimum=0),
+        bigram_dim=e.env_int("BIGRAM_DIM", 128, minimum=1),
         train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
         train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
         grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 8 // world_size if 8 % world_size == 0 else 0, minimum=1),
@@ -227,6 +236,8 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
         val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
         val_sets=e.env_str("VAL_SETS", ""),
+        eval_stride=e.env_int("EVAL_STRIDE", 64, minimum=0),
+        eval_batch_seqs=e.env_int("EVAL_BATCH_SEQS", 32, minimum=1),
         train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
         matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
         scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
@@ -240,12 +251,14 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         beta1=e.env_float("BETA1", 0.9, minimum=0.0, maximum=1.0),
         beta2=e.env_float("BETA2", 0.95, minimum=0.0, maximum=1.0),
         adam_eps=e.env_float("ADAM_EPS", 1e-8, minimum=0.0),
-        weight_decay=e.env_float("WEIGHT_DECAY", 0.04, minimum=0.0),
-        adam_weight_decay=e.env_float("ADAM_WEIGHT_DECAY", 0.01, minimum=0.0),
+        weight_decay=e.env_float("WEIGHT_DECAY", 0.01, minimum=0.0),
+        muon_weight_decay=e.env_float("MUON_WEIGHT_DECAY", 0.04, minimum=0.0),
         grad_clip_norm=e.env_float("GRAD_CLIP_NORM", 0.3, minimum=0.0),
         swa_enabled=e.env_bool("SWA_ENABLED", True),
         swa_start_frac=e.env_float("SWA_START_FRAC", 0.5, minimum=0.0, maximum=1.0),
         swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
+        fp16_keep_name_patterns=e.env_str("FP16_KEEP_NAME_PATTERNS", "tok_emb,blocks.8.attn.c_k"),
+        cpu_autocast=e.env_str("CPU_AUTOCAST", "auto", choices=("auto", "bf16", "off")),
         curriculum=CurriculumConfig(
             enabled=e.env_bool("CURRICULUM", False),
             score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
@@ -282,9 +295,11 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}: must be a multiple of WORLD_SIZE x "
                       f"GRAD_ACCUM_STEPS x TRAIN_SEQ_LEN = {s.world_size} x {s.grad_accum_steps} x "
                       f"{s.train_seq_len} = {per_micro}")
-    if s.val_batch_size < s.world_size * s.train_seq_len:
-        errors.append(f"VAL_BATCH_SIZE={s.val_batch_size}: must hold at least one TRAIN_SEQ_LEN window per rank "
-                      f"({s.world_size * s.train_seq_len} tokens)")
+    if 0 < s.eval_stride < s.train_seq_len and s.train_seq_len % s.eval_stride:
+        errors.append(f"EVAL_STRIDE={s.eval_stride}: must divide TRAIN_SEQ_LEN={s.train_seq_len} "
+                      f"(or be 0 or >= it: non-overlapping windows)")
+    if s.bigram_vocab_size == 1:
+        errors.append("BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2 (one row is kept for position 0)")
     if 0 < s.val_max_tokens <= s.train_seq_len:
         errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
     if s.device == "cuda" and not torch.cuda.is_available():
@@ -293,6 +308,7 @@ def check_settings(s: Settings) -> list[str]:
     shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
     if not any("VAL_SETS" in e for e in errors):
         shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
+    tokens = {}
     for name, pattern in shard_globs:
         files = sorted(glob.glob(pattern))
         if not files:
@@ -300,9 +316,25 @@ def check_settings(s: Settings) -> list[str]:
                           f"`make data` builds the embedded default)")
         for path in files:
             try:
-                shard_token_count(path)
+                tokens[name] = tokens.get(name, 0) + shard_token_count(path)
             except ShardFormatError as err:
                 errors.append(f"{name}: {err}")
+    train_tokens = tokens.get("TRAIN_FILES")
+    if train_tokens == 0:
+        errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
+    elif train_tokens and not s.grad_accum_steps == 0:
+        read = s.world_size * (s.curriculum.pool_size(s.micro_batch_seqs) * s.train_seq_len + 1)
+        if read > train_tokens:  # one micro-batch would wrap the whole stream around, again and again
+            culprit = (f"CURRICULUM_OVERSAMPLE={s.curriculum.oversample:g} with " if s.curriculum.enabled else "") + \
+                f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}"
+            errors.append(f"{culprit}: one micro-batch would read {read:,} tokens, more than the {train_tokens:,} "
+                          f"the training shards hold")
+    logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
+    if logits_bytes > EVAL_LOGITS_LIMIT:
+        errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
+                      f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
+                      f"TRAIN_SEQ_LEN={s.train_seq_len}")
+    errors += check_log_dir(s.log_dir)
     if not os.path.isfile(s.tokenizer_path):
         errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
     else:
@@ -315,6 +347,23 @@ def check_settings(s: Settings) -> list[str]:
             if sp_vocab != s.vocab_size:
                 errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
     return errors
+
+
+EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
+CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+
+
+def check_log_dir(log_dir: str) -> list[str]:
+    """LOG_DIR must be a folder this process can write, or creatable: logs and the artifact go there."""
+    path = Path(log_dir)
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if existing == path and not path.is_dir():
+        return [f"LOG_DIR={log_dir!r}: is a file; must be a folder (or not exist yet)"]
+    if not existing.is_dir():
+        return [f"LOG_DIR={log_dir!r}: {existing} is a file, so the folder cannot be made"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
+    return []
 
 
 def check_val_sets(raw: str) -> list[str]:
@@ -358,21 +407,17 @@ class ByteTables:
     def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
         import sentencepiece as spm
         sp = spm.SentencePieceProcessor(model_file=path)
-        base = np.zeros(vocab_size, dtype=np.int64)
-        space = np.zeros(vocab_size, dtype=bool)
-        boundary = np.ones(vocab_size, dtype=bool)
-        for i in range(min(sp.vocab_size(), vocab_size)):
-            if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-                continue
-            boundary[i] = False
-            if sp.is_byte(i):
-                base[i] = 1
-                continue
-            piece = sp.id_to_piece(i)
-            if piece.startswith("\u2581"):
-                space[i], piece = True, piece[1:]
-            base[i] = len(piece.encode("utf-8"))
-        return cls(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
+        ids = list(range(min(sp.vocab_size(), vocab_size)))
+        pieces = sp.id_to_piece(ids)
+        special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in ids], dtype=bool)
+        byte = np.array([sp.is_byte(i) for i in ids], dtype=bool)
+        spaced = np.array([p.startswith("\u2581") for p in pieces], dtype=bool) & ~special & ~byte
+        utf8 = np.array([len(p.encode("utf-8")) for p in pieces], dtype=np.int64) - 3 * spaced  # '▁' is 3 bytes
+        base = np.where(special, 0, np.where(byte, 1, utf8))
+        pad = vocab_size - len(ids)  # ids past the tokenizer's: unused, boundaries worth nothing
+        return cls(torch.from_numpy(np.concatenate([base, np.zeros(pad, dtype=np.int64)])),
+                   torch.from_numpy(np.concatenate([spaced, np.zeros(pad, dtype=bool)])),
+                   torch.from_numpy(np.concatenate([special, np.ones(pad, dtype=bool)])))
 
     def to(self, device) -> "ByteTables":
         return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
@@ -460,11 +505,64 @@ class Block(nn.Module):
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
+def bigram_rows(idx: Tensor, rows: int) -> Tensor:
+    """The hash table row of each (previous, current) token pair, in int32 as the record has it:
+    (36313 t[i] XOR 27191 t[i-1]) mod (rows - 1); the last row is position 0's, which has no pair."""
+    t = idx.to(torch.int32)
+    h = torch.remainder(torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), rows - 1)
+    return torch.cat((torch.full_like(t[:, :1], rows - 1), h), dim=1)
+
+
+class BigramHash(nn.Module):
+    """A learned vector per hashed token pair, projected to the model width; everything starts
+    at zero (table and projection), so the model starts as if it were not there."""
+
+    def __init__(self, rows: int, dim: int, model_dim: int):
+        super().__init__()
+        self.rows = rows
+        self.table = nn.Embedding(rows, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+        nn.init.zeros_(self.table.weight)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.scale * self.proj(self.table(bigram_rows(idx, self.rows)))
+
+
+class SmearGate(nn.Module):
+    """Blend each position with the one before it, per channel: x <- (1 - g) x + g x_prev,
+    g = sigmoid(w), w starting at 0; position 0 blends with zeros."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
+
+
+def orthogonal_init(model: nn.Module, num_layers: int) -> None:
+    """Every linear weight of at least 64 x 64 that is not zero-initialised becomes orthogonal
+    (gain 1); output projections (`...proj`) are then scaled by 1 / sqrt(2 num_layers)."""
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or min(w.shape) < 64 or not bool(w.detach().any()):
+            continue
+        nn.init.orthogonal_(w, gain=1.0)
+        if name.endswith("proj"):
+            with torch.no_grad():
+                w.mul_(1.0 / math.sqrt(2 * num_layers))
+
+
 class GPT(nn.Module):
     def __init__(self, s: Settings):
         super().__init__()
         self.softcap = s.logit_softcap
         self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
+        self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
+        self.smear = SmearGate(s.model_dim)
         self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
         self.n_encoder = s.num_layers // 2
         n_decoder = s.num_layers - self.n_encoder
@@ -474,9 +572,15 @@ class GPT(nn.Module):
             nn.init.normal_(self.tok_emb.weight, std=s.tied_embed_init_std)
         else:
             nn.init.zeros_(self.lm_head.weight)
+        orthogonal_init(self, s.num_layers)
 
     def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
-        x = x0 = rms_norm(self.tok_emb(idx))
+        """Per-token cross-entropy [B, T] in nats: training takes the mean, evaluation picks
+        the positions each sliding window scores (one compiled graph for both)."""
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx).to(x.dtype)
+        x = x0 = self.smear(rms_norm(x))
         skips = []
         for block in self.blocks[:self.n_encoder]:
             x = block(x, x0)
@@ -490,7 +594,8 @@ class GPT(nn.Module):
         logits = F.linear(x, weight.to(x.dtype)).float()
         if self.softcap > 0:
             logits = self.softcap * torch.tanh(logits / self.softcap)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               reduction="none").view(targets.shape)
 
 
 # =============================================================================================
@@ -527,41 +632,56 @@ class Muon(torch.optim.Optimizer):
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         for group in self.param_groups:
-            params = group["params"]
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
-            offset = 0
-            for i, p in enumerate(params):
-                if i % world == rank and p.grad is not None:
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    g = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
-                    g = self.orthogonalise(g, group["backend_steps"])
-                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
-                    flat[offset:offset + p.numel()] = g.reshape(-1)
-                offset += p.numel()
-            if distributed:
-                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            offset = 0
-            for p in params:
-                update = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
-                p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
-                offset += p.numel()
+            updates = self._shared_updates(group, rank, world, distributed)
+            decay = 1.0 - group["lr"] * group["weight_decay"]
+            for p, update in zip(group["params"], updates):
+                p.mul_(decay).add_(update.view_as(p).to(p.dtype), alpha=-group["lr"])
+
+    def _shared_updates(self, group: dict, rank: int, world: int, distributed: bool) -> list[Tensor]:
+        """Every matrix's orthogonalised update, as views of one flat bf16 buffer kept across
+        steps. Rank r computes the updates of matrices r, r + world, ... into their slots (the
+        others stay zero), so one sum over ranks gives every rank every update."""
+        params = group["params"]
+        if "flat_updates" not in group:
+            group["flat_updates"] = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
+                                                dtype=torch.bfloat16)
+        flat = group["flat_updates"]
+        flat.zero_()
+        slots = flat.split([p.numel() for p in params])
+        for p, slot in list(zip(params, slots))[rank::world]:
+            if p.grad is not None:
+                slot.copy_(self._orthogonal_update(p, group).flatten())
+        if distributed:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        return list(slots)
+
+    def _orthogonal_update(self, p: Tensor, group: dict) -> Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:  # allocated once, on the first step
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(p.grad)
+        g = self.orthogonalise(p.grad.add(buf, alpha=group["momentum"]), group["backend_steps"])  # Nesterov
+        return g * max(1.0, g.size(0) / g.size(1)) ** 0.5
 
 
 def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Optimizer]:
     matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in n]
     vectors = [p for n, p in model.blocks.named_parameters() if p.ndim < 2 or "resid_mix" in n]
-    vectors.append(model.skip_weights)
+    vectors += [model.skip_weights, model.smear.gate]
+    embeddings = [model.tok_emb.weight]
+    if model.bigram is not None:  # the pair table and its projection learn like the embedding
+        embeddings += [model.bigram.table.weight, model.bigram.proj.weight]
+        vectors.append(model.bigram.scale)
     fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
-    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.adam_weight_decay, **fused)
+    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.weight_decay, **fused)
     embed_lr = s.tied_embed_lr if s.tie_embeddings else s.embed_lr
-    groups = [dict(params=[model.tok_emb.weight], lr=embed_lr, base_lr=embed_lr),
+    groups = [dict(params=embeddings, lr=embed_lr, base_lr=embed_lr),
               dict(params=vectors, lr=s.scalar_lr, base_lr=s.scalar_lr)]
     if model.lm_head is not None:
         groups.append(dict(params=[model.lm_head.weight], lr=s.head_lr, base_lr=s.head_lr))
     muon = Muon(matrices, lr=s.matrix_lr, momentum=s.muon_momentum, backend_steps=s.muon_backend_steps,
-                weight_decay=s.weight_decay, orthogonalise=compile_fn(newton_schulz))
+                weight_decay=s.muon_weight_decay, orthogonalise=compile_fn(newton_schulz))
     for g in muon.param_groups:
         g["base_lr"] = s.matrix_lr
     return [torch.optim.AdamW(groups, **adam), muon]
@@ -600,35 +720,67 @@ def lr_multiplier(progress: float, warmdown: float) -> float:
 # =============================================================================================
 
 
-def autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+def cpu_has_native_bf16() -> bool:
+    """bf16 matmuls in hardware (AVX-512 BF16 or AMX); elsewhere autocast emulates them and a
+    step takes about twice as long as in fp32. oneDNN's own check answers yes on CPUs that only
+    emulate, so the CPU's flags decide."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
-CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+def use_bf16(s: Settings, device: torch.device) -> bool:
+    """CUDA always computes in bf16; a CPU as CPU_AUTOCAST says, `auto` where it is native."""
+    if device.type == "cuda":
+        return True
+    return s.cpu_autocast == "bf16" or (s.cpu_autocast == "auto" and cpu_has_native_bf16())
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+
+def window_starts(n_targets: int, seq: int, stride: int) -> range:
+    """Starts of the evaluation windows over n_targets target tokens: every multiple of the
+    stride (non-overlapping when the stride is 0 or at least seq)."""
+    stride = seq if stride <= 0 or stride >= seq else stride
+    return range(0, n_targets - seq + 1, stride)
 
 
 @torch.no_grad()
-def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device) -> tuple[float, float]:
-    """(val_loss in nats per token, val_bpb). Each rank takes a contiguous share of the windows;
-    sums of loss, tokens and bytes are reduced in float64."""
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
+             bf16: bool, stride: int | None = None) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb) with sliding windows: each target token is scored
+    once, by the window that gives it the most context. The first window scores all its
+    targets, every later one only its last `stride` (default EVAL_STRIDE; the others were scored
+    with less context before). Each rank takes a contiguous share of the windows; sums of loss, tokens
+    and bytes are reduced in float64."""
     seq = s.train_seq_len
-    windows = (val_tokens.numel() - 1) // seq
-    first, last = windows * s.rank // s.world_size, windows * (s.rank + 1) // s.world_size
-    per_batch = max(s.val_batch_size // (s.world_size * seq), 1)
+    starts = window_starts(val_tokens.numel() - 1, seq, s.eval_stride if stride is None else stride)
+    stride = starts.step
+    mine = starts[len(starts) * s.rank // s.world_size:len(starts) * (s.rank + 1) // s.world_size]
+    per_batch = s.eval_batch_seqs
     if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
         per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * tokens, tokens, bytes
+    position = torch.arange(seq, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
     was_training = model.training
     model.eval()
-    for w in range(first, last, per_batch):
-        n = min(per_batch, last - w)
-        chunk = val_tokens[w * seq:(w + n) * seq + 1].to(device, non_blocking=True).long()
-        x, y = chunk[:-1].view(n, seq), chunk[1:].view(n, seq)
-        with autocast(device):
+    for i in range(0, len(mine), per_batch):
+        batch = mine[i:i + per_batch]
+        offsets = torch.tensor(batch, dtype=torch.long)[:, None] + torch.arange(seq + 1)
+        chunk = val_tokens[offsets].to(device, non_blocking=True).long()
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        first = torch.tensor([0 if b == 0 else seq - stride for b in batch], device=device)
+        scored = position[None, :] >= first[:, None]
+        with autocast(device, bf16):
             loss = model(x, y)
-        sums[0] += loss.double() * y.numel()
-        sums[1] += y.numel()
-        sums[2] += tables.count(x, y).sum().double()
+        sums[0] += (loss.double() * scored).sum()
+        sums[1] += scored.sum()
+        sums[2] += (tables.count(x, y) * scored).sum().double()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     model.train(was_training)
@@ -644,15 +796,22 @@ def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device:
 INT6_MAX = 31
 
 
-def is_int6_matrix(name: str, t: Tensor) -> bool:
-    """Attention and MLP weight matrices; embeddings and small tensors stay fp16."""
-    return t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+FP16_SMALLEST = 2.0 ** -24  # fp16's smallest subnormal: a smaller scale would round to 0
+FP16_LARGEST = 65504.0
+
+
+def is_int6_matrix(name: str, t: Tensor, keep_fp16: tuple[str, ...] = ()) -> bool:
+    """Attention and MLP weight matrices, except those FP16_KEEP_NAME_PATTERNS names; embeddings
+    and small tensors stay fp16."""
+    return (t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+            and not any(p in name for p in keep_fp16))
 
 
 def quantize_int6(w: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row symmetric: scale = row absmax / 31, values rounded into [-32, 31] (int8 storage)."""
+    """Per-row symmetric: scale = row absmax / 31 within fp16's range (so a zero or tiny row
+    never gets a zero scale), values rounded with the stored scale into [-32, 31] (int8 storage)."""
     w = w.float()
-    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp_min(1e-12).half()
+    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp(FP16_SMALLEST, FP16_LARGEST).half()
     q = torch.clamp(torch.round(w / scale.float()[:, None]), -INT6_MAX - 1, INT6_MAX).to(torch.int8)
     return q, scale
 
@@ -661,11 +820,11 @@ def dequantize_int6(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
 
 
-def quantize_state(state: dict[str, Tensor]) -> dict:
+def quantize_state(state: dict[str, Tensor], keep_fp16: tuple[str, ...] = ()) -> dict:
     out = {}
     for name, t in state.items():
         t = t.detach().cpu()
-        if is_int6_matrix(name, t):
+        if is_int6_matrix(name, t, keep_fp16):
             q, scale = quantize_int6(t)
             out[name] = {"q": q, "scale": scale}
         else:
@@ -786,15 +945,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: BatchSource,
-               progress: float, warmdown_start: float) -> Tensor:
+               progress: float, warmdown_start: float, bf16: bool) -> Tensor:
     """One optimiser step over GRAD_ACCUM_STEPS micro-batches; the mean loss, left on the device."""
     losses = []
     for micro in range(s.grad_accum_steps):
         if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
             model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
         x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
-        with autocast(x.device):
-            loss = model(x, y)
+        with autocast(x.device, bf16):
+            loss = model(x, y).mean()
         (loss / s.grad_accum_steps).backward()
         losses.append(loss.detach())
     if s.grad_clip_norm > 0:
@@ -812,8 +971,66 @@ def pick_device(s: Settings) -> torch.device:
     return torch.device("cuda", s.local_rank)
 
 
-def main() -> None:
-    started = time.time()
+def select_attention_kernel(s: Settings, device: torch.device) -> str:
+    """On CUDA, allow only the flash kernel (the one that also runs GQA natively), so that a
+    silent fallback to the math kernel cannot halve the speed. A probe with the model's head
+    shapes checks that flash can run here; when it cannot, every kernel is allowed again and
+    the returned line says so."""
+    if device.type != "cuda":
+        return "attention: PyTorch's CPU kernel"
+    backends = torch.backends.cuda
+    toggles = [getattr(backends, name) for name in ("enable_mem_efficient_sdp", "enable_math_sdp", "enable_cudnn_sdp")
+               if hasattr(backends, name)]
+    backends.enable_flash_sdp(True)
+    for toggle in toggles:
+        toggle(False)
+    head_dim = s.model_dim // s.num_heads
+    q = torch.zeros(1, s.num_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
+    kv = torch.zeros(1, s.num_kv_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
+    try:
+        F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=s.num_kv_heads != s.num_heads)
+    except RuntimeError as err:
+        for toggle in toggles:
+            toggle(True)
+        return f"attention: WARNING: flash attention cannot run here ({str(err).splitlines()[0][:160]}); " \
+               f"PyTorch chooses the kernel, which may be several times slower"
+    return "attention: flash attention only (training and evaluation)"
+
+
+@dataclass
+class Job:
+    """What the phases of one run share: settings, device, data, model, optimisers, and the
+    results each phase adds for the JSON summary."""
+    s: Settings
+    device: torch.device
+    distributed: bool
+    log: Logger
+    bf16: bool
+    val_tokens: Tensor
+    val_sets: dict[str, Tensor]
+    tables: ByteTables
+    train_files: list[Path]
+    base_model: GPT
+    model_compiled: nn.Module
+    model: nn.Module
+    optimizers: list
+    results: dict = field(default_factory=dict)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
+        return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
+
+    def make_batches(self) -> BatchSource:
+        s = self.s
+        return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum)
+
+
+def set_up(started: float) -> Job:
+    """Settings, device and process group, the log's header, data, provenance, model, optimisers."""
     s = read_settings()
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = pick_device(s)
@@ -825,19 +1042,24 @@ def main() -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
                                 if device.type == "cuda" else None)
     log = Logger(s)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
     log(Path(__file__).read_text(), console=False)
+    for path in code_files()[1:]:  # curriculum/ counts in the artifact, so its source is logged too
+        log(f"{'=' * 40} {path.relative_to(HERE).as_posix()}\n{path.read_text()}", console=False)
     log("=" * 100, console=False)
     log("settings: " + json.dumps(s.env, sort_keys=True), console=False)
+    bf16 = use_bf16(s, device)
     log(f"running python {sys.version.split()[0]} torch {torch.__version__} device {device} "
         f"world_size {s.world_size} grad_accum_steps {s.grad_accum_steps} compile {int(s.torch_compile)}")
-
+    log(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ("
+        + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
+                                                 f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
+    log(select_attention_kernel(s, device))
     if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
         log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
             f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
+
     val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
     # named sets (VAL_SETS, e.g. one per domain) scored after training with the same accounting
     val_sets = {name: load_validation_tokens(pattern, s.train_seq_len, s.val_max_tokens)
@@ -847,12 +1069,11 @@ def main() -> None:
             raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
     tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
     train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
-    val_sha256 = hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest()
     provenance = run_provenance(s, device, train_files, started)
     log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
-    tokenizer_sha256 = hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest()
-    log(f"data: {len(train_files)} train shards, validation {val_tokens.numel() - 1:,} tokens"
-        + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
+    train_tokens = sum(shard_token_count(p) for p in train_files)
+    log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
+        f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
 
     compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
     base_model = GPT(s).to(device)
@@ -862,43 +1083,64 @@ def main() -> None:
     optimizers = build_optimizers(base_model, s, compile_fn)
     n_params = sum(p.numel() for p in base_model.parameters())
     log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
-        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}")
+        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
+        f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
+    job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
+              model_compiled, model, optimizers)
+    job.results.update(
+        run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
+        grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
+        tokenizer=s.tokenizer_path, tokenizer_sha256=hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest(),
+        val_files=s.val_files, val_sha256=hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest(),
+        train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)
+    return job
 
-    def make_batches() -> BatchSource:
-        return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
-                           world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum)
 
-    # Warmup: prime compilation and the allocator on real steps, then undo them.
-    if s.warmup_steps:
-        initial_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
-        initial_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
-        batches = make_batches()
-        t0 = time.perf_counter()
-        for _ in range(s.warmup_steps):
-            train_step(model, base_model, optimizers, s, batches, 0.0, 1.0)
-        sync()
-        batches.close()
-        base_model.load_state_dict(initial_model)
-        for opt, state in zip(optimizers, initial_opts):
-            opt.load_state_dict(state)
-        log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, weights and optimiser state restored")
+def warm_up_and_undo(job: Job) -> None:
+    """Prime compilation and the allocator on real steps, then restore weights and optimisers."""
+    s = job.s
+    if not s.warmup_steps:
+        return
+    initial_model = {k: v.detach().clone() for k, v in job.base_model.state_dict().items()}
+    initial_opts = [copy.deepcopy(o.state_dict()) for o in job.optimizers]
+    batches = job.make_batches()
+    t0 = time.perf_counter()
+    for _ in range(s.warmup_steps):
+        train_step(job.model, job.base_model, job.optimizers, s, batches, 0.0, 1.0, job.bf16)
+    job.sync()
+    batches.close()
+    job.base_model.load_state_dict(initial_model)
+    for opt, state in zip(job.optimizers, initial_opts):
+        opt.load_state_dict(state)
+    job.log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, "
+            f"weights and optimiser state restored")
 
-    batches = make_batches()
+
+@dataclass
+class Averaged:
+    """SWA's running sum of snapshots, and how many."""
+    state: dict | None = None
+    count: int = 0
+
+
+def train(job: Job) -> Averaged:
+    """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
+    s, log = job.s, job.log
+    batches = job.make_batches()
     max_ms = 1000.0 * s.max_wallclock_seconds
-    swa_state, swa_count = None, 0
+    swa = Averaged()
     training_ms, stop_after, step = 0.0, None, 0
-    val_loss = val_bpb = float("nan")
-    sync()
+    job.sync()
     t0 = time.perf_counter()
     while True:
         last = step == s.iterations or (stop_after is not None and step >= stop_after)
         if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
-            sync()
+            job.sync()
             training_ms += 1000.0 * (time.perf_counter() - t0)
-            val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+            val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0)  # non-overlapping: a curve, not the score
             log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                 f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
-            sync()
+            job.sync()
             t0 = time.perf_counter()
         if last:
             if stop_after is not None and step < s.iterations:
@@ -909,26 +1151,34 @@ def main() -> None:
         progress = training_progress(s, step, elapsed_ms)
         warmdown = warmdown_fraction(s, step, elapsed_ms)
         lr_mul = lr_multiplier(progress, warmdown)
+        if step == 10 and max_ms > 0 and warmdown > 0.9:
+            log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
+                f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
+                f"(configs/1xh100.env scales the step-based settings for one GPU)")
         momentum_frac = min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
-        for opt in optimizers:
+        for opt in job.optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_mul
                 if isinstance(opt, Muon):
                     g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
-        train_loss = train_step(model, base_model, optimizers, s, batches, progress, max(1.0 - warmdown, 0.0))
+        train_loss = train_step(job.model, job.base_model, job.optimizers, s, batches, progress,
+                                max(1.0 - warmdown, 0.0), job.bf16)
         step += 1
+        for n in batches.new_wraps():
+            log(f"data: wrap step:{step} pass:{n} the training stream started over from its first shard; "
+                f"from here on every token has been read before")
 
         if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
-            if swa_state is None:
-                swa_state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in base_model.state_dict().items()}
+            if swa.state is None:
+                swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
                 log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
-            for k, v in base_model.state_dict().items():
-                swa_state[k] += v.float()
-            swa_count += 1
+            for k, v in job.base_model.state_dict().items():
+                swa.state[k] += v.float()
+            swa.count += 1
 
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
         if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
-            if distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
+            if job.distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
                 dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
                 train_loss /= s.world_size
             log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
@@ -937,41 +1187,56 @@ def main() -> None:
             log(batches.log_line(step, progress))
         if max_ms > 0:
             reached = approx_ms >= max_ms
-            if distributed:  # every rank stops at the same step
-                flag = torch.tensor(int(reached), device=device)
+            if job.distributed:  # every rank stops at the same step
+                flag = torch.tensor(int(reached), device=job.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 reached = bool(flag.item())
             if reached and stop_after is None:
                 stop_after = step
 
-    data_summary = batches.summary(step)
+    data = batches.summary(step)
     batches.close()
     spans = [None] * s.world_size
-    if distributed:
-        dist.all_gather_object(spans, data_summary["first_spans"])
+    if job.distributed:
+        dist.all_gather_object(spans, data["first_spans"])
     else:
-        spans = [data_summary["first_spans"]]
-    log(f"data: wait {data_summary['data_wait_ms_per_step']:.3f}ms/step, {data_summary['sequences_kept']:,} of "
-        f"{data_summary['sequences_read']:,} sequences read were trained on (rank 0)")
+        spans = [data["first_spans"]]
+    log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step, {data['sequences_kept']:,} of "
+        f"{data['sequences_read']:,} sequences read were trained on (rank 0)")
+    job.results.update(steps=step, tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
+                       step_avg_ms=round(training_ms / max(step, 1), 4),
+                       stopped_early=stop_after is not None and step < s.iterations,
+                       data=data | dict(rank_first_spans=spans))
+    return swa
 
-    if swa_count:
-        averaged = {k: (v / swa_count).to(base_model.state_dict()[k].dtype) for k, v in swa_state.items()}
-        base_model.load_state_dict(averaged)
-        val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
-        log(f"swa:applied snapshots:{swa_count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
-    set_scores = {name: evaluate(model_compiled, s, tokens, tables, device) for name, tokens in val_sets.items()}
 
-    # Export, then load the artifact back and score it: that round-trip val_bpb is the result.
+def average_weights(job: Job, swa: Averaged) -> dict[str, tuple[float, float]]:
+    """SWA's average replaces the weights; then the pre-quant scores (sliding windows), whole
+    split and each VAL_SETS set."""
+    if swa.count:
+        state = job.base_model.state_dict()
+        job.base_model.load_state_dict({k: (v / swa.count).to(state[k].dtype) for k, v in swa.state.items()})
+    val_loss, val_bpb = job.evaluate(job.val_tokens)
+    job.log(f"swa:applied snapshots:{swa.count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}"
+            if swa.count else f"pre-quant val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+    job.results.update(val_loss=val_loss, val_bpb=val_bpb, swa_snapshots=swa.count)
+    return {name: job.evaluate(tokens) for name, tokens in job.val_sets.items()}
+
+
+def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) -> None:
+    """int6 + zstd-22 artifact, loaded back and scored: that round-trip val_bpb is the result."""
+    s, log = job.s, job.log
     artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
     if s.rank == 0:  # one rank compresses (zstd-22 is slow); every rank then loads the file back
-        write_atomic(artifact_path, serialize_artifact(quantize_state(base_model.state_dict())))
-    if distributed:
+        keep_fp16 = tuple(p.strip() for p in s.fp16_keep_name_patterns.split(",") if p.strip())
+        write_atomic(artifact_path, serialize_artifact(quantize_state(job.base_model.state_dict(), keep_fp16)))
+    if job.distributed:
         dist.barrier()
     blob = artifact_path.read_bytes()
-    base_model.load_state_dict(dequantize_state(load_artifact(blob), base_model.state_dict()))
-    sync()
+    job.base_model.load_state_dict(dequantize_state(load_artifact(blob), job.base_model.state_dict()))
+    job.sync()
     t_eval = time.perf_counter()
-    rt_loss, rt_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+    rt_loss, rt_bpb = job.evaluate(job.val_tokens)
     eval_ms = 1000.0 * (time.perf_counter() - t_eval)
     n_code = code_bytes()
     total_bytes = len(blob) + n_code
@@ -983,31 +1248,35 @@ def main() -> None:
             f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
     log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
     log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
-    set_results = {}
-    for name, tokens in val_sets.items():
-        set_rt_loss, set_rt_bpb = evaluate(model_compiled, s, tokens, tables, device)
+    sets = {}
+    for name, tokens in job.val_sets.items():
+        set_rt_loss, set_rt_bpb = job.evaluate(tokens)
         set_loss, set_bpb = set_scores[name]
-        set_results[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb,
-                                 roundtrip_val_loss=set_rt_loss, roundtrip_val_bpb=set_rt_bpb,
-                                 sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
+        sets[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb, roundtrip_val_loss=set_rt_loss,
+                          roundtrip_val_bpb=set_rt_bpb, sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
         log(f"val_set:{name} tokens:{tokens.numel() - 1} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
             f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
+    job.results.update(roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
+                       eval_stride=window_starts(job.val_tokens.numel() - 1, s.train_seq_len, s.eval_stride).step,
+                       artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
+                       artifact_limit=ARTIFACT_LIMIT, val_sets=sets)
 
-    if s.rank == 0:
-        summary = dict(
-            run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device),
-            world_size=s.world_size, grad_accum_steps=s.grad_accum_steps, steps=step,
-            tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
-            step_avg_ms=round(training_ms / max(step, 1), 4), stopped_early=stop_after is not None and step < s.iterations,
-            val_tokens=val_tokens.numel() - 1, val_loss=val_loss, val_bpb=val_bpb,
-            roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
-            swa_snapshots=swa_count, artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
-            artifact_limit=ARTIFACT_LIMIT, data=data_summary | dict(rank_first_spans=spans),
-            peak_memory_mb=round(peak_memory_mb(device), 1), tokenizer=s.tokenizer_path,
-            tokenizer_sha256=tokenizer_sha256, val_files=s.val_files, val_sha256=val_sha256,
-            train_files=s.train_files, val_sets=set_results, provenance=provenance)
-        write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
-        log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
+
+def write_summary(job: Job) -> None:
+    if job.s.rank == 0:
+        job.results["peak_memory_mb"] = round(peak_memory_mb(job.device), 1)
+        path = Path(job.s.log_dir) / f"{job.s.run_id}.json"
+        write_atomic(path, (json.dumps(job.results, indent=2) + "\n").encode())
+        job.log(f"logs: {job.log.path} and {path}")
+
+
+def main() -> None:
+    job = set_up(started=time.time())
+    warm_up_and_undo(job)
+    swa = train(job)
+    set_scores = average_weights(job, swa)
+    export_and_round_trip(job, set_scores)
+    write_summary(job)
 
 
 def shut_down_distributed() -> None:
@@ -1024,9 +1293,10 @@ def shut_down_distributed() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except SettingsError as err:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"train_gpt.py: {err}", file=sys.stderr)
+    except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
+        rank = os.environ.get("RANK", "0")
+        if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own
+            print(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}", file=sys.stderr)
         shut_down_distributed()
         sys.exit(2)
     shut_down_distributed()

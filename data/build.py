@@ -28,7 +28,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curriculum.shards import write_atomic, write_shard  # noqa: E402
-from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed  # noqa: E402
+from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed, package_field  # noqa: E402
 
 BOS_ID = 1
 DATA_DIR = Path(__file__).resolve().parent
@@ -76,12 +75,7 @@ def sha256_file(path: Path) -> str:
 
 
 def debian_version(package: str) -> str | None:
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
-                             capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
+    return (package_field(package, "Version") or "").strip() or None
 
 
 def missing_packages() -> list[str]:

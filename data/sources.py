@@ -34,18 +34,19 @@ class Source:
         return sorted(p for p in package_files(self.debian_package) if self.selects(p) and p.is_file())
 
 
-def package_status(package: str) -> str | None:
-    """dpkg's abbreviated status ('ii ' when installed), or None without dpkg."""
+def package_field(package: str, field: str) -> str | None:
+    """One field of dpkg's record of the package ('db:Status-Abbrev', 'Version'); None when
+    dpkg does not know the package or is not there."""
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", package],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(["dpkg-query", "-W", "-f", f"${{{field}}}", package], capture_output=True, text=True,
+                             check=False)
     except OSError:
         return None
-    return out.stdout if out.returncode == 0 else ""
+    return out.stdout if out.returncode == 0 else None
 
 
 def is_installed(package: str) -> bool:
-    return (package_status(package) or "").startswith("ii")
+    return (package_field(package, "db:Status-Abbrev") or "").startswith("ii")
 
 
 def package_files(package: str) -> list[Path]:

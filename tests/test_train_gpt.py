@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import sentencepiece as spm
 import torch
 
 import train_gpt as tg
-from curriculum.shards import HEADER_BYTES, open_shard
+from curriculum.shards import HEADER_BYTES, open_shard, write_shard
 from tests.conftest import run_trainer, summary, trainer_env
 
 
@@ -75,24 +76,30 @@ def test_int6_error_is_within_half_a_step_per_row():
     assert float(err.max()) > 0  # it really quantises
 
 
-def test_exported_artifact_scores_like_dequantised_weights(dataset, tmp_path):
-    s = settings(dataset, tmp_path, VAL_MAX_TOKENS="8193")
+def scored_model(s):
+    """A model with every weight moved off its initial value (zero-initialised ones too), the
+    validation tokens and the byte tables: something to evaluate."""
     torch.manual_seed(0)
     model = tg.GPT(s)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     val = tg.load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
-    tables = tg.ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size)
+    return model, val, tg.ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size)
+
+
+def test_exported_artifact_scores_like_dequantised_weights(dataset, tmp_path):
+    s = settings(dataset, tmp_path, VAL_MAX_TOKENS="8193")
+    model, val, tables = scored_model(s)
     ref = model.state_dict()
     packed = tg.quantize_state(ref)
     model.load_state_dict(tg.dequantize_state(packed, ref))
-    in_memory = tg.evaluate(model, s, val, tables, torch.device("cpu"))
+    in_memory = tg.evaluate(model, s, val, tables, torch.device("cpu"), False)
     path = tmp_path / "m.ptz"
     tg.write_atomic(path, tg.serialize_artifact(packed))
     model2 = tg.GPT(s)
     model2.load_state_dict(tg.dequantize_state(tg.load_artifact(path.read_bytes()), ref))
-    assert tg.evaluate(model2, s, val, tables, torch.device("cpu")) == in_memory
+    assert tg.evaluate(model2, s, val, tables, torch.device("cpu"), False) == in_memory
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
     # matrices are int6, the embedding stays fp16
     assert isinstance(packed["blocks.0.attn.c_q.weight"], dict) and packed["tok_emb.weight"].dtype == torch.float16
@@ -174,3 +181,252 @@ def test_corrupt_shards_are_named_in_the_error(dataset, tmp_path, damage, messag
     out = run_trainer(env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert str(bad) in out.stderr and message in out.stderr
+
+
+# ------------------------------------------------------------------------- the record's techniques
+
+
+def test_smear_gate_blends_each_position_with_the_previous_one():
+    gate = tg.SmearGate(2)
+    with torch.no_grad():
+        gate.gate.copy_(torch.tensor([0.0, math.log(3.0)]))  # g = 0.5 and 0.75
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 8.0]]])
+    expected = torch.tensor([[[0.5 * 1, 0.25 * 2], [0.5 * 3 + 0.5 * 1, 0.25 * 4 + 0.75 * 2],
+                              [0.5 * 5 + 0.5 * 3, 0.25 * 8 + 0.75 * 4]]])
+    assert torch.allclose(gate(x), expected)
+    assert torch.equal(tg.SmearGate(2)(x), 0.5 * x + 0.5 * torch.nn.functional.pad(x[:, :-1], (0, 0, 1, 0)))
+
+
+def test_bigram_rows_follow_the_records_int32_hash():
+    tokens = np.array([[5, 7, 1023, 65000, 65535, 0]])
+    prev, cur = tokens[0, :-1].astype(np.int32), tokens[0, 1:].astype(np.int32)
+    with np.errstate(over="ignore"):  # int32 wraps, as in the record
+        mixed = np.bitwise_xor(np.int32(36313) * cur, np.int32(27191) * prev)
+    expected = [4095] + [int(v) % 4095 for v in mixed]  # Python's % of a negative int is >= 0, like torch's
+    assert tg.bigram_rows(torch.from_numpy(tokens), 4096)[0].tolist() == expected
+    assert expected[1] == (36313 * 7 ^ 27191 * 5) % 4095  # no wrap for small ids
+
+
+def test_bigram_hash_starts_at_zero_and_adds_its_projected_row():
+    bigram = tg.BigramHash(16, 4, 6)
+    idx = torch.tensor([[3, 9, 2]])
+    assert not bigram(idx).any()  # zero table, zero projection: the model starts without it
+    with torch.no_grad():
+        bigram.table.weight.copy_(torch.arange(64.0).view(16, 4))
+        bigram.proj.weight.copy_(torch.arange(24.0).view(6, 4) / 10)
+    rows = tg.bigram_rows(idx, 16)[0]
+    expected = 0.05 * torch.stack([bigram.proj.weight @ bigram.table.weight[r] for r in rows])
+    assert torch.allclose(bigram(idx)[0], expected)
+
+
+def test_orthogonal_init_of_block_matrices_and_scaled_projections():
+    s = tg.parse_settings(dict(NUM_LAYERS="2", MODEL_DIM="128", NUM_HEADS="4", NUM_KV_HEADS="2"))[0]
+    torch.manual_seed(0)
+    model = tg.GPT(s)
+    for name, w in model.named_parameters():
+        if name.endswith(("c_q.weight", "c_k.weight", "c_v.weight", "fc.weight")):
+            small = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+            assert torch.allclose(small, torch.eye(small.shape[0]), atol=1e-5), name
+        if name.endswith("proj.weight"):
+            assert not w.any(), name  # zero-initialised output projections stay zero
+    probe = torch.nn.ModuleDict(dict(out_proj=torch.nn.Linear(64, 64, bias=False), small=torch.nn.Linear(8, 8)))
+    before_small = probe["small"].weight.clone()
+    tg.orthogonal_init(probe, num_layers=8)
+    singular = torch.linalg.svdvals(probe["out_proj"].weight)
+    assert torch.allclose(singular, torch.full((64,), 1 / math.sqrt(16)), atol=1e-5)
+    assert torch.equal(probe["small"].weight, before_small)  # under 64 x 64: left as it was
+
+
+def parameter_formula(v, d, layers, heads, kv_heads, mlp, bigram_rows, bigram_dim, tied=True) -> int:
+    kv = kv_heads * d // heads
+    block = d * d + 2 * d * kv + d * d + heads + 2 * mlp * d * d + 2 * d + 2 * d
+    skips = min(layers // 2, layers - layers // 2) * d
+    bigram = bigram_rows * bigram_dim + bigram_dim * d + 1 if bigram_rows else 0
+    return v * d + layers * block + skips + bigram + d + (0 if tied else v * d)
+
+
+@pytest.mark.parametrize("env", [dict(NUM_LAYERS="3", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="2",
+                                      BIGRAM_VOCAB_SIZE="512", BIGRAM_DIM="16"),
+                                 dict(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1",
+                                      BIGRAM_VOCAB_SIZE="0", TIE_EMBEDDINGS="0"),
+                                 {}])
+def test_parameter_count_matches_an_independent_formula(env):
+    s = tg.parse_settings(env)[0]
+    count = sum(p.numel() for p in tg.GPT(s).parameters())
+    assert count == parameter_formula(s.vocab_size, s.model_dim, s.num_layers, s.num_heads, s.num_kv_heads,
+                                      s.mlp_mult, s.bigram_vocab_size, s.bigram_dim, s.tie_embeddings)
+    if not env:  # the defaults: the record's 22.37M
+        assert round(count / 1e6, 2) == 22.37
+
+
+def brute_force_bpb(model, val: torch.Tensor, tables, seq: int, stride: int) -> tuple[float, float]:
+    """Each target token on its own: find the window that scores it and take that one position's loss."""
+    n = val.numel() - 1
+    loss_sum = bytes_sum = 0.0
+    for j in range(1, n + 1):  # target index
+        start = 0 if j <= seq else -(-(j - seq) // stride) * stride
+        x = val[start:start + seq].long()[None]
+        y = val[start + 1:start + seq + 1].long()[None]
+        with torch.no_grad():
+            loss_sum += float(model(x, y)[0, j - start - 1])
+        bytes_sum += float(tables.count(val[j - 1:j].long(), val[j:j + 1].long()))
+    return loss_sum / n, loss_sum / n / math.log(2) * n / bytes_sum
+
+
+@pytest.mark.parametrize("stride", [16, 64])
+def test_sliding_window_evaluation_equals_a_per_token_brute_force(dataset, tmp_path, stride):
+    s = settings(dataset, tmp_path, EVAL_STRIDE=str(stride), EVAL_BATCH_SEQS="3", VAL_MAX_TOKENS=str(64 * 5 + 1))
+    model, val, tables = scored_model(s)
+    loss, bpb = tg.evaluate(model, s, val, tables, torch.device("cpu"), False)
+    ref_loss, ref_bpb = brute_force_bpb(model, val, tables, s.train_seq_len, stride)
+    assert loss == pytest.approx(ref_loss, abs=1e-6) and bpb == pytest.approx(ref_bpb, abs=1e-6)
+    if stride == s.train_seq_len:  # non-overlapping: the mean loss of whole windows
+        windows = (val.numel() - 1) // s.train_seq_len
+        x = val[:windows * s.train_seq_len].long().view(windows, -1)
+        y = val[1:windows * s.train_seq_len + 1].long().view(windows, -1)
+        with torch.no_grad():
+            assert loss == pytest.approx(float(model(x, y).double().mean()), abs=1e-6)
+
+
+def test_int6_edge_rows_come_back_finite_and_within_half_a_step():
+    w = torch.stack([torch.zeros(64), torch.linspace(-1e-6, 1e-6, 64), torch.linspace(-6e4, 6e4, 64),
+                     torch.linspace(-3e-5, 2e-5, 64)])
+    q, scale = tg.quantize_int6(w)
+    back = tg.dequantize_int6(q, scale)
+    assert bool(torch.isfinite(back).all()) and bool((scale.float() > 0).all())
+    assert not back[0].any()
+    assert back[1].abs().max() > 0  # the tiny row is not flattened to zeros
+    err = (back - w).abs()
+    assert bool((err <= 0.5 * scale.float()[:, None] + w.abs() * 2.0 ** -10).all())
+
+
+def test_fp16_patterns_keep_the_named_matrices_out_of_int6():
+    s = tg.parse_settings(dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="4", BIGRAM_VOCAB_SIZE="0"))[0]
+    state = tg.GPT(s).state_dict()
+    packed = tg.quantize_state(state, ("blocks.1.attn.c_k",))
+    assert packed["blocks.1.attn.c_k.weight"].dtype == torch.float16
+    assert torch.equal(packed["blocks.1.attn.c_k.weight"], state["blocks.1.attn.c_k.weight"].half())
+    assert isinstance(packed["blocks.0.attn.c_k.weight"], dict)  # the other blocks' keys stay int6
+    restored = tg.dequantize_state(tg.load_artifact(tg.serialize_artifact(packed)), state)
+    assert torch.equal(restored["blocks.1.attn.c_k.weight"], state["blocks.1.attn.c_k.weight"].half().float())
+
+
+def test_weight_decay_is_adamw_and_muon_has_its_own(dataset, tmp_path):
+    s = settings(dataset, tmp_path, WEIGHT_DECAY="0.02", MUON_WEIGHT_DECAY="0.07")
+    adam, muon = tg.build_optimizers(tg.GPT(s), s, lambda f: f)
+    assert {g["weight_decay"] for g in adam.param_groups} == {0.02}
+    assert {g["weight_decay"] for g in muon.param_groups} == {0.07}
+    assert tg.parse_settings({})[0].weight_decay == 0.01 and tg.parse_settings({})[0].muon_weight_decay == 0.04
+
+
+def test_muon_allocates_its_buffers_once(dataset, tmp_path):
+    s = settings(dataset, tmp_path)
+    model = tg.GPT(s)
+    _, muon = tg.build_optimizers(model, s, lambda f: f)
+    matrix = muon.param_groups[0]["params"][0]
+    pointers = []
+    for _ in range(3):
+        for p in muon.param_groups[0]["params"]:
+            p.grad = torch.randn_like(p)
+        muon.step()
+        pointers.append((muon.state[matrix]["momentum_buffer"].data_ptr(), muon.param_groups[0]["flat_updates"].data_ptr()))
+    assert pointers[0] == pointers[1] == pointers[2]
+
+
+@pytest.mark.parametrize("choice, native, expected", [("off", True, False), ("bf16", False, True),
+                                                       ("auto", True, True), ("auto", False, False)])
+def test_cpu_autocast_uses_bf16_only_where_asked_or_native(monkeypatch, choice, native, expected):
+    monkeypatch.setattr(tg, "cpu_has_native_bf16", lambda: native)
+    s = tg.parse_settings(dict(CPU_AUTOCAST=choice))[0]
+    assert tg.use_bf16(s, torch.device("cpu")) is expected
+
+
+# ------------------------------------------------------------------------- bad input found while training or by size
+
+
+def shards_folder(dataset, tmp_path, train_tokens) -> Path:
+    """The real validation shards beside one training shard holding `train_tokens` (a numpy array)."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for f in glob.glob(dataset["data_path"] + "/*val_*.bin"):
+        shutil.copy(f, folder)
+    write_shard(folder / "small_train_000000.bin", train_tokens)
+    return folder
+
+
+def real_train_prefix(dataset, n: int) -> np.ndarray:
+    return np.asarray(open_shard(sorted(glob.glob(dataset["data_path"] + "/*train_*.bin"))[0])[:n])
+
+
+def test_bad_inputs_that_ended_in_tracebacks_are_clear_errors(dataset, tmp_path):
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("")
+    empty = shards_folder(dataset, tmp_path, np.zeros(0, dtype=np.uint16))
+    env = trainer_env(dataset, tmp_path, CURRICULUM="1", CURRICULUM_OVERSAMPLE="1e12", LOG_DIR=str(not_a_folder),
+                      DATA_PATH=str(empty))
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"LOG_DIR='{not_a_folder}': is a file" in out.stderr
+    assert "every training shard is empty" in out.stderr
+    env = trainer_env(dataset, tmp_path, CURRICULUM="1", CURRICULUM_OVERSAMPLE="1e12")
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "CURRICULUM_OVERSAMPLE=1e+12 with TRAIN_BATCH_TOKENS=2048: one micro-batch would read" in out.stderr
+
+
+def test_a_token_id_beyond_the_vocabulary_in_training_data_ends_in_one_line(dataset, tmp_path):
+    tokens = real_train_prefix(dataset, 20_000).copy()
+    tokens[5_000] = 1500
+    env = trainer_env(dataset, tmp_path, DATA_PATH=str(shards_folder(dataset, tmp_path, tokens)), WARMUP_STEPS="0")
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "holds token id 1500" in out.stderr and "VOCAB_SIZE=1024" in out.stderr
+
+
+def test_the_log_says_when_the_training_stream_wraps(dataset, tmp_path):
+    # 2 micro-batches of 16 x 65 tokens per step: a 5,000-token shard wraps after about 2.4 steps
+    env = trainer_env(dataset, tmp_path, DATA_PATH=str(shards_folder(dataset, tmp_path, real_train_prefix(dataset, 5000))),
+                      ITERATIONS="6", WARMUP_STEPS="0")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    wraps = re.findall(r"^data: wrap step:(\d+) pass:(\d+) ", text, re.M)
+    span = 16 * 64 + 1
+    first_wrap_micro = 5000 // span + 1  # the first micro-batch read after the stream's end
+    assert wraps[0] == (str(-(-first_wrap_micro // 2)), "2") and [p for _, p in wraps] == ["2", "3"]
+    assert summary(env)["data"]["stream_wraps"] == 2 and "holding 5,000 tokens" in text
+
+
+def test_a_tiny_run_with_the_records_features_logs_what_it_chose(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, EVAL_STRIDE="16", MAX_WALLCLOCK_SECONDS="3", WARMDOWN_ITERS="3000",
+                      ITERATIONS="1000", TRAIN_LOG_EVERY="0", CPU_AUTOCAST="off")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert re.search(r"^WARNING: at \d+ ms/step, WARMDOWN_ITERS=3000 spans \d+% of the 3 s budget: the warmdown "
+                     r"starts before 10% of it", text, re.M)
+    assert "precision: fp32 (CPU_AUTOCAST=off" in text and "attention: PyTorch's CPU kernel" in text
+    assert re.search(r"^model: [\d,]+ parameters, .* bigram 4096x128$", text, re.M)
+    assert "==================================== curriculum/loader.py\n" in text  # its source is logged too
+    s = summary(env)
+    assert s["eval_stride"] == 16 and s["parameters"] > 0 and math.isfinite(s["roundtrip_val_bpb"])
+    assert re.search(r"^final_int6_zstd_roundtrip_exact val_loss:[\d.]+ val_bpb:[\d.]+$", text, re.M)
+
+
+def test_settings_that_would_exhaust_memory_or_disk_are_refused(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, TRAIN_BATCH_TOKENS=str(2048 * 20_000), EVAL_BATCH_SEQS="1000000")
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "TRAIN_BATCH_TOKENS=40960000: one micro-batch would read" in out.stderr
+    assert "EVAL_BATCH_SEQS=1000000: one evaluation pass would hold 244.1 GiB of logits" in out.stderr
+
+
+def test_log_dir_must_be_a_writable_folder_or_creatable(tmp_path, monkeypatch):
+    nested = tmp_path / "a_file" / "logs"
+    assert tg.check_log_dir(str(nested)) == []  # made when the run starts
+    (tmp_path / "a_file").write_text("")
+    assert tg.check_log_dir(str(nested)) == [f"LOG_DIR='{nested}': {tmp_path / 'a_file'} is a file, so the folder "
+                                             f"cannot be made"]
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission sees it
+    assert tg.check_log_dir(str(tmp_path / "new")) == [f"LOG_DIR='{tmp_path / 'new'}': {tmp_path} is not writable "
+                                                       f"by this user"]

@@ -8,7 +8,9 @@
 3. Paired steps: one process, one model, two loaders (curriculum off and on) taking turns
    step by step, so a pair of steps differs only in where its batch came from and machine
    drift cancels: the geometric mean of the per-pair step-time ratios with its 95% CI.
-4. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
+4. Evaluation: one pass over the validation split with the CPU configuration's model, for
+   non-overlapping windows and sliding windows at strides 128 and 64, as ratios to the first.
+5. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
    baseline and curriculum interleaved so drift hits both: step time, time blocked waiting for
    data, peak memory.
 
@@ -120,11 +122,12 @@ def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
     step_model = torch.compile(model, dynamic=False) if s.torch_compile else model
     optimizers = tg.build_optimizers(model, s, compile_fn)
     sources = {arm: make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, device) for arm in ARMS}
+    bf16 = tg.use_bf16(s, device)
 
     def timed_step(source: BatchSource, progress: float) -> float:
         synchronize(device)
         t0 = time.perf_counter()
-        tg.train_step(step_model, model, optimizers, s, source, progress, 1.0)
+        tg.train_step(step_model, model, optimizers, s, source, progress, 1.0, bf16)
         synchronize(device)
         return 1000 * (time.perf_counter() - t0)
 
@@ -145,6 +148,26 @@ def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
     return dict(pairs=steps, sequences_read=read, baseline_ms=statistics.median(times["baseline"]),
                 curriculum_ms=statistics.median(times["curriculum"]), ratio=float(np.exp(log_ratios.mean())),
                 ratio_ci95=[float(np.exp(ci.low)), float(np.exp(ci.high))])
+
+
+def bench_eval_strides(s: tg.Settings) -> list[dict]:
+    """Seconds for one evaluation of the whole validation split, per stride (the model is
+    untrained: the cost does not depend on the weights)."""
+    device = tg.pick_device(s)
+    torch.manual_seed(s.seed)
+    model = tg.GPT(s).to(device)
+    val = tg.load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
+    tables = tg.ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    bf16 = tg.use_bf16(s, device)
+    rows = []
+    for stride in (s.train_seq_len, 128, 64):
+        t0 = time.perf_counter()
+        tg.evaluate(model, s, val, tables, device, bf16, stride)
+        synchronize(device)
+        rows.append(dict(stride=stride, seconds=time.perf_counter() - t0, tokens=val.numel() - 1))
+    for row in rows:
+        row["ratio"] = row["seconds"] / rows[0]["seconds"]
+    return rows
 
 
 def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
@@ -194,6 +217,11 @@ def main(argv=None) -> None:
     print(f"  baseline {paired['baseline_ms']:.2f}  curriculum {paired['curriculum_ms']:.2f}  "
           f"ratio {paired['ratio']:.4f}  95% CI [{paired['ratio_ci95'][0]:.4f}, {paired['ratio_ci95'][1]:.4f}]"
           f"  (goal <= 1.01; the experiment we beat: 1.089)")
+    print(f"== evaluation of the validation split, configs/cpu.env's model (seconds per pass)")
+    report["eval_strides"] = bench_eval_strides(s)
+    for row in report["eval_strides"]:
+        kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
+        print(f"  {kind:<28} {row['seconds']:8.2f}s  ratio {row['ratio']:.2f}  ({row['tokens']:,} tokens)")
     if not args.skip_trainer:
         print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm")
         runs = bench_trainer(env, args.steps, args.repeats)
