@@ -70,7 +70,7 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
         ax.axhline(-bar_nats, color="red", ls="--", lw=1, label=f"the bar: {bar_nats} nats better")
         ax.set_xticks(range(len(comparisons)), [c.arm.name for c in comparisons], fontsize=7, rotation=10)
         ax.set(ylabel="Δ round-trip val_loss (nats), arm − baseline",
-               title="Paired differences by seed (below zero: the arm is better)")
+               title="Paired differences by seed\n(below zero: the arm is better)")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
         made.append(_save(fig, out / "paired_differences.png"))
@@ -83,8 +83,9 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
             if curve:
                 tps = tokens_per_step(r)
                 by_tokens.plot([s * tps / 1e6 for s, _, _ in curve], [b for _, _, b in curve], color=colour, lw=0.8,
-                               alpha=0.7, label=label)
-                by_time.plot([t for _, t, _ in curve], [b for _, _, b in curve], color=colour, lw=0.8, alpha=0.7)
+                               marker="o", ms=3, alpha=0.7, label=label)
+                by_time.plot([t for _, t, _ in curve], [b for _, _, b in curve], color=colour, lw=0.8, marker="o",
+                             ms=3, alpha=0.7)
             by_tokens.scatter([r.summary["tokens_seen"] / 1e6], [r.summary["roundtrip_val_bpb"]], marker="*", s=70,
                               color=colour, zorder=3, label="round-trip score (the test's)" if a is arms[0] and k == 0 else None)
             by_time.scatter([r.summary.get("train_time_ms", 0) / 1000], [r.summary["roundtrip_val_bpb"]], marker="*",
@@ -96,24 +97,23 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
     by_tokens.legend(fontsize=7)
     made.append(_save(fig, out / "val_bpb.png"))
 
+    def each_seed(ax, points, label=lambda a: a.name) -> None:
+        for a in arms:
+            for k, r in enumerate(a.runs):
+                xy = points(r)
+                ax.plot([x for x, _ in xy], [y for _, y in xy], color=colours[a.name], lw=0.7, alpha=0.7,
+                        label=label(a) if k == 0 else None)
+
     fig, ax = plt.subplots(figsize=(7, 4))
-    for a in arms:
-        for k, r in enumerate(a.runs):
-            curve = train_curve(r)
-            ax.plot([s for s, _ in curve], [v for _, v in curve], color=colours[a.name], lw=0.7, alpha=0.7,
-                    label=a.name if k == 0 else None)
+    each_seed(ax, train_curve)
     ax.set(xlabel="step", ylabel="train loss (nats)", title="Training loss (each seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     made.append(_save(fig, out / "train_loss.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for a in arms:
-        for k, r in enumerate(a.runs):
-            points = [(s, ms) for s, ms in step_times(r) if s > SPIKE_STEPS]
-            mean = statistics.fmean(x.summary["step_avg_ms"] for x in a.runs)
-            ax.plot([s for s, _ in points], [ms for _, ms in points], color=colours[a.name], lw=0.7, alpha=0.7,
-                    label=f"{a.name}: step_avg {mean:.1f} ms" if k == 0 else None)
+    each_seed(ax, lambda r: [(s, ms) for s, ms in step_times(r) if s > SPIKE_STEPS],
+              lambda a: f"{a.name}: step_avg {statistics.fmean(x.summary['step_avg_ms'] for x in a.runs):.1f} ms")
     ax.set_ylim(bottom=0)
     ax.set(xlabel="step", ylabel="ms per step (between train lines)",
            title=f"Step time (each seed; from 0, steps after {SPIKE_STEPS})")
