@@ -36,3 +36,11 @@ def test_paired_bench_alternates_both_arms_on_one_model(dataset):
     assert out["sequences_read"] == dict(baseline=7 * accum * keep, curriculum=7 * accum * 2 * keep)
     low, high = out["ratio_ci95"]
     assert low <= out["ratio"] <= high
+
+
+def test_every_shell_script_parses():
+    import subprocess
+    scripts = sorted(ROOT.glob("tools/*.sh")) + sorted(ROOT.glob("data/*.sh")) + [ROOT / ".ci" / "run"]
+    for script in scripts:
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script}: {out.stderr}"

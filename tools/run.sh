@@ -22,7 +22,8 @@ if [ -n "$config" ]; then
   done < "$config"
 fi
 if [ "$gpus" -gt 0 ]; then
-  echo "run: $gpus GPU(s), ${config:-the trainer's defaults}, curriculum $CURRICULUM"
+  label=${config:-"the trainer's defaults"}
+  echo "run: $gpus GPU(s), $label, curriculum $CURRICULUM"
   exec "$(dirname "$python")/torchrun" --standalone --nproc_per_node="$gpus" train_gpt.py
 fi
 echo "run: no GPU; $config on the CPU, curriculum $CURRICULUM, ${MAX_WALLCLOCK_SECONDS}s of training"

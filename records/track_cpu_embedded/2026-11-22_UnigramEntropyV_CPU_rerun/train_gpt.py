@@ -1,0 +1,1032 @@
+"""Parameter Golf trainer with an online data curriculum.
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py        # 8 GPUs
+    python train_gpt.py                                          # one process, CUDA or CPU
+
+Every setting comes from the environment (README.md lists them all). The file reads top to
+bottom: settings, data, model, optimiser, evaluation, export, training loop. The curriculum
+(package `curriculum/`) meets the loop at one seam: `batches.next_batch(progress, ...)`.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from curriculum import (BatchSource, CurriculumConfig, ShardFormatError, open_shard, shard_token_count,
+                        shards_fingerprint, write_atomic)
+
+HERE = Path(__file__).resolve().parent
+
+# =============================================================================================
+# Settings: every knob, read from the environment and validated in one place
+# =============================================================================================
+
+
+class SettingsError(Exception):
+    """Invalid settings; the message lists every problem found."""
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _zero_or_one(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(raw)
+    return raw == "1"
+
+
+class EnvReader:
+    """Reads typed settings from an environment mapping, collecting every problem."""
+
+    def __init__(self, environ):
+        self.environ, self.errors, self.values = environ, [], {}
+
+    def _read(self, name: str, default, parse, expected: str, allowed=lambda v: True, rule: str = ""):
+        raw = (self.environ.get(name) or "").strip()
+        value = default
+        if raw:
+            try:
+                value = parse(raw)
+            except ValueError:
+                self.errors.append(f"{name}={raw!r}: must be {expected}")
+            else:
+                if not allowed(value):
+                    self.errors.append(f"{name}={raw!r}: must be {rule}")
+        self.values[name] = value
+        return value
+
+    def env_int(self, name: str, default: int, minimum: int | None = None) -> int:
+        return self._read(name, default, int, "an integer", lambda v: minimum is None or v >= minimum, f">= {minimum}")
+
+    def env_float(self, name: str, default: float, minimum: float = -math.inf, maximum: float = math.inf) -> float:
+        return self._read(name, default, _finite_float, "a finite number", lambda v: minimum <= v <= maximum,
+                          f"in [{minimum}, {maximum}]")
+
+    def env_bool(self, name: str, default: bool) -> bool:
+        return self._read(name, default, _zero_or_one, "0 or 1")
+
+    def env_str(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        return self._read(name, default, str, "text", lambda v: choices is None or v in choices,
+                          f"one of {', '.join(choices or ())}")
+
+
+@dataclass
+class Settings:
+    # data and run
+    data_path: str
+    train_files: str
+    val_files: str
+    tokenizer_path: str
+    run_id: str
+    seed: int
+    log_dir: str
+    device: str
+    torch_compile: bool
+    # model
+    vocab_size: int
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_mult: int
+    tie_embeddings: bool
+    rope_base: float
+    logit_softcap: float
+    qk_gain_init: float
+    tied_embed_init_std: float
+    # batch and schedule
+    train_seq_len: int
+    train_batch_tokens: int
+    grad_accum_steps: int
+    iterations: int
+    warmup_steps: int
+    warmdown_iters: int
+    max_wallclock_seconds: float
+    val_loss_every: int
+    val_batch_size: int
+    val_max_tokens: int
+    val_sets: str
+    train_log_every: int
+    # optimiser
+    matrix_lr: float
+    scalar_lr: float
+    tied_embed_lr: float
+    embed_lr: float
+    head_lr: float
+    muon_momentum: float
+    muon_momentum_warmup_start: float
+    muon_momentum_warmup_steps: int
+    muon_backend_steps: int
+    beta1: float
+    beta2: float
+    adam_eps: float
+    weight_decay: float
+    adam_weight_decay: float
+    grad_clip_norm: float
+    # weight averaging
+    swa_enabled: bool
+    swa_start_frac: float
+    swa_every: int
+    # curriculum
+    curriculum: CurriculumConfig
+    # derived, not read
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    env: dict = field(default_factory=dict)
+
+    @property
+    def val_set_patterns(self) -> dict[str, str]:
+        """VAL_SETS as {name: shard glob}; check_settings has vetted the syntax."""
+        return dict(part.split("=", 1) for part in self.val_sets.split(",") if part.strip())
+
+    @property
+    def micro_batch_seqs(self) -> int:
+        """Sequences each rank trains on per micro-batch."""
+        return self.train_batch_tokens // (self.world_size * self.grad_accum_steps * self.train_seq_len)
+
+
+def read_settings(environ=os.environ) -> Settings:
+    """All settings, with every invalid one reported together before any work is done."""
+    s, errors = parse_settings(environ)
+    errors += check_settings(s)
+    if errors:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    return s
+
+
+def parse_settings(environ) -> tuple[Settings, list[str]]:
+    """Typed settings and the problems of each value on its own (no file is looked at).
+    Defaults are the stronger stack's 8xH100 configuration (SPEC.md); `s.env` holds every
+    value, defaults included, as the run's summary records it."""
+    e = EnvReader(environ)
+    rank = e.env_int("RANK", 0, minimum=0)
+    world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = e.env_int("LOCAL_RANK", 0, minimum=0)
+    data_path = e.env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+    peak_raw = e.env_str("CURRICULUM_PEAK", "0.45")
+    try:
+        peak: float | str = peak_raw if peak_raw == "warmdown" else float(peak_raw)
+    except ValueError:
+        peak = peak_raw
+    s = Settings(
+        data_path=data_path,
+        train_files=e.env_str("TRAIN_FILES", os.path.join(data_path, "*train_*.bin")),
+        val_files=e.env_str("VAL_FILES", os.path.join(data_path, "*val_*.bin")),
+        tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
+        run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
+        seed=e.env_int("SEED", 1337),
+        log_dir=e.env_str("LOG_DIR", "logs"),
+        device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
+        torch_compile=e.env_bool("TORCH_COMPILE", True),
+        vocab_size=e.env_int("VOCAB_SIZE", 1024, minimum=2),
+        num_layers=e.env_int("NUM_LAYERS", 9, minimum=1),
+        model_dim=e.env_int("MODEL_DIM", 512, minimum=2),
+        num_heads=e.env_int("NUM_HEADS", 8, minimum=1),
+        num_kv_heads=e.env_int("NUM_KV_HEADS", 4, minimum=1),
+        mlp_mult=e.env_int("MLP_MULT", 3, minimum=1),
+        tie_embeddings=e.env_bool("TIE_EMBEDDINGS", True),
+        rope_base=e.env_float("ROPE_BASE", 10000.0, minimum=1.0),
+        logit_softcap=e.env_float("LOGIT_SOFTCAP", 30.0, minimum=0.0),
+        qk_gain_init=e.env_float("QK_GAIN_INIT", 1.5),
+        tied_embed_init_std=e.env_float("TIED_EMBED_INIT_STD", 0.005, minimum=0.0),
+        train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
+        train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
+        grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 8 // world_size if 8 % world_size == 0 else 0, minimum=1),
+        iterations=e.env_int("ITERATIONS", 20_000, minimum=1),
+        warmup_steps=e.env_int("WARMUP_STEPS", 20, minimum=0),
+        warmdown_iters=e.env_int("WARMDOWN_ITERS", 3000, minimum=0),
+        max_wallclock_seconds=e.env_float("MAX_WALLCLOCK_SECONDS", 600.0, minimum=0.0),
+        val_loss_every=e.env_int("VAL_LOSS_EVERY", 1000, minimum=0),
+        val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
+        val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
+        val_sets=e.env_str("VAL_SETS", ""),
+        train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
+        matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
+        scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
+        tied_embed_lr=e.env_float("TIED_EMBED_LR", 0.03, minimum=0.0),
+        embed_lr=e.env_float("EMBED_LR", 0.6, minimum=0.0),
+        head_lr=e.env_float("HEAD_LR", 0.008, minimum=0.0),
+        muon_momentum=e.env_float("MUON_MOMENTUM", 0.99, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_start=e.env_float("MUON_MOMENTUM_WARMUP_START", 0.92, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_steps=e.env_int("MUON_MOMENTUM_WARMUP_STEPS", 1500, minimum=0),
+        muon_backend_steps=e.env_int("MUON_BACKEND_STEPS", 5, minimum=1),
+        beta1=e.env_float("BETA1", 0.9, minimum=0.0, maximum=1.0),
+        beta2=e.env_float("BETA2", 0.95, minimum=0.0, maximum=1.0),
+        adam_eps=e.env_float("ADAM_EPS", 1e-8, minimum=0.0),
+        weight_decay=e.env_float("WEIGHT_DECAY", 0.04, minimum=0.0),
+        adam_weight_decay=e.env_float("ADAM_WEIGHT_DECAY", 0.01, minimum=0.0),
+        grad_clip_norm=e.env_float("GRAD_CLIP_NORM", 0.3, minimum=0.0),
+        swa_enabled=e.env_bool("SWA_ENABLED", True),
+        swa_start_frac=e.env_float("SWA_START_FRAC", 0.5, minimum=0.0, maximum=1.0),
+        swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
+        curriculum=CurriculumConfig(
+            enabled=e.env_bool("CURRICULUM", False),
+            score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
+            schedule=e.env_str("CURRICULUM_SCHEDULE", "v"),
+            peak=peak,
+            target=e.env_float("CURRICULUM_TARGET", 0.5),
+            oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
+            log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
+        ),
+        rank=rank, world_size=world_size, local_rank=local_rank,
+    )
+    s.env = e.values
+    return s, e.errors
+
+
+def check_settings(s: Settings) -> list[str]:
+    """Rules between settings and against the files on disk (no model, no data read)."""
+    errors = list(s.curriculum.problems())
+    if s.rank >= s.world_size:
+        errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
+    if s.model_dim % s.num_heads:
+        errors.append(f"NUM_HEADS={s.num_heads}: must divide MODEL_DIM={s.model_dim}")
+    elif (s.model_dim // s.num_heads) % 2:
+        errors.append(f"MODEL_DIM/NUM_HEADS={s.model_dim // s.num_heads}: head size must be even for rotary embeddings")
+    if s.num_heads % s.num_kv_heads:
+        errors.append(f"NUM_KV_HEADS={s.num_kv_heads}: must divide NUM_HEADS={s.num_heads}")
+    if s.vocab_size > 65536:
+        errors.append(f"VOCAB_SIZE={s.vocab_size}: shards hold uint16 tokens, so at most 65536")
+    if s.grad_accum_steps == 0:
+        errors.append(f"WORLD_SIZE={s.world_size}: the default GRAD_ACCUM_STEPS is 8 / world size, "
+                      f"which is not whole; set GRAD_ACCUM_STEPS")
+    per_micro = s.world_size * s.grad_accum_steps * s.train_seq_len
+    if per_micro and s.train_batch_tokens % per_micro:
+        errors.append(f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}: must be a multiple of WORLD_SIZE x "
+                      f"GRAD_ACCUM_STEPS x TRAIN_SEQ_LEN = {s.world_size} x {s.grad_accum_steps} x "
+                      f"{s.train_seq_len} = {per_micro}")
+    if s.val_batch_size < s.world_size * s.train_seq_len:
+        errors.append(f"VAL_BATCH_SIZE={s.val_batch_size}: must hold at least one TRAIN_SEQ_LEN window per rank "
+                      f"({s.world_size * s.train_seq_len} tokens)")
+    if 0 < s.val_max_tokens <= s.train_seq_len:
+        errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
+    if s.device == "cuda" and not torch.cuda.is_available():
+        errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
+    errors += check_val_sets(s.val_sets)
+    shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
+    if not any("VAL_SETS" in e for e in errors):
+        shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
+    for name, pattern in shard_globs:
+        files = sorted(glob.glob(pattern))
+        if not files:
+            errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
+                          f"`make data` builds the embedded default)")
+        for path in files:
+            try:
+                shard_token_count(path)
+            except ShardFormatError as err:
+                errors.append(f"{name}: {err}")
+    if not os.path.isfile(s.tokenizer_path):
+        errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
+    else:
+        import sentencepiece as spm
+        try:
+            sp_vocab = spm.SentencePieceProcessor(model_file=s.tokenizer_path).vocab_size()
+        except (OSError, RuntimeError) as err:
+            errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: not a SentencePiece model ({err})")
+        else:
+            if sp_vocab != s.vocab_size:
+                errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
+    return errors
+
+
+def check_val_sets(raw: str) -> list[str]:
+    """VAL_SETS is `name=glob,name=glob`: names unique, made of letters, digits, '_' or '-'."""
+    errors, seen = [], set()
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, pattern = part.partition("=")
+        if not sep or not pattern or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            errors.append(f"VAL_SETS={raw!r}: {part!r} must be name=shard_glob (a name of letters, digits, _ or -)")
+        elif name in seen:
+            errors.append(f"VAL_SETS={raw!r}: the name {name!r} is given twice")
+        seen.add(name)
+    return errors
+
+
+# =============================================================================================
+# Data: validation tokens and the byte counts behind val_bpb
+# =============================================================================================
+
+
+def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
+    """The validation split, truncated to whole seq_len windows plus one target token."""
+    tokens = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
+
+
+@dataclass
+class ByteTables:
+    """Per token id: UTF-8 bytes of the piece without its leading '▁', whether it has that
+    '▁', and whether it is a boundary (control, unknown, unused) that resets the space."""
+    base_bytes: Tensor
+    has_leading_space: Tensor
+    is_boundary: Tensor
+
+    @classmethod
+    def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=path)
+        base = np.zeros(vocab_size, dtype=np.int64)
+        space = np.zeros(vocab_size, dtype=bool)
+        boundary = np.ones(vocab_size, dtype=bool)
+        for i in range(min(sp.vocab_size(), vocab_size)):
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+                continue
+            boundary[i] = False
+            if sp.is_byte(i):
+                base[i] = 1
+                continue
+            piece = sp.id_to_piece(i)
+            if piece.startswith("\u2581"):
+                space[i], piece = True, piece[1:]
+            base[i] = len(piece.encode("utf-8"))
+        return cls(torch.from_numpy(base), torch.from_numpy(space), torch.from_numpy(boundary))
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+
+    def count(self, prev: Tensor, tgt: Tensor) -> Tensor:
+        """Bytes the target tokens stand for, given the token before each."""
+        extra = self.has_leading_space[tgt] & ~self.is_boundary[prev]
+        return self.base_bytes[tgt] + extra.long()
+
+
+# =============================================================================================
+# Model: the baseline family (GQA, RoPE, QK-norm, ReLU^2 MLP, U-Net skips, tied embeddings)
+# =============================================================================================
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, D]; rotate channel pairs (i, i + D/2) by position-dependent angles."""
+        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        cos, sin = angles.cos()[None, :, None, :].to(x.dtype), angles.sin()[None, :, None, :].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.c_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+        self.rotary = Rotary(self.head_dim, rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
+        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
+        v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, mult * dim, bias=False)
+        self.proj = nn.Linear(mult * dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        dim = s.model_dim
+        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init)
+        self.mlp = MLP(dim, s.mlp_mult)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        # how much of the running stream and of the embedding stream enter the block
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        self.softcap = s.logit_softcap
+        self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
+        self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
+        self.n_encoder = s.num_layers // 2
+        n_decoder = s.num_layers - self.n_encoder
+        self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, n_decoder), s.model_dim))
+        self.lm_head = None if s.tie_embeddings else nn.Linear(s.model_dim, s.vocab_size, bias=False)
+        if s.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=s.tied_embed_init_std)
+        else:
+            nn.init.zeros_(self.lm_head.weight)
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        x = x0 = rms_norm(self.tok_emb(idx))
+        skips = []
+        for block in self.blocks[:self.n_encoder]:
+            x = block(x, x0)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.n_encoder:]):
+            if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+        x = rms_norm(x)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, weight.to(x.dtype)).float()
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# =============================================================================================
+# Optimiser: Muon for block matrices, AdamW for embeddings, head and vectors
+# =============================================================================================
+
+
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """An approximately orthogonal matrix with g's singular vectors (quintic iteration)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum SGD whose update is orthogonalised; each rank orthogonalises every
+    world_size-th matrix and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float,
+                 orthogonalise=newton_schulz):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                                      weight_decay=weight_decay))
+        self.orthogonalise = orthogonalise
+
+    @torch.no_grad()
+    def step(self):
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        for group in self.param_groups:
+            params = group["params"]
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank and p.grad is not None:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    g = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
+                    g = self.orthogonalise(g, group["backend_steps"])
+                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
+                    flat[offset:offset + p.numel()] = g.reshape(-1)
+                offset += p.numel()
+            if distributed:
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                update = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Optimizer]:
+    matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in n]
+    vectors = [p for n, p in model.blocks.named_parameters() if p.ndim < 2 or "resid_mix" in n]
+    vectors.append(model.skip_weights)
+    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
+    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.adam_weight_decay, **fused)
+    embed_lr = s.tied_embed_lr if s.tie_embeddings else s.embed_lr
+    groups = [dict(params=[model.tok_emb.weight], lr=embed_lr, base_lr=embed_lr),
+              dict(params=vectors, lr=s.scalar_lr, base_lr=s.scalar_lr)]
+    if model.lm_head is not None:
+        groups.append(dict(params=[model.lm_head.weight], lr=s.head_lr, base_lr=s.head_lr))
+    muon = Muon(matrices, lr=s.matrix_lr, momentum=s.muon_momentum, backend_steps=s.muon_backend_steps,
+                weight_decay=s.weight_decay, orthogonalise=compile_fn(newton_schulz))
+    for g in muon.param_groups:
+        g["base_lr"] = s.matrix_lr
+    return [torch.optim.AdamW(groups, **adam), muon]
+
+
+# =============================================================================================
+# Progress: one number in [0, 1] drives LR warmdown, SWA and the curriculum
+# =============================================================================================
+
+
+def training_progress(s: Settings, step: int, elapsed_ms: float) -> float:
+    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap."""
+    if s.max_wallclock_seconds > 0:
+        return min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
+    return min(step / s.iterations, 1.0)
+
+
+def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
+    """How much of the progress the warmdown spans: WARMDOWN_ITERS steps, placed in time
+    at the mean step time measured so far when there is a cap."""
+    if s.max_wallclock_seconds > 0:
+        step_ms = elapsed_ms / step if step > 0 else 0.0
+        return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
+    return s.warmdown_iters / s.iterations
+
+
+def lr_multiplier(progress: float, warmdown: float) -> float:
+    """1 until the warmdown starts, then linear to 0 at progress 1."""
+    if warmdown <= 0:
+        return 1.0
+    return max(min(1.0, (1.0 - progress) / warmdown), 0.0)
+
+
+# =============================================================================================
+# Evaluation: val_loss and exact val_bpb over the whole split, on all ranks
+# =============================================================================================
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+
+
+@torch.no_grad()
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb). Each rank takes a contiguous share of the windows;
+    sums of loss, tokens and bytes are reduced in float64."""
+    seq = s.train_seq_len
+    windows = (val_tokens.numel() - 1) // seq
+    first, last = windows * s.rank // s.world_size, windows * (s.rank + 1) // s.world_size
+    per_batch = max(s.val_batch_size // (s.world_size * seq), 1)
+    if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
+        per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * tokens, tokens, bytes
+    was_training = model.training
+    model.eval()
+    for w in range(first, last, per_batch):
+        n = min(per_batch, last - w)
+        chunk = val_tokens[w * seq:(w + n) * seq + 1].to(device, non_blocking=True).long()
+        x, y = chunk[:-1].view(n, seq), chunk[1:].view(n, seq)
+        with autocast(device):
+            loss = model(x, y)
+        sums[0] += loss.double() * y.numel()
+        sums[1] += y.numel()
+        sums[2] += tables.count(x, y).sum().double()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    loss_sum, n_tokens, n_bytes = sums.tolist()
+    val_loss = loss_sum / n_tokens
+    return val_loss, val_loss / math.log(2) * n_tokens / n_bytes
+
+
+# =============================================================================================
+# Export: int6 per-row matrices + fp16 rest, zstd level 22, round-trip evaluation
+# =============================================================================================
+
+INT6_MAX = 31
+
+
+def is_int6_matrix(name: str, t: Tensor) -> bool:
+    """Attention and MLP weight matrices; embeddings and small tensors stay fp16."""
+    return t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+
+
+def quantize_int6(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric: scale = row absmax / 31, values rounded into [-32, 31] (int8 storage)."""
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp_min(1e-12).half()
+    q = torch.clamp(torch.round(w / scale.float()[:, None]), -INT6_MAX - 1, INT6_MAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int6(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_state(state: dict[str, Tensor]) -> dict:
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if is_int6_matrix(name, t):
+            q, scale = quantize_int6(t)
+            out[name] = {"q": q, "scale": scale}
+        else:
+            out[name] = t.half() if t.is_floating_point() else t
+    return out
+
+
+def dequantize_state(packed: dict, reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: (dequantize_int6(v["q"], v["scale"]) if isinstance(v, dict) else v).to(reference[name].dtype)
+            for name, v in packed.items()}
+
+
+def serialize_artifact(packed: dict) -> bytes:
+    import zstandard
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    return zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
+
+
+def load_artifact(blob: bytes) -> dict:
+    import zstandard
+    return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
+
+
+def code_files() -> list[Path]:
+    """train_gpt.py and every file of curriculum/: the code an artifact needs."""
+    return [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
+                                      if p.is_file() and "__pycache__" not in p.parts]
+
+
+def code_bytes() -> int:
+    return sum(p.stat().st_size for p in code_files())
+
+
+# =============================================================================================
+# Provenance: what a run needs so that it is never pooled with a run of other code, data or device
+# =============================================================================================
+
+
+def code_sha256() -> str:
+    h = hashlib.sha256()
+    for path in code_files():
+        h.update(f"{path.relative_to(HERE).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """HEAD, with '-dirty' when the trainer's code differs from it; None outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "train_gpt.py", "curriculum"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_provenance(s: Settings, device: torch.device, train_files: list[Path], started: float) -> dict:
+    manifest = train_files[0].parent / "manifest.json"
+    try:
+        corpus = json.loads(manifest.read_text()).get("corpus_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        corpus = None
+    return dict(
+        code_sha256=code_sha256(), git_commit=git_commit(), torch=torch.__version__,
+        python=platform.python_version(), device_kind=device.type, device_name=device_name(device),
+        threads=torch.get_num_threads(), host=socket.gethostname(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), cwd=os.getcwd(),
+        train_shards=[dict(file=str(p.resolve()), bytes=p.stat().st_size) for p in train_files],
+        train_data_sha256=shards_fingerprint(train_files), corpus_fingerprint=corpus)
+
+
+# =============================================================================================
+# Training
+# =============================================================================================
+
+ARTIFACT_LIMIT = 16_000_000
+
+
+class Logger:
+    def __init__(self, s: Settings):
+        self.master = s.rank == 0
+        self.path = Path(s.log_dir) / f"{s.run_id}.txt"
+        if self.master:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w")
+
+    def __call__(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        self.file.write(msg + "\n")
+        self.file.flush()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: BatchSource,
+               progress: float, warmdown_start: float) -> Tensor:
+    """One optimiser step over GRAD_ACCUM_STEPS micro-batches; the mean loss, left on the device."""
+    losses = []
+    for micro in range(s.grad_accum_steps):
+        if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
+            model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
+        x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
+        with autocast(x.device):
+            loss = model(x, y)
+        (loss / s.grad_accum_steps).backward()
+        losses.append(loss.detach())
+    if s.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return torch.stack(losses).mean()
+
+
+def pick_device(s: Settings) -> torch.device:
+    if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", s.local_rank)
+
+
+def main() -> None:
+    started = time.time()
+    s = read_settings()
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = pick_device(s)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if distributed:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None)
+    log = Logger(s)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    log(Path(__file__).read_text(), console=False)
+    log("=" * 100, console=False)
+    log("settings: " + json.dumps(s.env, sort_keys=True), console=False)
+    log(f"running python {sys.version.split()[0]} torch {torch.__version__} device {device} "
+        f"world_size {s.world_size} grad_accum_steps {s.grad_accum_steps} compile {int(s.torch_compile)}")
+
+    if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
+        log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
+            f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
+    # named sets (VAL_SETS, e.g. one per domain) scored after training with the same accounting
+    val_sets = {name: load_validation_tokens(pattern, s.train_seq_len, s.val_max_tokens)
+                for name, pattern in s.val_set_patterns.items()}
+    for name, tokens in [("VAL_FILES", val_tokens)] + [(f"VAL_SETS[{k}]", v) for k, v in val_sets.items()]:
+        if int(tokens.max()) >= s.vocab_size:
+            raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
+    tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    val_sha256 = hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest()
+    provenance = run_provenance(s, device, train_files, started)
+    log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
+    tokenizer_sha256 = hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest()
+    log(f"data: {len(train_files)} train shards, validation {val_tokens.numel() - 1:,} tokens"
+        + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
+
+    compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
+    base_model = GPT(s).to(device)
+    model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
+    model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False) if distributed else model_compiled
+    optimizers = build_optimizers(base_model, s, compile_fn)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
+        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}")
+
+    def make_batches() -> BatchSource:
+        return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum)
+
+    # Warmup: prime compilation and the allocator on real steps, then undo them.
+    if s.warmup_steps:
+        initial_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+        initial_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
+        batches = make_batches()
+        t0 = time.perf_counter()
+        for _ in range(s.warmup_steps):
+            train_step(model, base_model, optimizers, s, batches, 0.0, 1.0)
+        sync()
+        batches.close()
+        base_model.load_state_dict(initial_model)
+        for opt, state in zip(optimizers, initial_opts):
+            opt.load_state_dict(state)
+        log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, weights and optimiser state restored")
+
+    batches = make_batches()
+    max_ms = 1000.0 * s.max_wallclock_seconds
+    swa_state, swa_count = None, 0
+    training_ms, stop_after, step = 0.0, None, 0
+    val_loss = val_bpb = float("nan")
+    sync()
+    t0 = time.perf_counter()
+    while True:
+        last = step == s.iterations or (stop_after is not None and step >= stop_after)
+        if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+            log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            sync()
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < s.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+            break
+
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        progress = training_progress(s, step, elapsed_ms)
+        warmdown = warmdown_fraction(s, step, elapsed_ms)
+        lr_mul = lr_multiplier(progress, warmdown)
+        momentum_frac = min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mul
+                if isinstance(opt, Muon):
+                    g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+        train_loss = train_step(model, base_model, optimizers, s, batches, progress, max(1.0 - warmdown, 0.0))
+        step += 1
+
+        if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
+            if swa_state is None:
+                swa_state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in base_model.state_dict().items()}
+                log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
+            for k, v in base_model.state_dict().items():
+                swa_state[k] += v.float()
+            swa_count += 1
+
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
+            if distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
+                dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
+                train_loss /= s.world_size
+            log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+        if s.curriculum.log_every and step % s.curriculum.log_every == 0:
+            log(batches.log_line(step, progress))
+        if max_ms > 0:
+            reached = approx_ms >= max_ms
+            if distributed:  # every rank stops at the same step
+                flag = torch.tensor(int(reached), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if reached and stop_after is None:
+                stop_after = step
+
+    data_summary = batches.summary(step)
+    batches.close()
+    spans = [None] * s.world_size
+    if distributed:
+        dist.all_gather_object(spans, data_summary["first_spans"])
+    else:
+        spans = [data_summary["first_spans"]]
+    log(f"data: wait {data_summary['data_wait_ms_per_step']:.3f}ms/step, {data_summary['sequences_kept']:,} of "
+        f"{data_summary['sequences_read']:,} sequences read were trained on (rank 0)")
+
+    if swa_count:
+        averaged = {k: (v / swa_count).to(base_model.state_dict()[k].dtype) for k, v in swa_state.items()}
+        base_model.load_state_dict(averaged)
+        val_loss, val_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+        log(f"swa:applied snapshots:{swa_count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+    set_scores = {name: evaluate(model_compiled, s, tokens, tables, device) for name, tokens in val_sets.items()}
+
+    # Export, then load the artifact back and score it: that round-trip val_bpb is the result.
+    artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
+    if s.rank == 0:  # one rank compresses (zstd-22 is slow); every rank then loads the file back
+        write_atomic(artifact_path, serialize_artifact(quantize_state(base_model.state_dict())))
+    if distributed:
+        dist.barrier()
+    blob = artifact_path.read_bytes()
+    base_model.load_state_dict(dequantize_state(load_artifact(blob), base_model.state_dict()))
+    sync()
+    t_eval = time.perf_counter()
+    rt_loss, rt_bpb = evaluate(model_compiled, s, val_tokens, tables, device)
+    eval_ms = 1000.0 * (time.perf_counter() - t_eval)
+    n_code = code_bytes()
+    total_bytes = len(blob) + n_code
+    log(f"Serialized model int6+zstd: {len(blob)} bytes")
+    log(f"Code size: {n_code} bytes")
+    log(f"Total submission size int6+zstd: {total_bytes} bytes")
+    if total_bytes > ARTIFACT_LIMIT:
+        log(f"WARNING: the artifact is {total_bytes} bytes, {total_bytes - ARTIFACT_LIMIT} over the "
+            f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
+    log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
+    log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
+    set_results = {}
+    for name, tokens in val_sets.items():
+        set_rt_loss, set_rt_bpb = evaluate(model_compiled, s, tokens, tables, device)
+        set_loss, set_bpb = set_scores[name]
+        set_results[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb,
+                                 roundtrip_val_loss=set_rt_loss, roundtrip_val_bpb=set_rt_bpb,
+                                 sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
+        log(f"val_set:{name} tokens:{tokens.numel() - 1} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
+            f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
+
+    if s.rank == 0:
+        summary = dict(
+            run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device),
+            world_size=s.world_size, grad_accum_steps=s.grad_accum_steps, steps=step,
+            tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
+            step_avg_ms=round(training_ms / max(step, 1), 4), stopped_early=stop_after is not None and step < s.iterations,
+            val_tokens=val_tokens.numel() - 1, val_loss=val_loss, val_bpb=val_bpb,
+            roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
+            swa_snapshots=swa_count, artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
+            artifact_limit=ARTIFACT_LIMIT, data=data_summary | dict(rank_first_spans=spans),
+            peak_memory_mb=round(peak_memory_mb(device), 1), tokenizer=s.tokenizer_path,
+            tokenizer_sha256=tokenizer_sha256, val_files=s.val_files, val_sha256=val_sha256,
+            train_files=s.train_files, val_sets=set_results, provenance=provenance)
+        write_atomic(Path(s.log_dir) / f"{s.run_id}.json", (json.dumps(summary, indent=2) + "\n").encode())
+        log(f"logs: {log.path} and {log.path.with_suffix('.json')}")
+
+
+def shut_down_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive. A gloo worker thread can
+    still be dropping the last reference to a finished collective's tensors; if that happens
+    during interpreter finalisation it cannot take the GIL and the process aborts ("terminate
+    called without an active exception"). Collecting the DDP wrapper's reference cycles frees
+    the group now, and its destructor joins those threads first."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SettingsError as err:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"train_gpt.py: {err}", file=sys.stderr)
+        shut_down_distributed()
+        sys.exit(2)
+    shut_down_distributed()
