@@ -414,10 +414,10 @@ def test_a_tiny_run_with_the_records_features_logs_what_it_chose(dataset, tmp_pa
 
 
 def test_settings_that_would_exhaust_memory_or_disk_are_refused(dataset, tmp_path):
-    env = trainer_env(dataset, tmp_path, TRAIN_BATCH_TOKENS=str(2048 * 20_000), EVAL_BATCH_SEQS="1000000")
+    env = trainer_env(dataset, tmp_path, TRAIN_BATCH_TOKENS=str(2048 * 100_000), EVAL_BATCH_SEQS="1000000")
     out = run_trainer(env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "TRAIN_BATCH_TOKENS=40960000: one micro-batch would read" in out.stderr
+    assert "TRAIN_BATCH_TOKENS=204800000: one micro-batch would read" in out.stderr
     assert "EVAL_BATCH_SEQS=1000000: one evaluation pass would hold 244.1 GiB of logits" in out.stderr
 
 
