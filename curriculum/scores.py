@@ -25,6 +25,19 @@ def _entropy_terms(length: int, device: torch.device) -> Tensor:
     return torch.special.xlogy(p, p.reciprocal()) / math.log(2)
 
 
+def _check(name: str, tokens: Tensor) -> None:
+    if tokens.dim() != 2:
+        raise ValueError(f"{name}: tokens must have shape [B, T], got {tuple(tokens.shape)}")
+
+
+def _token_counts(tokens: Tensor, vocab_size: int) -> Tensor:
+    """[B, vocab_size] int32 counts of each token per row: one scatter-add, no loop over rows."""
+    rows, length = tokens.shape
+    counts = torch.zeros(rows, vocab_size, dtype=torch.int32, device=tokens.device)
+    ones = torch.ones(1, dtype=torch.int32, device=tokens.device).expand(rows, length)
+    return counts.scatter_add_(1, tokens.long(), ones)
+
+
 def unigram_entropy(tokens: Tensor, vocab_size: int) -> Tensor:
     """Each row's Shannon entropy H = -sum p log2 p, in bits, over its token frequencies.
 
@@ -35,19 +48,56 @@ def unigram_entropy(tokens: Tensor, vocab_size: int) -> Tensor:
     terms are computed in float64 where the device has it and summed in vocabulary order, so
     equal histograms give bit-identical scores and ties stay ties.
     """
-    if tokens.dim() != 2:
-        raise ValueError(f"unigram_entropy: tokens must have shape [B, T], got {tuple(tokens.shape)}")
+    _check("unigram_entropy", tokens)
     rows, length = tokens.shape
-    device = tokens.device
-    counts = torch.zeros(rows * vocab_size, dtype=torch.int32, device=device)
-    ones = torch.ones(1, dtype=torch.int32, device=device).expand(rows, length)
-    counts.view(rows, vocab_size).scatter_add_(1, tokens.long(), ones)
+    counts = _token_counts(tokens, vocab_size).view(-1)
     # index_select, not table[counts]: advanced indexing is several times slower on CPU
-    terms = _entropy_terms(length, device).index_select(0, counts).view(rows, vocab_size)
+    terms = _entropy_terms(length, tokens.device).index_select(0, counts).view(rows, vocab_size)
     return terms.sum(dim=1).float()
+
+
+def distinct_ratio(tokens: Tensor, vocab_size: int) -> Tensor:
+    """Distinct tokens / row length: lexical diversity. A repetitive row scores low (easy)."""
+    _check("distinct_ratio", tokens)
+    return (_token_counts(tokens, vocab_size) > 0).sum(dim=1).float() / tokens.size(1)
+
+
+def repeat_bigram_rate(tokens: Tensor, vocab_size: int) -> Tensor:
+    """1 - the fraction of a row's bigrams that already occurred earlier in it: a cheap proxy
+    for how compressible the row is (repetitive text is easy). A bigram occurred before
+    exactly as many times as the row has bigrams beyond its distinct ones, so sorting each
+    row's bigram ids and counting the changes gives it without a loop."""
+    _check("repeat_bigram_rate", tokens)
+    t = tokens.long()
+    ids = torch.sort(t[:, :-1] * vocab_size + t[:, 1:], dim=1).values
+    distinct = 1 + (ids[:, 1:] != ids[:, :-1]).sum(dim=1)
+    return distinct.float() / ids.size(1)
+
+
+_RANDOM_WEIGHTS: dict = {}
+
+
+def random_score(tokens: Tensor, vocab_size: int) -> Tensor:
+    """A pseudo-random number in [0, 1) per row, a hash of its tokens: any schedule then keeps
+    a uniformly random subset of the pool. The control arm that tells "the ordering helped"
+    from "reading twice the data and dropping half helped". The same row always gets the same
+    number, so the choice is deterministic."""
+    _check("random_score", tokens)
+    rows, length = tokens.shape
+    key = (length, tokens.device)
+    if key not in _RANDOM_WEIGHTS:  # fixed odd multipliers per position, from a fixed seed
+        g = torch.Generator().manual_seed(20240520)
+        _RANDOM_WEIGHTS[key] = (torch.randint(1, 2**31, (length,), generator=g) * 2 + 1).to(tokens.device)
+    h = (tokens.long() * _RANDOM_WEIGHTS[key]).sum(dim=1)  # int64 arithmetic wraps, deterministically
+    h = h * -7046029254386353131  # an odd 64-bit constant: wraps, and mixes the high bits down
+    h = h ^ (h >> 29)
+    return (h & (2**40 - 1)).double().div(2**40).float()
 
 
 ScoreFn = Callable[[Tensor, int], Tensor]
 SCORES: dict[str, ScoreFn] = {
     "unigram_entropy": unigram_entropy,
+    "distinct_ratio": distinct_ratio,
+    "repeat_bigram_rate": repeat_bigram_rate,
+    "random": random_score,
 }

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from curriculum import SCORES, open_shard, unigram_entropy
+from curriculum import SCORES, open_shard, select_window, unigram_entropy
+from curriculum.scores import distinct_ratio, random_score, repeat_bigram_rate
 
 
 def entropy_by_counting(row) -> float:
@@ -52,3 +53,53 @@ def test_rejects_non_matrix_and_is_registered():
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         unigram_entropy(torch.arange(5), 8)
     assert SCORES["unigram_entropy"] is unigram_entropy
+
+
+def real_rows(dataset, rows: int, length: int) -> torch.Tensor:
+    train = np.asarray(open_shard(sorted(glob.glob(dataset["data_path"] + "/*train_*.bin"))[0]))
+    return torch.from_numpy(train[:rows * length].astype(np.int64)).view(rows, length)
+
+
+def test_distinct_ratio_and_repeat_bigram_rate_match_python_loops_on_real_text(dataset):
+    rows = real_rows(dataset, 48, 257)
+    want_distinct, want_repeat = [], []
+    for row in rows.tolist():
+        want_distinct.append(len(set(row)) / len(row))
+        seen, repeats = set(), 0
+        for bigram in zip(row, row[1:]):
+            repeats += bigram in seen
+            seen.add(bigram)
+        want_repeat.append(1 - repeats / (len(row) - 1))
+    assert distinct_ratio(rows, 1024).tolist() == pytest.approx(want_distinct, abs=1e-6)
+    assert repeat_bigram_rate(rows, 1024).tolist() == pytest.approx(want_repeat, abs=1e-6)
+    assert max(want_repeat) - min(want_repeat) > 0.1  # real text varies
+    repetitive, varied = torch.tensor([[5, 6] * 50]), torch.arange(100).view(1, 100)
+    for score in (distinct_ratio, repeat_bigram_rate, unigram_entropy):  # higher is harder
+        assert score(repetitive, 128).item() < score(varied, 128).item()
+
+
+def test_the_random_control_keeps_a_subset_like_the_pool_and_is_deterministic(dataset):
+    rows = real_rows(dataset, 64 * 60, 257)
+    pools = rows.view(60, 64, 257)
+    kept, pooled, by_entropy = [], [], []
+    for pool in pools:
+        h = unigram_entropy(pool, 1024)
+        r = random_score(pool, 1024)
+        assert torch.equal(r, random_score(pool.clone(), 1024)) and bool(((r >= 0) & (r < 1)).all())
+        kept.append(h[select_window(r, 32, 0.9)])  # where the V would aim: the hard end
+        by_entropy.append(h[select_window(h, 32, 0.9)])
+        pooled.append(h)
+    pool_mean = torch.cat(pooled).mean().item()
+    # 1,920 kept rows of real text, entropy std about 0.5 bits: the standard error is about 0.012
+    assert abs(torch.cat(kept).mean().item() - pool_mean) < 0.05
+    assert torch.cat(by_entropy).mean().item() - pool_mean > 0.2  # the tolerance can tell selection apart
+
+
+def test_every_score_is_registered_and_returns_one_float_per_row(dataset):
+    rows = real_rows(dataset, 8, 65)
+    assert set(SCORES) == {"unigram_entropy", "distinct_ratio", "repeat_bigram_rate", "random"}
+    for name, score in SCORES.items():
+        out = score(rows, 1024)
+        assert out.shape == (8,) and out.dtype == torch.float32, name
+        with pytest.raises(ValueError, match=r"\[B, T\]"):
+            score(torch.arange(5), 1024)

@@ -1,6 +1,6 @@
 """`make bench`: what the curriculum costs, as ratios against the baseline measured in the same run.
 
-1. The scorer alone: unigram_entropy's throughput in tokens/s on one CPU thread, on pools of
+1. Each difficulty signal alone (every entry of SCORES): throughput in tokens/s on one CPU thread, on pools of
    real training text at the CPU configuration's and the 1xH100 shapes.
 2. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
    transfer, scoring, selection, gather), at the CPU configuration's shapes and at the 1xH100
@@ -35,7 +35,7 @@ import scipy.stats
 import torch
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
-from curriculum import BatchSource, open_shard, unigram_entropy
+from curriculum import SCORES, BatchSource, open_shard
 from tools.envfile import ROOT, read_env_file
 
 
@@ -85,17 +85,17 @@ def bench_loader(s: tg.Settings, device) -> list[dict]:
     return rows
 
 
-def scorer_tokens_per_s(tokens: torch.Tensor, vocab_size: int, repeats: int = 30) -> float:
+def scorer_tokens_per_s(score, tokens: torch.Tensor, vocab_size: int, repeats: int = 30) -> float:
     """Best of several timed batches of calls, on one thread: the number a kernel is capable of."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        unigram_entropy(tokens, vocab_size)
+        score(tokens, vocab_size)
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(10):
-                unigram_entropy(tokens, vocab_size)
+                score(tokens, vocab_size)
             best = min(best, (time.perf_counter() - t0) / 10)
         return tokens.numel() / best
     finally:
@@ -109,8 +109,9 @@ def bench_scorer(s: tg.Settings) -> list[dict]:
                                  ("1xH100 shapes", 2048, H100_MICRO_SEQS)):
         pool = s.curriculum.pool_size(keep)
         tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
-        rows.append(dict(shapes=f"{label}: {pool} x {seq_len + 1}",
-                         tokens_per_s=scorer_tokens_per_s(tokens, s.vocab_size)))
+        for name, score in SCORES.items():
+            rows.append(dict(score=name, shapes=f"{label}: {pool} x {seq_len + 1}",
+                             tokens_per_s=scorer_tokens_per_s(score, tokens, s.vocab_size)))
     return rows
 
 
@@ -196,6 +197,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=60, help="paired steps per arm in one process")
     ap.add_argument("--skip-trainer", action="store_true")
+    ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
     env = read_env_file(ROOT / "configs" / "cpu.env")
@@ -203,10 +205,12 @@ def main(argv=None) -> None:
     device = tg.pick_device(s)
     report: dict = dict(device=str(device), torch=torch.__version__)
 
-    print("== unigram_entropy alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
+    print("== each difficulty signal alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
     report["scorer"] = bench_scorer(s)
     for row in report["scorer"]:
-        print(f"  {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
+        print(f"  {row['score']:<20} {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
+    if args.scorers_only:
+        return
     print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
     report["loader"] = bench_loader(s, device)
     for row in report["loader"]:
