@@ -85,7 +85,7 @@ class BatchSource:
         self.score = SCORES[config.score] if config.enabled else None
         self.stream = TokenStream(files)
         self.micro_batches = 0
-        self.wraps_seen: list[int] = []  # micro-batch at which each wrap-around reached the trainer
+        self.wraps_reached = 0  # wrap-arounds in the batches the trainer has taken
         self._wraps_told = 0
         self.data_wait_ms = 0.0
         self.spans: list[tuple[int, int]] = []   # stream positions this rank read, per micro-batch
@@ -139,7 +139,7 @@ class BatchSource:
         host, span, wraps = item
         self.spans.append(span)
         self.micro_batches += 1
-        self.wraps_seen += [self.micro_batches] * (wraps - len(self.wraps_seen))
+        self.wraps_reached = wraps
         tokens = host.to(self.device, non_blocking=True).long()
         rows = tokens.unfold(0, self.seq_len + 1, self.seq_len)  # [pool, seq_len + 1], a view
         if self.score is not None:
@@ -168,8 +168,8 @@ class BatchSource:
     # ------------------------------------------------------------ reporting
     def new_wraps(self) -> list[int]:
         """Pass numbers (2, 3, ...) the stream began since the last call: the trainer logs each."""
-        fresh = list(range(self._wraps_told + 2, len(self.wraps_seen) + 2))
-        self._wraps_told = len(self.wraps_seen)
+        fresh = list(range(self._wraps_told + 2, self.wraps_reached + 2))
+        self._wraps_told = self.wraps_reached
         return fresh
 
     def log_line(self, step: int, progress: float) -> str:
@@ -194,7 +194,7 @@ class BatchSource:
         self._close_window()
         out = dict(micro_batches=self.micro_batches, sequences_read=self.micro_batches * self.pool,
                    sequences_kept=self.micro_batches * self.keep, pool_size=self.pool, batch_seqs=self.keep,
-                   stream_wraps=len(self.wraps_seen), stream_passes_begun=len(self.wraps_seen) + 1,
+                   stream_wraps=self.wraps_reached, stream_passes_begun=self.wraps_reached + 1,
                    data_wait_ms_total=round(self.data_wait_ms, 3),
                    data_wait_ms_per_step=round(self.data_wait_ms / max(steps, 1), 4),
                    first_spans=self.spans[:8])

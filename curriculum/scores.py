@@ -74,7 +74,11 @@ def repeat_bigram_rate(tokens: Tensor, vocab_size: int) -> Tensor:
     return distinct.float() / ids.size(1)
 
 
-_RANDOM_WEIGHTS: dict = {}
+@functools.lru_cache(maxsize=32)
+def _random_weights(length: int, device: torch.device) -> Tensor:
+    """Fixed odd multipliers, one per position, from a fixed seed: a constant of the row length."""
+    g = torch.Generator().manual_seed(20240520)
+    return (torch.randint(1, 2**31, (length,), generator=g) * 2 + 1).to(device)
 
 
 def random_score(tokens: Tensor, vocab_size: int) -> Tensor:
@@ -83,12 +87,7 @@ def random_score(tokens: Tensor, vocab_size: int) -> Tensor:
     from "reading twice the data and dropping half helped". The same row always gets the same
     number, so the choice is deterministic."""
     _check("random_score", tokens)
-    rows, length = tokens.shape
-    key = (length, tokens.device)
-    if key not in _RANDOM_WEIGHTS:  # fixed odd multipliers per position, from a fixed seed
-        g = torch.Generator().manual_seed(20240520)
-        _RANDOM_WEIGHTS[key] = (torch.randint(1, 2**31, (length,), generator=g) * 2 + 1).to(tokens.device)
-    h = (tokens.long() * _RANDOM_WEIGHTS[key]).sum(dim=1)  # int64 arithmetic wraps, deterministically
+    h = (tokens.long() * _random_weights(tokens.size(1), tokens.device)).sum(dim=1)  # int64 arithmetic wraps, deterministically
     h = h * -7046029254386353131  # an odd 64-bit constant: wraps, and mixes the high bits down
     h = h ^ (h >> 29)
     return (h & (2**40 - 1)).double().div(2**40).float()

@@ -23,7 +23,8 @@ from pathlib import Path
 from scipy import stats
 
 from curriculum.shards import write_atomic
-from tools.runs import FINGERPRINTS, Arm, CompareError, differing, find_baseline, group_arms, load_runs, pair_by_seed
+from tools.runs import (FINGERPRINTS, Arm, CompareError, differing, find_baseline, finite, group_arms, load_runs,
+                        pair_by_seed, seed_order)
 
 BAR_NATS = 0.005  # the competition's bar: at least this much better, at p < 0.01
 BAR_P = 0.01
@@ -71,7 +72,7 @@ def difference(arm: dict, base: dict, unpaired: bool = False) -> Difference:
         ci = test.confidence_interval(0.95)
         return Difference("Welch t", n, mean_bpb, mean_nats, (ci.low, ci.high), test.pvalue, bar.pvalue,
                           note="unpaired, as asked")
-    seeds = sorted(set(arm) & set(base), key=lambda s: (str(type(s)), s))
+    seeds = sorted(set(arm) & set(base), key=seed_order)
     per_seed = [(s, arm[s][1] - base[s][1], arm[s][0] - base[s][0]) for s in seeds]
     n = (len(seeds), len(seeds))
     mean_bpb = statistics.fmean(d[1] for d in per_seed) if per_seed else NAN
@@ -97,13 +98,9 @@ def scores(arm: Arm, val_set: str | None = None) -> dict:
     out = {}
     for r in arm.runs:
         s = r.summary if val_set is None else (r.summary.get("val_sets") or {}).get(val_set)
-        if isinstance(s, dict) and all(_finite(s.get(k)) for k in ("roundtrip_val_loss", "roundtrip_val_bpb")):
+        if isinstance(s, dict) and all(finite(s.get(k)) for k in ("roundtrip_val_loss", "roundtrip_val_bpb")):
             out[r.seed] = (s["roundtrip_val_loss"], s["roundtrip_val_bpb"])
     return out
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 @dataclass
@@ -131,7 +128,7 @@ def compare(arm: Arm, base: Arm, sets: list[str], unpaired: bool) -> Comparison:
 
 
 def fmt(values: list[float], digits: int = 4) -> str:
-    values = [v for v in values if _finite(v)]
+    values = [v for v in values if finite(v)]
     if not values:
         return "n/a"
     mean = statistics.fmean(values)

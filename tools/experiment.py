@@ -30,6 +30,7 @@ from pathlib import Path
 from curriculum.shards import write_atomic
 from tools.compare import write_report
 from tools.envfile import ROOT, read_env_file
+from tools.runs import trainer_defaults
 
 
 def read_arms(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -52,11 +53,6 @@ def read_arms(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     return arms, problems
 
 
-def trainer_setting_names() -> set[str]:
-    import train_gpt
-    return set(train_gpt.parse_settings({})[0].env)
-
-
 def base_environment(config: Path) -> dict[str, str]:
     """configs/cpu.env under the user's environment: what the user exported wins."""
     return read_env_file(config) | dict(os.environ)
@@ -65,7 +61,7 @@ def base_environment(config: Path) -> dict[str, str]:
 def experiment_id(base: dict, arms: dict, mode: str, amount: float, val_every: int) -> str:
     """A hash of everything that defines the runs; the seeds are left out so that more can be added."""
     import train_gpt
-    names = trainer_setting_names() - {"SEED", "RUN_ID", "LOG_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    names = set(trainer_defaults()) - {"SEED", "RUN_ID", "LOG_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
     plan = dict(settings={k: v for k, v in sorted(base.items()) if k in names}, arms=arms, mode=mode,
                 amount=amount, val_every=val_every, code=train_gpt.code_sha256())
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:10]

@@ -79,9 +79,15 @@ class Arm:
         return {r.seed: r for r in self.runs}
 
 
-def _defaults() -> dict:
-    import train_gpt  # the trainer's own defaults, so they can never drift from this table
+def trainer_defaults() -> dict:
+    """Every setting's default as a run's summary records it: the trainer's own, so they can never drift."""
+    import train_gpt
     return train_gpt.parse_settings({})[0].env
+
+
+def seed_order(seed) -> tuple:
+    """Sort key for seeds, which summaries may record as numbers or text."""
+    return str(type(seed)), seed
 
 
 def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
@@ -103,7 +109,7 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
             continue
         log = path.with_suffix(".txt")
         run = Run(path, summary, log.read_text(errors="replace") if log.exists() else "")
-        bad = [f"{k}={summary.get(k)!r}" for k in RESULTS if not _finite(summary.get(k))]
+        bad = [f"{k}={summary.get(k)!r}" for k in RESULTS if not finite(summary.get(k))]
         if bad:
             failed.append(f"{path.name} (seed {run.seed}): {', '.join(bad)}: the run failed; left out")
             continue
@@ -117,7 +123,7 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
     return runs, failed, problems
 
 
-def _finite(v) -> bool:
+def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -173,7 +179,7 @@ def arm_key(c: dict) -> tuple:
 
 def group_arms(runs: list[Run]) -> list[Arm]:
     """Arms, baselines first; two runs of one seed in one arm is an error naming both files."""
-    defaults = _defaults()
+    defaults = trainer_defaults()
     arms: dict[tuple, Arm] = {}
     for run in runs:
         c = canonical(run, defaults)
@@ -185,7 +191,7 @@ def group_arms(runs: list[Run]) -> list[Arm]:
         for r in a.runs:
             seeds[r.seed].append(r.path.name)
         duplicates += [f"{a.name}: seed {seed} in {', '.join(files)}" for seed, files in seeds.items() if len(files) > 1]
-        a.runs.sort(key=lambda r: (str(type(r.seed)), r.seed))
+        a.runs.sort(key=lambda r: seed_order(r.seed))
     if duplicates:
         raise CompareError("two runs of one seed in one arm (a re-run, or one summary copied under two names); "
                            "keep one of each and compare again:\n  " + "\n  ".join(duplicates))
@@ -230,7 +236,7 @@ def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
 def pair_by_seed(arm: Arm, base: Arm) -> tuple[list, list[str]]:
     """The seeds both arms ran, and a line for every run left without a partner."""
     a, b = arm.by_seed(), base.by_seed()
-    seeds = sorted(set(a) & set(b), key=lambda s: (str(type(s)), s))
+    seeds = sorted(set(a) & set(b), key=seed_order)
     unmatched = [f"{arm.name} vs {base.name}: {r.path.name} (seed {seed}) has no partner in {other.name}; "
                  f"left out of the paired test"
                  for this, other in ((a, base), (b, arm)) for seed, r in sorted(this.items(), key=lambda kv: str(kv[0]))
