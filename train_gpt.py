@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
+from curriculum import (DATA_ORDERS, BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
                         shards_fingerprint, write_atomic)
 
 HERE = Path(__file__).resolve().parent
@@ -105,6 +105,8 @@ class Settings:
     tokenizer_path: str
     run_id: str
     seed: int
+    data_order: str
+    expected_step_ms: float
     log_dir: str
     device: str
     torch_compile: bool
@@ -209,6 +211,8 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
         run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
         seed=e.env_int("SEED", 1337),
+        data_order=e.env_str("DATA_ORDER", "sequential", choices=DATA_ORDERS),
+        expected_step_ms=e.env_float("EXPECTED_STEP_MS", 0.0, minimum=0.0),
         log_dir=e.env_str("LOG_DIR", "logs"),
         device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
         torch_compile=e.env_bool("TORCH_COMPILE", True),
@@ -266,6 +270,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
             peak=peak,
             target=e.env_float("CURRICULUM_TARGET", 0.5),
             oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
+            pool=e.env_str("CURRICULUM_POOL", "fresh"),
             log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
         ),
         rank=rank, world_size=world_size, local_rank=local_rank,
@@ -708,6 +713,17 @@ def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
     return s.warmdown_iters / s.iterations
 
 
+def data_budget(s: Settings, steps: int, stream_tokens: int) -> str:
+    """What `steps` steps read of the training shards: tokens, passes, and what is not trained on."""
+    c = s.curriculum
+    rows = c.pool_size(s.micro_batch_seqs) if c.enabled and c.pool == "fresh" else s.micro_batch_seqs
+    read = steps * s.world_size * s.grad_accum_steps * rows * s.train_seq_len
+    trained = steps * s.train_batch_tokens
+    return (f"~{steps:,} steps read ~{read:,} tokens, {read / max(stream_tokens, 1):.2f} passes over the "
+            f"{stream_tokens:,} the shards hold; {trained:,} trained on"
+            + (f", {read - trained:,} discarded by the curriculum's selection" if read > trained else ""))
+
+
 def lr_multiplier(progress: float, warmdown: float) -> float:
     """1 until the warmdown starts, then linear to 0 at progress 1."""
     if warmdown <= 0:
@@ -1026,7 +1042,8 @@ class Job:
     def make_batches(self) -> BatchSource:
         s = self.s
         return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
-                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum)
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
+                           order=s.data_order, seed=s.seed)
 
 
 def set_up(started: float) -> Job:
@@ -1073,7 +1090,14 @@ def set_up(started: float) -> Job:
     log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
     train_tokens = sum(shard_token_count(p) for p in train_files)
     log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
-        f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)"))
+        f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)")
+        + f", order {s.data_order}")
+    if s.max_wallclock_seconds == 0:
+        log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
+    elif s.expected_step_ms > 0:
+        steps = min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms))
+        log(f"data: budget at EXPECTED_STEP_MS={s.expected_step_ms:g} under the {s.max_wallclock_seconds:g} s cap: "
+            f"{data_budget(s, steps, train_tokens)}")
 
     compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
     base_model = GPT(s).to(device)
@@ -1151,6 +1175,10 @@ def train(job: Job) -> Averaged:
         progress = training_progress(s, step, elapsed_ms)
         warmdown = warmdown_fraction(s, step, elapsed_ms)
         lr_mul = lr_multiplier(progress, warmdown)
+        if step == 10 and max_ms > 0:
+            steps = min(s.iterations, int(max_ms * step / elapsed_ms))
+            log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
+                f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
         if step == 10 and max_ms > 0 and warmdown > 0.9:
             log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
                 f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
@@ -1196,17 +1224,19 @@ def train(job: Job) -> Averaged:
 
     data = batches.summary(step)
     batches.close()
-    spans = [None] * s.world_size
+    rows = [None] * s.world_size
     if job.distributed:
-        dist.all_gather_object(spans, data["first_spans"])
+        dist.all_gather_object(rows, data["first_rows"])
     else:
-        spans = [data["first_spans"]]
-    log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step, {data['sequences_kept']:,} of "
-        f"{data['sequences_read']:,} sequences read were trained on (rank 0)")
+        rows = [data["first_rows"]]
+    left = (f", {data['sequences_waiting']:,} still waiting" if data["sequences_waiting"] else
+            f", {data['sequences_discarded']:,} discarded ({data['tokens_discarded']:,} tokens)" if data["sequences_discarded"] else "")
+    log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step; rank 0 read {data['sequences_read']:,} sequences, trained on "
+        f"{data['sequences_trained']:,}{left}; {data['passes_read']:.3f} passes over the training shards")
     job.results.update(steps=step, tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
                        step_avg_ms=round(training_ms / max(step, 1), 4),
                        stopped_early=stop_after is not None and step < s.iterations,
-                       data=data | dict(rank_first_spans=spans))
+                       data=data | dict(rank_first_rows=rows))
     return swa
 
 

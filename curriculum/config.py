@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
 
@@ -16,6 +17,7 @@ class CurriculumConfig:
     peak: float | str = 0.45        # CURRICULUM_PEAK: a progress in [0, 1] or "warmdown"
     target: float = 0.5             # CURRICULUM_TARGET, for the constant schedule
     oversample: float = 2.0         # CURRICULUM_OVERSAMPLE: pool size / sequences kept
+    pool: str = "fresh"             # CURRICULUM_POOL: fresh (drop the rest) or carry (the rest waits)
     log_every: int = 50             # CURRICULUM_LOG_EVERY: steps between loader log lines
 
     def problems(self) -> list[str]:
@@ -31,6 +33,8 @@ class CurriculumConfig:
             out.append(f"CURRICULUM_TARGET={self.target!r}: must be in [0, 1]")
         if not (math.isfinite(self.oversample) and self.oversample >= 1.0):
             out.append(f"CURRICULUM_OVERSAMPLE={self.oversample!r}: must be a number >= 1")
+        if self.pool not in POOLS:
+            out.append(f"CURRICULUM_POOL={self.pool!r}: must be one of {', '.join(POOLS)}")
         if self.log_every < 0:
             out.append(f"CURRICULUM_LOG_EVERY={self.log_every!r}: must be >= 0 (0: never)")
         return out

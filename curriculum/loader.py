@@ -1,23 +1,30 @@
 """The loader: the only part of the curriculum with I/O and threads.
 
-`BatchSource.next_batch(progress, warmdown_start)` is the trainer's one seam. Per rank and
-micro-batch it takes a pool of sequences of seq_len + 1 tokens from that rank's disjoint span
-of the token stream, and with the curriculum on, scores the pool on the device and keeps the
-window of ranks the schedule asks for. With the curriculum off the pool is exactly the batch,
-so both arms share the same read-ahead thread, transfer and batch construction: a fair race.
+`BatchSource.next_batch(progress, warmdown_start)` is the trainer's one seam. The data path,
+one stage each:
 
-Zero overhead by construction:
-- pools are read ahead on a background thread from the memory-mapped shards (into pinned
-  memory on CUDA) so the loop only blocks when the disk cannot keep up: `data_wait_ms`;
-- scoring, sorting and gathering are queued on the device; the window's position depends
-  only on the progress (a host number) and the sizes, so nothing waits for the device;
-- statistics stay on the device until the trainer asks for a log line.
+1. rows: sequences of seq_len + 1 tokens from the shards, each rank its disjoint share, in
+   the challenge's order (`sequential`: the next span of the stream) or a seeded permutation
+   of fixed slots (`shuffled`, curriculum/order.py);
+2. read-ahead: a background thread reads them from the memory-mapped shards (into pinned
+   memory on CUDA), checks the token ids and maps each row to its domain where the shards
+   have sidecars (curriculum/domains.py), so the loop only blocks when the disk cannot keep up;
+3. pool and selection (curriculum on): the rows are scored on the device, and the pool
+   (curriculum/pool.py: `fresh` or `carry`) keeps the window of ranks the schedule asks for;
+4. batch: inputs and targets.
+
+With the curriculum off the pool is exactly the batch, so both arms share the same read-ahead,
+transfer and batch construction: a fair race. Nothing waits for the device: the window's
+position depends only on the progress (a host number) and the sizes, and statistics stay on
+the device until the trainer asks for a log line.
 """
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +32,14 @@ import torch
 from torch import Tensor
 
 from .config import CurriculumConfig
+from .domains import DomainIndex, mix_text
+from .order import locate_slots, slot_order, slots_per_shard
+from .pool import Pool, Pooled
 from .schedules import target_percentile
-from .scores import SCORES
-from .selection import select_window
-from .shards import open_shard
+from .scores import NEEDS_UNIGRAM_COUNTS, SCORES, unigram_surprisal
+from .shards import open_shard, shard_token_count, unigram_counts
+
+DATA_ORDERS = ("sequential", "shuffled")
 
 
 class DataError(ValueError):
@@ -69,52 +80,204 @@ class TokenStream:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _fold(rows: list[Tensor]) -> Tensor:
-    """Combine [kept_sum, kept_min, kept_max, pool_sum] records (associative)."""
-    m = torch.stack(rows)
-    return torch.stack([m[:, 0].sum(), m[:, 1].min(), m[:, 2].max(), m[:, 3].sum()])
+class SequentialRows:
+    """The challenge's order: each micro-batch takes the next world_size x (n x seq_len + 1)
+    tokens of the stream and rank r the r-th part, cut into n rows that overlap by one token
+    (a row's last target is the next row's first input)."""
+
+    def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int):
+        self.stream, self.seq_len, self.rank, self.world_size = TokenStream(files), seq_len, rank, world_size
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n rows [n, seq_len + 1] for this rank, and each row's stream position."""
+        span = n * self.seq_len + 1
+        start = self.stream.offset + self.rank * span
+        local = self.stream.take(self.world_size * span)[self.rank * span:(self.rank + 1) * span]
+        rows = np.lib.stride_tricks.sliding_window_view(local, self.seq_len + 1)[::self.seq_len]
+        return rows, start + self.seq_len * np.arange(n, dtype=np.int64)
+
+    @property
+    def passes_done(self) -> int:
+        return self.stream.wraps
+
+    @property
+    def tokens_consumed(self) -> int:
+        return self.stream.offset
+
+    def where(self) -> str:
+        return f"{self.stream.files[self.stream.shard_index]} or the shard before it"
+
+
+class ShuffledRows:
+    """`DATA_ORDER=shuffled`: fixed slots of every shard in a seeded permutation per pass
+    (curriculum/order.py); each micro-batch takes the next world_size x n slots and rank r the
+    r-th n."""
+
+    def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, seed: int):
+        self.files, self.seq_len, self.rank, self.world_size, self.seed = files, seq_len, rank, world_size, seed
+        self.shards = [open_shard(f) for f in files]
+        lengths = [len(t) for t in self.shards]
+        per_shard = slots_per_shard(lengths, seq_len)
+        self.shard_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.first_slot = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(np.int64)
+        self.num_slots = int(per_shard.sum())
+        if self.num_slots < world_size:
+            raise DataError(f"DATA_ORDER=shuffled: the training shards hold {self.num_slots} whole sequences of "
+                            f"{seq_len + 1} tokens, fewer than the {world_size} ranks")
+        self.passes, self.cursor = 0, 0
+        self.order = slot_order(self.num_slots, seed, 0)
+        self.last_slots = np.zeros(0, dtype=np.int64)
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        parts, need = [], self.world_size * n
+        while need:
+            k = min(need, self.num_slots - self.cursor)
+            parts.append(self.order[self.cursor:self.cursor + k])
+            self.cursor, need = self.cursor + k, need - k
+            if self.cursor == self.num_slots:
+                self.passes += 1
+                self.order, self.cursor = slot_order(self.num_slots, self.seed, self.passes), 0
+        self.last_slots = np.concatenate(parts)[self.rank * n:(self.rank + 1) * n]
+        shard, slot = locate_slots(self.last_slots, self.first_slot)
+        L = self.seq_len
+        rows = np.stack([self.shards[i][j * L:j * L + L + 1] for i, j in zip(shard.tolist(), slot.tolist())])
+        return rows, self.shard_start[shard] + L * slot
+
+    @property
+    def passes_done(self) -> int:
+        return self.passes
+
+    @property
+    def tokens_consumed(self) -> int:
+        return (self.passes * self.num_slots + self.cursor) * self.seq_len
+
+    def where(self) -> str:
+        shard, _ = locate_slots(self.last_slots, self.first_slot)
+        return ", ".join(sorted({str(self.files[i]) for i in shard.tolist()}))
+
+
+@dataclass
+class Block:
+    """One micro-batch's fresh rows, as the read-ahead thread hands them over."""
+    tokens: Tensor                 # [n, seq_len + 1] int32 on the host (pinned on CUDA)
+    positions: np.ndarray          # [n] stream position of each row's first token
+    domains: Tensor | None         # [n] int64 domain of each row's middle token
+    domain_counts: np.ndarray | None
+    passes_done: int               # wrap-arounds of the stream when this block was read
+    tokens_consumed: int           # tokens of the stream read so far, every rank's share included
+
+
+@functools.lru_cache(maxsize=4)
+def corpus_surprisal(files: tuple[Path, ...], vocab_size: int) -> tuple[Tensor, int]:
+    """unigram_rarity's table from the training shards' counts (cached: the trainer makes a
+    loader for warm-up and another for training), and how many tokens were counted."""
+    counts, counted = unigram_counts(list(files), vocab_size)
+    return unigram_surprisal(torch.from_numpy(counts)), counted
+
+
+class WindowStats:
+    """A log window's sums and extremes, accumulated on the device with no host sync:
+    [kept score sum, pool score sum, wait sum, -kept score min, kept score max, wait max],
+    and the kept rows' domain counts."""
+
+    def __init__(self, device: torch.device, domains: int):
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.device, self.domains = device, domains
+        self.reset()
+
+    def reset(self) -> None:
+        inf = float("inf")
+        self.acc = torch.tensor([0.0, 0.0, 0.0, -inf, -inf, -inf], dtype=self.dtype, device=self.device)
+        self.kept_domains = torch.zeros(self.domains, dtype=torch.int64, device=self.device) if self.domains else None
+
+    def add(self, kept: Pooled, pool: Pooled, micro_batch: int) -> None:
+        lo, hi = torch.aminmax(kept.scores)
+        if kept.read_at is None:
+            wait_sum = wait_max = kept.scores.new_zeros(())
+        else:
+            waits = micro_batch - kept.read_at
+            wait_sum, wait_max = waits.sum(), waits.max()
+        record = torch.stack([t.to(self.dtype) for t in (kept.scores.sum(), pool.scores.sum(), wait_sum, -lo, hi, wait_max)])
+        self.acc = torch.cat([self.acc[:3] + record[:3], torch.maximum(self.acc[3:], record[3:])])
+        if self.kept_domains is not None:
+            self.kept_domains.index_add_(0, kept.domains, torch.ones_like(kept.domains))
+
+    def read(self) -> tuple[list[float], np.ndarray | None]:
+        """The window's numbers on the host (the one synchronisation), then a fresh window."""
+        acc = self.acc.tolist()
+        kept = None if self.kept_domains is None else self.kept_domains.cpu().numpy()
+        self.reset()
+        return acc, kept
 
 
 class BatchSource:
     def __init__(self, files: list[Path], *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
-                 vocab_size: int, device: torch.device, config: CurriculumConfig, read_ahead: int = 4):
+                 vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
+                 seed: int = 0, read_ahead: int = 4):
+        if order not in DATA_ORDERS:
+            raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
         self.seq_len, self.keep, self.rank, self.world_size = seq_len, batch_seqs, rank, world_size
-        self.vocab_size, self.device, self.config = vocab_size, torch.device(device), config
-        self.pool = config.pool_size(batch_seqs)
-        self.span = self.pool * seq_len + 1  # rows overlap by one token: row r's last target is row r+1's first input
-        self.score = SCORES[config.score] if config.enabled else None
-        self.stream = TokenStream(files)
-        self.micro_batches = 0
-        self.wraps_reached = 0  # wrap-arounds in the batches the trainer has taken
+        self.vocab_size, self.device, self.config, self.order = vocab_size, torch.device(device), config, order
+        self.pool_size = config.pool_size(batch_seqs)
+        self.files = list(files)
+        lengths = [shard_token_count(f) for f in self.files]
+        self.total_tokens = sum(lengths)
+        self.rows = (ShuffledRows(self.files, seq_len, rank, world_size, seed) if order == "shuffled"
+                     else SequentialRows(self.files, seq_len, rank, world_size))
+        self.domain_index = DomainIndex.from_shards(self.files, lengths)
+        self.domain_names = self.domain_index.names if self.domain_index else ()
+        self.score = self._bind_score() if config.enabled else None
+        self.pool = Pool(config.pool, batch_seqs) if config.enabled else None
+        self.stats = WindowStats(self.device, len(self.domain_names)) if config.enabled else None
+        self.micro_batches = self.sequences_read = 0
+        self.wraps_reached = 0     # wrap-arounds in the batches the trainer has taken
+        self.tokens_consumed = 0   # of the stream, every rank's share, in the batches taken
         self._wraps_told = 0
         self.data_wait_ms = 0.0
-        self.spans: list[tuple[int, int]] = []   # stream positions this rank read, per micro-batch
+        self.reader_cpu_ms = 0.0  # CPU time the read-ahead thread used: what it may take from the compute threads
+        self.read_positions: list[np.ndarray] = []  # rows' stream positions, the first 64 micro-batches
         self.last_target: float | None = None
-        self._pending: list[Tensor] = []  # score records since the last log line, still on the device
-        self._total: Tensor | None = None  # the records of every earlier log window, folded
-        self._window_micro, self._window_wait_ms, self._window_steps_from = 0, 0.0, 0
+        self.totals = dict(kept_sum=0.0, pool_sum=0.0, wait_sum=0.0, kept_min=float("inf"),
+                           kept_max=float("-inf"), wait_max=float("-inf"))
+        self.mix_windows: list[dict] = []
+        zeros = np.zeros(len(self.domain_names), dtype=np.int64)
+        self._read_domains, self._window_read_domains, self._trained_domains = zeros, zeros.copy(), zeros.copy()
+        self._window_micro, self._window_read, self._window_wait_ms, self._window_steps_from = 0, 0, 0.0, 0
         self._queue: queue.Queue = queue.Queue(maxsize=read_ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read_ahead, name="batch-read-ahead", daemon=True)
         self._thread.start()
 
+    def _bind_score(self):
+        score = SCORES[self.config.score]
+        if self.config.score in NEEDS_UNIGRAM_COUNTS:
+            surprisal, self.counted_tokens = corpus_surprisal(tuple(self.files), self.vocab_size)
+            score = functools.partial(score, surprisal=surprisal.to(self.device))
+        return score
+
     # ------------------------------------------------------------ background thread
     def _read_ahead(self) -> None:
         pin = self.device.type == "cuda"
+        middle = (self.seq_len + 1) // 2
+        carry = self.config.enabled and self.config.pool == "carry"
         try:
+            n = self.pool_size  # with carry, later pools are the waiting rows plus `keep` fresh ones
             while not self._stop.is_set():
-                chunk_start = self.stream.offset
-                chunk = self.stream.take(self.world_size * self.span)
-                local = chunk[self.rank * self.span:(self.rank + 1) * self.span]
-                if local.size and int(local.max()) >= self.vocab_size:  # off the critical path, and cheap
-                    raise DataError(f"the training stream holds token id {int(local.max())} near position "
-                                    f"{chunk_start:,} ({self.stream.files[self.stream.shard_index]} or the shard "
-                                    f"before it), but VOCAB_SIZE={self.vocab_size}")
-                host = torch.from_numpy(local.astype(np.int32))
+                cpu0 = time.thread_time()
+                rows, positions = self.rows.take(n)
+                if rows.size and int(rows.max()) >= self.vocab_size:  # off the critical path, and cheap
+                    raise DataError(f"the training stream holds token id {int(rows.max())} near position "
+                                    f"{int(positions[0]):,} ({self.rows.where()}), but VOCAB_SIZE={self.vocab_size}")
+                host = torch.from_numpy(rows.astype(np.int32))
+                domains = counts = None
+                if self.domain_index is not None:
+                    ids = self.domain_index.domains_at(positions + middle)
+                    domains, counts = torch.from_numpy(ids), np.bincount(ids, minlength=len(self.domain_names))
                 if pin:
                     host = host.pin_memory()
-                start = chunk_start + self.rank * self.span
-                self._put((host, (start, start + self.span), self.stream.wraps))
+                self.reader_cpu_ms += 1000.0 * (time.thread_time() - cpu0)
+                self._put(Block(host, positions, domains, counts, self.rows.passes_done, self.rows.tokens_consumed))
+                n = self.keep if carry else self.pool_size
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(e)
 
@@ -130,40 +293,36 @@ class BatchSource:
     def next_batch(self, progress: float, warmdown_start: float = 1.0) -> tuple[Tensor, Tensor]:
         """Inputs and targets [batch_seqs, seq_len] on the device for one micro-batch."""
         t0 = time.perf_counter()
-        item = self._queue.get()
+        block = self._queue.get()
         self.data_wait_ms += 1000.0 * (time.perf_counter() - t0)
-        if isinstance(item, DataError):
-            raise item
-        if isinstance(item, BaseException):
-            raise RuntimeError(f"batch read-ahead failed: {item}") from item
-        host, span, wraps = item
-        self.spans.append(span)
+        if isinstance(block, DataError):
+            raise block
+        if isinstance(block, BaseException):
+            raise RuntimeError(f"batch read-ahead failed: {block}") from block
+        if len(self.read_positions) < 64:
+            self.read_positions.append(block.positions)
         self.micro_batches += 1
-        self.wraps_reached = wraps
-        tokens = host.to(self.device, non_blocking=True).long()
-        rows = tokens.unfold(0, self.seq_len + 1, self.seq_len)  # [pool, seq_len + 1], a view
+        self.sequences_read += len(block.positions)
+        self.wraps_reached, self.tokens_consumed = block.passes_done, block.tokens_consumed
+        if block.domain_counts is not None:
+            self._read_domains += block.domain_counts
+        rows = block.tokens.to(self.device, non_blocking=True).long()
         if self.score is not None:
-            rows = self._select(rows, progress, warmdown_start)
+            rows = self._select(rows, block, progress, warmdown_start)
+        elif block.domain_counts is not None:
+            self._trained_domains += block.domain_counts
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
-    def _select(self, rows: Tensor, progress: float, warmdown_start: float) -> Tensor:
+    def _select(self, rows: Tensor, block: Block, progress: float, warmdown_start: float) -> Tensor:
         cfg = self.config
         self.last_target = target_percentile(cfg.schedule, progress, cfg.peak, cfg.target, warmdown_start)
-        scores = self.score(rows, self.vocab_size)
-        keep = select_window(scores, self.keep, self.last_target)
-        kept = scores.index_select(0, keep)
-        self._pending.append(torch.stack([kept.sum(), kept.min(), kept.max(), scores.sum()]))
-        if len(self._pending) >= 256:  # bounded memory however rarely the trainer logs
-            self._pending = [_fold(self._pending)]
-        return rows.index_select(0, keep)
-
-    def _close_window(self) -> Tensor | None:
-        """The records since the last log line folded into one, and added to the run's total."""
-        if not self._pending:
-            return None
-        window, self._pending = _fold(self._pending), []
-        self._total = window if self._total is None else _fold([self._total, window])
-        return window
+        read_at = (torch.full((rows.size(0),), self.micro_batches, dtype=torch.int64, device=self.device)
+                   if cfg.pool == "carry" else None)
+        domains = None if block.domains is None else block.domains.to(self.device, non_blocking=True)
+        kept, pool = self.pool.choose(Pooled(rows, self.score(rows, self.vocab_size), read_at, domains),
+                                      self.last_target)
+        self.stats.add(kept, pool, self.micro_batches)
+        return kept.rows
 
     # ------------------------------------------------------------ reporting
     def new_wraps(self) -> list[int]:
@@ -172,36 +331,87 @@ class BatchSource:
         self._wraps_told = self.wraps_reached
         return fresh
 
+    def _close_window(self, step: int) -> dict:
+        """The window since the last log line, on the host, added to the run's totals. Reading
+        the device statistics is the only host synchronisation the curriculum makes, and only here."""
+        micro, self._window_micro = self.micro_batches - self._window_micro, self.micro_batches
+        read, self._window_read = self.sequences_read - self._window_read, self.sequences_read
+        window = dict(micro_batches=micro, read=read)
+        if self.stats is not None and micro:
+            acc, kept_domains = self.stats.read()
+            kept_sum, pool_sum, wait_sum, neg_min, kept_max, wait_max = acc
+            t = self.totals
+            t.update(kept_sum=t["kept_sum"] + kept_sum, pool_sum=t["pool_sum"] + pool_sum, wait_sum=t["wait_sum"] + wait_sum,
+                     kept_min=min(t["kept_min"], -neg_min), kept_max=max(t["kept_max"], kept_max),
+                     wait_max=max(t["wait_max"], wait_max))
+            window |= dict(kept_mean=kept_sum / (micro * self.keep), kept_min=-neg_min, kept_max=kept_max,
+                           pool_mean=pool_sum / (micro * self.pool_size), wait_mean=wait_sum / (micro * self.keep),
+                           wait_max=wait_max)
+            if kept_domains is not None:
+                self._trained_domains += kept_domains
+                window["trained_domains"] = kept_domains
+        if self.domain_names:
+            window["read_domains"] = self._read_domains - self._window_read_domains
+            self._window_read_domains = self._read_domains.copy()
+            window.setdefault("trained_domains", window["read_domains"])
+            if micro:
+                self.mix_windows.append(dict(step=step, read=window["read_domains"].tolist(),
+                                             trained=window["trained_domains"].tolist()))
+        return window
+
     def log_line(self, step: int, progress: float) -> str:
-        """One line about the steps since the last call. Reading the device statistics is the
-        only host synchronisation the curriculum ever makes, and only here."""
+        """One line about the steps since the last call."""
         steps = max(step - self._window_steps_from, 1)
         wait = (self.data_wait_ms - self._window_wait_ms) / steps
         self._window_steps_from, self._window_wait_ms = step, self.data_wait_ms
-        micro, self._window_micro = self.micro_batches - self._window_micro, self.micro_batches
+        w = self._close_window(step)
+        mix = ""
+        if self.domain_names:
+            mix = f" mix:{mix_text(self.domain_names, w['read_domains'])}" if self.score is None else (
+                f" read_mix:{mix_text(self.domain_names, w['read_domains'])} "
+                f"kept_mix:{mix_text(self.domain_names, w['trained_domains'])}")
         if self.score is None:
-            return f"data step:{step} progress:{progress:.4f} data_wait_ms:{wait:.3f}"
-        window = self._close_window()
-        kept_sum, kept_min, kept_max, pool_sum = window.tolist() if window is not None else [float("nan")] * 4
-        kept_n, pool_n = max(micro * self.keep, 1), max(micro * self.pool, 1)
-        target = self.last_target if self.last_target is not None else float("nan")
+            return f"data step:{step} progress:{progress:.4f} data_wait_ms:{wait:.3f}{mix}"
+        nan = float("nan")
+        target = self.last_target if self.last_target is not None else nan
+        waits = (f" wait_mean:{w.get('wait_mean', nan):.2f} wait_max:{w.get('wait_max', nan):.0f}"
+                 if self.config.pool == "carry" else "")
         return (f"curriculum step:{step} progress:{progress:.4f} target:{target:.4f} "
-                f"kept_score_mean:{kept_sum / kept_n:.4f} kept_score_min:{kept_min:.4f} "
-                f"kept_score_max:{kept_max:.4f} pool_score_mean:{pool_sum / pool_n:.4f} data_wait_ms:{wait:.3f}")
+                f"kept_score_mean:{w.get('kept_mean', nan):.4f} kept_score_min:{w.get('kept_min', nan):.4f} "
+                f"kept_score_max:{w.get('kept_max', nan):.4f} pool_score_mean:{w.get('pool_mean', nan):.4f}{waits} "
+                f"data_wait_ms:{wait:.3f}{mix}")
 
     def summary(self, steps: int) -> dict:
-        """Totals for the run's JSON summary (reads any statistics not yet logged)."""
-        self._close_window()
-        out = dict(micro_batches=self.micro_batches, sequences_read=self.micro_batches * self.pool,
-                   sequences_kept=self.micro_batches * self.keep, pool_size=self.pool, batch_seqs=self.keep,
-                   stream_wraps=self.wraps_reached, stream_passes_begun=self.wraps_reached + 1,
+        """Totals for the run's JSON summary (reads any statistics not yet logged). Every
+        sequence read was trained on, or discarded (`fresh`), or is still waiting (`carry`)."""
+        self._close_window(steps)
+        trained = self.micro_batches * self.keep
+        left = self.sequences_read - trained
+        carry = self.config.enabled and self.config.pool == "carry"
+        out = dict(data_order=self.order, pool=self.config.pool if self.config.enabled else None,
+                   micro_batches=self.micro_batches, pool_size=self.pool_size, batch_seqs=self.keep,
+                   sequences_read=self.sequences_read, sequences_trained=trained,
+                   sequences_discarded=0 if carry else left, sequences_waiting=left if carry else 0,
+                   tokens_read=self.sequences_read * self.seq_len, tokens_trained=trained * self.seq_len,
+                   tokens_discarded=0 if carry else left * self.seq_len,
+                   stream_tokens=self.total_tokens, stream_wraps=self.wraps_reached,
+                   stream_passes_begun=self.wraps_reached + 1,
+                   passes_read=round(self.tokens_consumed / max(self.total_tokens, 1), 6),
                    data_wait_ms_total=round(self.data_wait_ms, 3),
                    data_wait_ms_per_step=round(self.data_wait_ms / max(steps, 1), 4),
-                   first_spans=self.spans[:8])
-        if self._total is not None:
-            kept_sum, kept_min, kept_max, pool_sum = self._total.tolist()
-            out |= dict(kept_score_mean=kept_sum / (self.micro_batches * self.keep), kept_score_min=kept_min,
-                        kept_score_max=kept_max, pool_score_mean=pool_sum / (self.micro_batches * self.pool))
+                   reader_cpu_ms_per_step=round(self.reader_cpu_ms / max(steps, 1), 4),
+                   first_rows=[p.tolist() for p in self.read_positions[:8]], row_tokens=self.seq_len + 1)
+        if self.stats is not None and self.micro_batches:
+            t = self.totals
+            out |= dict(kept_score_mean=t["kept_sum"] / trained, kept_score_min=t["kept_min"],
+                        kept_score_max=t["kept_max"], pool_score_mean=t["pool_sum"] / (self.micro_batches * self.pool_size))
+            if carry:
+                out |= dict(wait_mean=t["wait_sum"] / trained, wait_max=t["wait_max"])
+        if self.domain_names:
+            out |= dict(domain_names=list(self.domain_names), read_domain_counts=self._read_domains.tolist(),
+                        trained_domain_counts=self._trained_domains.tolist(), mix_windows=self.mix_windows)
+        if self.config.enabled and self.config.score in NEEDS_UNIGRAM_COUNTS:
+            out["unigram_counts_from_tokens"] = self.counted_tokens
         return out
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 A score takes integer tokens of shape [B, T] and the vocabulary size and returns a float
 tensor [B] on the tokens' device, higher meaning harder. It must not synchronise with the
 host: it runs in the training loop, queued on the device ahead of the forward pass.
-To add a signal, write the function and register it in SCORES.
+To add a signal, write the function and register it in SCORES. A signal that needs the
+training corpus's statistics takes them as a keyword and is listed in NEEDS_UNIGRAM_COUNTS; the
+loader computes them once and binds them.
 """
 from __future__ import annotations
 
@@ -93,10 +95,31 @@ def random_score(tokens: Tensor, vocab_size: int) -> Tensor:
     return (h & (2**40 - 1)).double().div(2**40).float()
 
 
+def unigram_surprisal(counts: Tensor) -> Tensor:
+    """-log2 p(token) for each token id, p estimated from corpus counts with add-one smoothing,
+    so a token the corpus never showed is rare but not infinitely so."""
+    counts = counts.double()
+    return torch.log2((counts.sum() + counts.numel()) / (counts + 1.0)).float()
+
+
+def unigram_rarity(tokens: Tensor, vocab_size: int, surprisal: Tensor | None = None) -> Tensor:
+    """The mean surprisal of a row's tokens under the training corpus's unigram distribution, in
+    bits per token ("vocabulary rarity"): rows of common tokens are easy. `surprisal` is
+    `unigram_surprisal` of the corpus's counts, on the tokens' device."""
+    _check("unigram_rarity", tokens)
+    if surprisal is None or surprisal.numel() != vocab_size:
+        raise ValueError(f"unigram_rarity: needs the corpus's surprisal table of {vocab_size} entries "
+                         f"(curriculum.loader binds it)")
+    rows, length = tokens.shape
+    return surprisal.index_select(0, tokens.reshape(-1).long()).view(rows, length).mean(dim=1)
+
+
 ScoreFn = Callable[[Tensor, int], Tensor]
 SCORES: dict[str, ScoreFn] = {
     "unigram_entropy": unigram_entropy,
     "distinct_ratio": distinct_ratio,
     "repeat_bigram_rate": repeat_bigram_rate,
+    "unigram_rarity": unigram_rarity,
     "random": random_score,
 }
+NEEDS_UNIGRAM_COUNTS = frozenset({"unigram_rarity"})

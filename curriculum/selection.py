@@ -24,8 +24,15 @@ def window_start(pool_size: int, keep: int, percentile: float) -> int:
 def select_window(scores: Tensor, keep: int, percentile: float) -> Tensor:
     """Indices into `scores` of the `keep` sequences whose ascending rank (ties broken by
     index) is centred on `percentile`, in ascending rank order."""
+    return split_window(scores, keep, percentile)[0]
+
+
+def split_window(scores: Tensor, keep: int, percentile: float) -> tuple[Tensor, Tensor]:
+    """`select_window`'s indices, and the others (the ranks below the window, then those above):
+    the pool's sequences kept now and those left over. The split point is a host number, so
+    nothing waits for the device."""
     if scores.dim() != 1:
         raise ValueError(f"select_window: scores must be 1-D, got shape {tuple(scores.shape)}")
     start = window_start(scores.numel(), keep, percentile)
     order = torch.sort(scores, stable=True).indices
-    return order[start:start + keep]
+    return order[start:start + keep], torch.cat([order[:start], order[start + keep:]])

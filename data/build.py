@@ -36,13 +36,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from curriculum.domains import sidecar_path, write_sidecar  # noqa: E402
 from curriculum.shards import write_atomic, write_shard  # noqa: E402
 from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed, package_field  # noqa: E402
 
 BOS_ID = 1
 DATA_DIR = Path(__file__).resolve().parent
 LOCK = DATA_DIR / "corpus.lock.json"
-CODE_FILES = [DATA_DIR / "build.py", DATA_DIR / "sources.py", DATA_DIR.parent / "curriculum" / "shards.py"]
+CODE_FILES = [DATA_DIR / "build.py", DATA_DIR / "sources.py", DATA_DIR.parent / "curriculum" / "shards.py",
+              DATA_DIR.parent / "curriculum" / "domains.py"]
 
 
 @dataclass(frozen=True)
@@ -151,14 +153,26 @@ def encode_documents(model_proto: bytes, docs: list[dict]) -> None:
         d["tokens"] = np.asarray([BOS_ID] + toks, dtype=np.uint16)
 
 
-def write_split(out: Path, prefix: str, split: str, docs: list[dict], shard_tokens: int) -> list[dict]:
+def write_split(out: Path, prefix: str, split: str, docs: list[dict], shard_tokens: int,
+                domain_names: list[str]) -> list[dict]:
+    """The split's documents, concatenated, as shards of `shard_tokens`; beside each training
+    shard a sidecar with where its documents start and their domains (curriculum/domains.py)."""
     stream = np.concatenate([d["tokens"] for d in docs]) if docs else np.zeros(0, np.uint16)
+    doc_starts = np.cumsum([0] + [len(d["tokens"]) for d in docs[:-1]]).astype(np.int64)
+    doc_domains = np.asarray([domain_names.index(d["domain"]) for d in docs], dtype=np.uint8)
     shards = []
     for i, start in enumerate(range(0, max(len(stream), 1), shard_tokens)):
         path = out / f"{prefix}_{split}_{i:06d}.bin"
         write_shard(path, stream[start:start + shard_tokens])
-        shards.append(dict(file=path.name, tokens=int(min(shard_tokens, len(stream) - start)),
-                           sha256=sha256_file(path)))
+        shard = dict(file=path.name, tokens=int(min(shard_tokens, len(stream) - start)), sha256=sha256_file(path))
+        if split == "train" and docs:
+            # the document under the shard's first token, then those that start inside it
+            first = int(np.searchsorted(doc_starts, start, side="right")) - 1
+            last = int(np.searchsorted(doc_starts, start + shard_tokens, side="left"))
+            starts = np.maximum(doc_starts[first:last] - start, 0)
+            write_sidecar(path, starts, doc_domains[first:last], domain_names, continues=bool(doc_starts[first] < start))
+            shard["domains_sidecar"] = sidecar_path(path).name
+        shards.append(shard)
     return shards
 
 
@@ -232,7 +246,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
         for split, ordered in (("train", shuffled), ("val", by_hash)):
             part = [d for d in ordered if keep(d) and d["split"] == split]
             splits[split] = split_counts(part) | dict(
-                shards=write_split(tmp, cfg.prefix, split, part, cfg.shard_tokens))
+                shards=write_split(tmp, cfg.prefix, split, part, cfg.shard_tokens, domains))
         written[kind] = (tmp, splits)
     corpus = corpus_fingerprint(tokenizer["sha256"], {names[k]: splits for k, (_, splits) in written.items()})
     for kind, name in names.items():
@@ -333,6 +347,8 @@ def up_to_date(folders, fingerprint: str, tok_path: Path) -> bool:
             for shard in split["shards"]:
                 path = folder / shard["file"]
                 if not path.exists() or path.stat().st_size != 1024 + 2 * shard["tokens"]:
+                    return False
+                if "domains_sidecar" in shard and not (folder / shard["domains_sidecar"]).exists():
                     return False
     return True
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import glob
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 import torch
 
-from curriculum import BatchSource, CurriculumConfig, open_shard, unigram_entropy, write_shard
+from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, unigram_entropy,
+                        write_shard, write_sidecar)
 from data.sources import SOURCES
 
 T = 32
@@ -60,7 +62,7 @@ def test_curriculum_off_gives_exactly_the_plain_loaders_batches(dataset, tmp_pat
             batches.close()
 
 
-def test_two_ranks_read_disjoint_spans_and_select_only_from_them(dataset, tmp_path):
+def test_two_ranks_read_disjoint_rows_and_select_only_from_them(dataset, tmp_path):
     tokens = real_tokens(dataset, 20000)
     files = write_stream(tmp_path, tokens, [20000])
     cfg = CurriculumConfig(enabled=True)
@@ -71,14 +73,13 @@ def test_two_ranks_read_disjoint_spans_and_select_only_from_them(dataset, tmp_pa
         for k in range(10):
             x, y = batches.next_batch(progress=k / 10)
             rows.append(torch.cat([x, y[:, -1:]], dim=1))
-        spans = batches.spans[:10]
+        positions = batches.read_positions[:10]
         batches.close()
-        for (start, end), r in zip(spans, rows):
-            window = torch.from_numpy(tokens[start:end].astype(np.int64))
-            for row in r:  # every kept row is a (T + 1)-token row of this rank's own span
-                offsets = [i for i in range(0, end - start - T, T) if torch.equal(window[i:i + T + 1], row)]
-                assert offsets
-        seen[rank] = {i for s, e in spans for i in range(s, e)}
+        for read, kept in zip(positions, rows):
+            assert len(read) == 8
+            pool = [torch.from_numpy(tokens[p:p + T + 1].astype(np.int64)) for p in read.tolist()]
+            assert all(any(torch.equal(row, r) for r in pool) for row in kept)  # kept rows come from this pool
+        seen[rank] = {i for read in positions for p in read.tolist() for i in range(p, p + T + 1)}
     assert not seen[0] & seen[1]
 
 
@@ -151,19 +152,169 @@ def test_log_line_and_summary_report_device_statistics(dataset, tmp_path):
     assert kept_min <= kept_mean <= kept_max and kept_mean < pool_mean  # target 0 keeps the easier half
     s = batches.summary(steps=3)
     batches.close()
-    assert s["sequences_read"] == 6 * 8 and s["sequences_kept"] == 6 * 4 and s["kept_score_mean"] == pytest.approx(kept_mean, abs=1e-4)
+    assert s["sequences_read"] == 6 * 8 and s["sequences_trained"] == 6 * 4 and s["sequences_discarded"] == 6 * 4 and s["kept_score_mean"] == pytest.approx(kept_mean, abs=1e-4)
     plain = source(files, world=1)
     plain.next_batch(0.5)
     assert re.fullmatch(r"data step:1 progress:0\.5000 data_wait_ms:[\d.]+", plain.log_line(1, 0.5))
     plain.close()
 
 
-def test_a_bad_shard_met_by_the_read_ahead_thread_is_raised_in_the_loop(dataset, tmp_path):
+def test_a_bad_shard_is_named_before_any_batch(dataset, tmp_path):
     files = write_stream(tmp_path, real_tokens(dataset, 500), [500])
     bad = tmp_path / "z_train_000001.bin"
     bad.write_bytes(b"not a shard at all, just some bytes" * 40)
-    batches = source(files + [bad], world=1)
-    with pytest.raises(RuntimeError, match="z_train_000001.bin: magic"):
+    with pytest.raises(ShardFormatError, match="z_train_000001.bin: magic"):
+        source(files + [bad], world=1)
+
+
+def test_a_token_beyond_the_vocabulary_met_by_the_read_ahead_thread_is_raised_in_the_loop(dataset, tmp_path):
+    files = write_stream(tmp_path, real_tokens(dataset, 5000), [5000])
+    batches = source(files, world=1, vocab=500)  # the real text uses ids up to 1023
+    with pytest.raises(DataError, match=r"token id \d+ near position .* but VOCAB_SIZE=500"):
         for _ in range(100):
             batches.next_batch(0.0)
     batches.close()
+
+
+def rows_at(tokens: np.ndarray, positions) -> list[tuple]:
+    return [tuple(tokens[p:p + T + 1].tolist()) for p in positions]
+
+
+def trained_rows(x: torch.Tensor, y: torch.Tensor) -> list[tuple]:
+    return [tuple(r) for r in torch.cat([x, y[:, -1:]], dim=1).tolist()]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_carry_trains_every_row_read_once_or_leaves_it_waiting(dataset, tmp_path, rank):
+    tokens = real_tokens(dataset, 40000)
+    files = write_stream(tmp_path, tokens, [40000])
+    cfg = CurriculumConfig(enabled=True, pool="carry", oversample=2.5)
+    batches = source(files, config=cfg, rank=rank, seqs=4)  # pools of 10: 6 waiting, 4 fresh
+    trained = []
+    for k in range(30):
+        trained += trained_rows(*batches.next_batch(progress=k / 30))
+    read = [p for block in batches.read_positions[:30] for p in block.tolist()]
+    waiting = [tuple(r) for r in batches.pool.waiting.rows.tolist()]
+    s = batches.summary(steps=30)
+    batches.close()
+    assert [len(b) for b in batches.read_positions[:3]] == [10, 4, 4]  # the stream is read at the baseline's rate
+    assert len(waiting) == 4 * (2.5 - 1) == s["sequences_waiting"]
+    assert Counter(trained) + Counter(waiting) == Counter(rows_at(tokens, read))  # each row exactly once
+    assert s["sequences_read"] == len(read) == s["sequences_trained"] + s["sequences_waiting"]
+    assert s["sequences_discarded"] == 0 and s["tokens_discarded"] == 0 and s["pool"] == "carry"
+    assert 0 < s["wait_mean"] <= s["wait_max"]
+
+
+def test_carry_at_the_constant_median_keeps_the_middle_of_each_pool(dataset, tmp_path):
+    """Replayed outside the loader: each pool is the rows left over plus the fresh rows, scored
+    by entropy, and the kept rows are its middle ranks."""
+    tokens = real_tokens(dataset, 30000)
+    files = write_stream(tmp_path, tokens, [30000])
+    cfg = CurriculumConfig(enabled=True, pool="carry", schedule="constant", target=0.5)
+    batches = source(files, config=cfg, world=1, seqs=4)
+    waiting: list[tuple] = []
+    for k in range(12):
+        kept = trained_rows(*batches.next_batch(progress=k / 12))
+        pool = waiting + rows_at(tokens, batches.read_positions[k].tolist())
+        h = [float(v) for v in unigram_entropy(torch.tensor(pool), 1024)]
+        ranked = sorted(range(len(pool)), key=lambda i: (h[i], i))
+        assert len(pool) == 8 and kept == [pool[i] for i in sorted(ranked[2:6])]  # ranks 2..5 of 8, in pool order
+        waiting = [pool[i] for i in ranked[:2] + ranked[6:]]  # in rank order
+    batches.close()
+
+
+def test_carry_with_no_oversampling_is_the_plain_loader(dataset, tmp_path):
+    tokens = real_tokens(dataset, 3000)
+    files = write_stream(tmp_path, tokens, [1000, 7, 1993])
+    batches = source(files, config=CurriculumConfig(enabled=True, pool="carry", oversample=1.0), rank=1)
+    try:
+        for x_ref, y_ref in plain_batches(tokens, 1, 2, 4, 40):
+            x, y = batches.next_batch(progress=0.7)
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    finally:
+        batches.close()
+
+
+@pytest.mark.parametrize("pool,order", [("fresh", "shuffled"), ("carry", "sequential"), ("carry", "shuffled")])
+def test_same_inputs_select_identical_batches_in_every_pool_and_order(dataset, tmp_path, pool, order):
+    files = write_stream(tmp_path, real_tokens(dataset, 30000), [30000])
+    cfg = CurriculumConfig(enabled=True, oversample=3.0, pool=pool)
+    runs = []
+    for _ in range(2):
+        batches = BatchSource(files, seq_len=T, batch_seqs=5, rank=0, world_size=1, vocab_size=1024,
+                              device=torch.device("cpu"), config=cfg, order=order, seed=11)
+        runs.append([batches.next_batch(progress=k / 23, warmdown_start=0.6) for k in range(23)])
+        batches.close()
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*runs))
+
+
+def shuffled_source(files, rank, seed, seqs=3, world=2):
+    return BatchSource(files, seq_len=T, batch_seqs=seqs, rank=rank, world_size=world, vocab_size=1024,
+                       device=torch.device("cpu"), config=CurriculumConfig(), order="shuffled", seed=seed)
+
+
+def test_shuffled_visits_every_slot_once_per_pass_ranks_disjoint(dataset, tmp_path):
+    tokens = real_tokens(dataset, 9000)
+    files = write_stream(tmp_path, tokens, [3001, 20, 5979])  # slots of 33 tokens: 93, 0, 186
+    slot_starts = [j * T for j in range(93)] + [3021 + j * T for j in range(186)]
+    per_pass = 279 // 6  # micro-batches of 2 ranks x 3 slots within the first pass
+    taken = {}
+    for rank in (0, 1):
+        batches = shuffled_source(files, rank, seed=5)
+        for k in range(per_pass):
+            x, y = batches.next_batch(0.0)
+            assert trained_rows(x, y) == rows_at(tokens, batches.read_positions[k].tolist())  # the rows are real slots
+        taken[rank] = [p for b in batches.read_positions[:per_pass] for p in b.tolist()]
+        batches.close()
+    assert not set(taken[0]) & set(taken[1])
+    both = taken[0] + taken[1]
+    assert len(both) == len(set(both)) == per_pass * 6 and set(both) <= set(slot_starts)
+    # over whole passes every slot comes once per pass, in another order each pass
+    batches = shuffled_source(files, 0, seed=5, seqs=31, world=1)
+    for _ in range(36):
+        batches.next_batch(0.0)
+    s = batches.summary(36)
+    batches.close()
+    visits = [p for b in batches.read_positions for p in b.tolist()]
+    passes = [visits[i * 279:(i + 1) * 279] for i in range(4)]
+    assert all(sorted(v) == slot_starts for v in passes) and len({tuple(v) for v in passes}) == 4
+    assert s["stream_wraps"] == 4 and s["data_order"] == "shuffled"
+
+
+def test_shuffled_order_follows_the_seed(dataset, tmp_path):
+    files = write_stream(tmp_path, real_tokens(dataset, 20000), [20000])
+    first = {}
+    for seed in (1, 1, 2):
+        batches = shuffled_source(files, 0, seed)
+        batches.next_batch(0.0)
+        first.setdefault(seed, []).append(batches.read_positions[0].tolist())
+        batches.close()
+    assert first[1][0] == first[1][1] != first[2][0]
+
+
+def test_domain_mix_of_read_and_kept_rows_is_counted_from_sidecars(dataset, tmp_path):
+    """Two documents per shard, one of each of two domains, declared in sidecars; each row
+    counts for the domain of its middle token, read by the baseline and kept by the curriculum."""
+    tokens = real_tokens(dataset, 12000)
+    files = write_stream(tmp_path, tokens, [6000, 6000])
+    for f in files:
+        write_sidecar(f, np.asarray([0, 2500]), np.asarray([0, 1]), ["docs", "prose"])
+
+    def domain(p):
+        return int((p + (T + 1) // 2) % 6000 >= 2500)
+    for cfg in (CurriculumConfig(), CurriculumConfig(enabled=True, schedule="constant", target=0.0)):
+        batches = source(files, config=cfg, world=1, seqs=4)
+        kept = []
+        for k in range(20):
+            kept += trained_rows(*batches.next_batch(progress=0.5))
+        line = batches.log_line(20, 0.5)
+        s = batches.summary(20)
+        batches.close()
+        read = [p for b in batches.read_positions[:20] for p in b.tolist()]
+        by_tokens = {r: domain(p) for r, p in zip(rows_at(tokens, read), read)}
+        assert s["domain_names"] == ["docs", "prose"]
+        assert s["read_domain_counts"] == np.bincount([domain(p) for p in read], minlength=2).tolist()
+        assert s["trained_domain_counts"] == np.bincount([by_tokens[r] for r in kept], minlength=2).tolist()
+        assert s["mix_windows"][0]["read"] == s["read_domain_counts"]
+        expected = "mix:" if not cfg.enabled else "read_mix:docs=[\\d.]+,prose=[\\d.]+ kept_mix:"
+        assert re.search(expected + r"docs=[\d.]+,prose=[\d.]+$", line), line

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from curriculum import SCORES, open_shard, select_window, unigram_entropy
-from curriculum.scores import distinct_ratio, random_score, repeat_bigram_rate
+from curriculum import SCORES, open_shard, select_window, unigram_counts, unigram_entropy
+from curriculum.scores import (NEEDS_UNIGRAM_COUNTS, distinct_ratio, random_score, repeat_bigram_rate, unigram_rarity,
+                               unigram_surprisal)
 
 
 def entropy_by_counting(row) -> float:
@@ -97,9 +98,37 @@ def test_the_random_control_keeps_a_subset_like_the_pool_and_is_deterministic(da
 
 def test_every_score_is_registered_and_returns_one_float_per_row(dataset):
     rows = real_rows(dataset, 8, 65)
-    assert set(SCORES) == {"unigram_entropy", "distinct_ratio", "repeat_bigram_rate", "random"}
+    assert set(SCORES) == {"unigram_entropy", "distinct_ratio", "repeat_bigram_rate", "unigram_rarity", "random"}
+    surprisal = unigram_surprisal(torch.ones(1024))
     for name, score in SCORES.items():
-        out = score(rows, 1024)
+        extra = dict(surprisal=surprisal) if name in NEEDS_UNIGRAM_COUNTS else {}
+        out = score(rows, 1024, **extra)
         assert out.shape == (8,) and out.dtype == torch.float32, name
         with pytest.raises(ValueError, match=r"\[B, T\]"):
-            score(torch.arange(5), 1024)
+            score(torch.arange(5), 1024, **extra)
+
+
+def test_unigram_rarity_matches_the_mean_surprisal_counted_in_python(dataset):
+    train = sorted(glob.glob(dataset["data_path"] + "/*train_*.bin"))
+    counts, counted = unigram_counts(train[:1], 1024)
+    first = np.asarray(open_shard(train[0]))
+    by_python = Counter(first.tolist())
+    assert counted == len(first) and counts.tolist() == [by_python.get(t, 0) for t in range(1024)]
+    total = sum(counts.tolist())
+    bits = [math.log2((total + 1024) / (c + 1)) for c in counts.tolist()]  # add-one smoothing
+    rows = real_rows(dataset, 16, 129)
+    got = unigram_rarity(rows, 1024, surprisal=unigram_surprisal(torch.from_numpy(counts)))
+    assert got.tolist() == pytest.approx([sum(bits[t] for t in r) / len(r) for r in rows.tolist()], abs=1e-4)
+    assert max(got.tolist()) - min(got.tolist()) > 0.3  # real rows differ in how common their tokens are
+    with pytest.raises(ValueError, match="surprisal table of 1024"):
+        unigram_rarity(rows, 1024)
+
+
+def test_unigram_counts_sample_equally_spaced_pieces_beyond_the_limit(dataset):
+    train = sorted(glob.glob(dataset["data_path"] + "/*train_*.bin"))[:2]
+    full, n_full = unigram_counts(train, 1024)
+    sample, n_sample = unigram_counts(train, 1024, max_tokens=1 << 20, chunk=1 << 16)
+    assert n_full == sum(len(open_shard(f)) for f in train) and int(sample.sum()) == n_sample < n_full
+    assert n_sample == pytest.approx(1 << 20, rel=0.1)
+    p, q = full / full.sum(), sample / sample.sum()
+    assert 0.5 * np.abs(p - q).sum() < 0.05  # a 1M-token sample of 8M is close in total variation

@@ -26,16 +26,36 @@ def test_env_file_errors_name_the_line(tmp_path):
     assert read_env_file(bad) == {"A": "1", "B": "two words"}
 
 
-def test_paired_bench_alternates_both_arms_on_one_model(dataset):
+def tiny_settings(dataset) -> tg.Settings:
     env = dict(TINY, DATA_PATH=dataset["data_path"], TOKENIZER_PATH=dataset["tokenizer"], VOCAB_SIZE="1024")
-    out = bench.bench_paired_steps(bench.cpu_settings(env), 4)
-    assert out["pairs"] == 4 and out["baseline_ms"] > 0 and out["curriculum_ms"] > 0
-    # 7 steps per arm (3 to warm up); the curriculum reads twice the sequences it keeps
+    return bench.cpu_settings(env)
+
+
+def test_paired_bench_takes_turns_between_the_arms_on_one_model(dataset):
+    out = bench.bench_paired_steps(tiny_settings(dataset), 4)
+    assert out["pairs"] == 4 and all(out["median_ms"][arm] > 0 for arm in bench.ARMS)
+    # 7 steps per arm (3 to warm up); fresh reads twice the sequences it keeps, carry one extra pool's worth
     accum = int(TINY["GRAD_ACCUM_STEPS"])
     keep = int(TINY["TRAIN_BATCH_TOKENS"]) // (accum * int(TINY["TRAIN_SEQ_LEN"]))
-    assert out["sequences_read"] == dict(baseline=7 * accum * keep, curriculum=7 * accum * 2 * keep)
-    low, high = out["ratio_ci95"]
-    assert low <= out["ratio"] <= high
+    assert out["sequences_read"] == dict(baseline=7 * accum * keep, fresh=7 * accum * 2 * keep,
+                                         carry=7 * accum * keep + keep)
+    for r in out["against_baseline"].values():
+        assert r["ratio_ci95"][0] <= r["ratio"] <= r["ratio_ci95"][1]
+
+
+def test_step_breakdown_splits_each_step_into_its_parts(dataset):
+    parts = bench.bench_step_breakdown(tiny_settings(dataset), blocks=1, steps_per_block=2)
+    for arm in bench.ARMS:
+        p = parts[arm]
+        assert p["step_ms"] == pytest.approx(p["batch_ms"] + p["rest_ms"]) and p["batch_ms"] > 0 and p["rest_ms"] > 0
+        assert p["reader_cpu_ms"] > 0
+
+
+def test_documents_per_batch_counts_more_documents_for_bigger_or_shuffled_batches(dataset):
+    rows = {(r["order"], r["rows"]): r for r in bench.bench_documents_per_batch(tiny_settings(dataset), batches=100)}
+    assert rows[("sequential", "2x pool")]["median"] >= rows[("sequential", "baseline batch")]["median"]
+    # shuffled rows are 16 slots anywhere among 31.8M tokens: each its own document, almost always
+    assert rows[("shuffled", "baseline batch")]["median"] >= 15 > rows[("sequential", "baseline batch")]["median"]
 
 
 def test_every_shell_script_parses():

@@ -118,19 +118,43 @@ def test_lr_multiplier_follows_progress_like_the_baseline_warmdown(dataset, tmp_
                             tg.warmdown_fraction(capped, 190, 9500.0)) == pytest.approx(0.5, rel=0.06)
 
 
-def test_torchrun_two_ranks_train_on_disjoint_tokens(dataset, tmp_path):
-    env = trainer_env(dataset, tmp_path, ITERATIONS="6", GRAD_ACCUM_STEPS="1", SWA_ENABLED="0")
+@pytest.mark.parametrize("order", ["sequential", "shuffled"])
+def test_torchrun_two_ranks_train_on_disjoint_tokens(dataset, tmp_path, order):
+    env = trainer_env(dataset, tmp_path, ITERATIONS="6", GRAD_ACCUM_STEPS="1", SWA_ENABLED="0", DATA_ORDER=order)
     out = run_trainer(env, nproc=2)
     assert out.returncode == 0, out.stderr[-3000:]
     s = summary(env)
     assert s["world_size"] == 2 and s["steps"] == 6
-    spans = s["data"]["rank_first_spans"]
-    assert len(spans) == 2 and all(len(r) == 6 for r in spans)
-    a = [range(x, y) for x, y in spans[0]]
-    b = [range(x, y) for x, y in spans[1]]
-    assert all(not set(r0) & set(r1) for r0 in a for r1 in b)
-    assert s["data"]["micro_batches"] == 6
+    rows, length = s["data"]["rank_first_rows"], s["data"]["row_tokens"]
+    assert len(rows) == 2 and all(len(r) == 6 for r in rows)
+    starts = [{p for micro in rank for p in micro} for rank in rows]
+    assert len(starts[0]) == len(starts[1]) == 6 * 16 and not starts[0] & starts[1]  # no row read twice
+    if order == "sequential":  # spans of the stream, so not even one token is shared
+        tokens = [{t for micro in rank for p in micro for t in range(p, p + length)} for rank in rows]
+        assert len(tokens[0]) == len(tokens[1]) == 6 * (16 * 64 + 1) and not tokens[0] & tokens[1]
+    assert s["data"]["micro_batches"] == 6 and s["data"]["data_order"] == order
     assert "final_int6_zstd_roundtrip_exact" in (Path(env["LOG_DIR"]) / "run.txt").read_text()
+
+
+def test_a_carry_run_logs_its_waits_and_its_counts_add_up(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, CURRICULUM="1", CURRICULUM_POOL="carry", ITERATIONS="12",
+                      CURRICULUM_LOG_EVERY="4", MAX_WALLCLOCK_SECONDS="60", EXPECTED_STEP_MS="100")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    lines = re.findall(r"^curriculum step:\d+ .* pool_score_mean:[\d.]+ wait_mean:([\d.]+) wait_max:(\d+) "
+                       r"data_wait_ms:[\d.]+ read_mix:\S+ kept_mix:\S+$", text, re.M)
+    assert len(lines) == 3 and all(float(mean) <= int(top) for mean, top in lines)
+    d = summary(env)["data"]
+    keep = 2048 // (2 * 64)  # sequences per micro-batch: 16
+    assert d["pool"] == "carry" and d["micro_batches"] == 24 and d["sequences_trained"] == 24 * keep
+    assert d["sequences_read"] == d["sequences_trained"] + d["sequences_waiting"] and d["sequences_waiting"] == keep
+    assert d["sequences_discarded"] == 0 and sum(d["trained_domain_counts"]) == 24 * keep
+    assert f"{d['sequences_waiting']:,} still waiting" in text
+    # the data budget: from EXPECTED_STEP_MS at the start (the cap allows 600 steps, ITERATIONS 12), then measured
+    assert re.search(r"^data: budget at EXPECTED_STEP_MS=100 under the 60 s cap: ~12 steps read ~24,576 tokens, "
+                     r"0\.00 passes over the 31,801,185 the shards hold; 24,576 trained on$", text, re.M)
+    assert re.search(r"^data: budget at the \d+ ms/step of the first 10 steps under the 60 s cap: ~12 steps", text, re.M)
 
 
 def test_compiled_path_runs_on_cpu_with_the_curriculum(dataset, tmp_path):
@@ -141,24 +165,27 @@ def test_compiled_path_runs_on_cpu_with_the_curriculum(dataset, tmp_path):
     text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
     assert "compile 1" in text
     assert len(re.findall(r"^curriculum step:\d+ progress:[\d.]+ target:[\d.]+ kept_score_mean:[\d.]+ "
-                          r"kept_score_min:[\d.]+ kept_score_max:[\d.]+ pool_score_mean:[\d.]+ data_wait_ms:[\d.]+$",
+                          r"kept_score_min:[\d.]+ kept_score_max:[\d.]+ pool_score_mean:[\d.]+ data_wait_ms:[\d.]+ "
+                          r"read_mix:(\w+=[\d.]+,?){3} kept_mix:(\w+=[\d.]+,?){3}$",
                           text, re.M)) == 2
     s = summary(env)
-    assert s["curriculum"]["enabled"] and s["data"]["sequences_read"] == 2 * s["data"]["sequences_kept"]
+    assert s["curriculum"]["enabled"] and s["data"]["sequences_read"] == 2 * s["data"]["sequences_trained"]
     assert math.isfinite(s["roundtrip_val_bpb"])
 
 
 def test_bad_settings_are_all_reported_at_once_without_traceback(dataset, tmp_path):
     env = trainer_env(dataset, tmp_path, NUM_HEADS="5", TRAIN_BATCH_TOKENS="1000", DEVICE="tpu",
                       VOCAB_SIZE="2048", CURRICULUM_SCHEDULE="zigzag", CURRICULUM_OVERSAMPLE="0.5",
-                      SEED="abc", TRAIN_FILES=str(tmp_path / "nothing_*.bin"))
+                      SEED="abc", TRAIN_FILES=str(tmp_path / "nothing_*.bin"), DATA_ORDER="random",
+                      CURRICULUM_POOL="stale")
     out = run_trainer(env)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     for expected in ("NUM_HEADS=5: must divide MODEL_DIM=64", "TRAIN_BATCH_TOKENS=1000: must be a multiple",
                      "DEVICE='tpu': must be one of auto, cpu, cuda", "VOCAB_SIZE=2048: the tokenizer",
                      "CURRICULUM_SCHEDULE='zigzag'", "CURRICULUM_OVERSAMPLE=0.5", "SEED='abc': must be an integer",
-                     "TRAIN_FILES=", "no shard matches"):
+                     "TRAIN_FILES=", "no shard matches", "DATA_ORDER='random': must be one of sequential, shuffled",
+                     "CURRICULUM_POOL='stale': must be one of fresh, carry"):
         assert expected in out.stderr, expected
     assert not (tmp_path / "logs").exists()  # nothing written before the settings are valid
 

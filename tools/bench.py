@@ -1,25 +1,36 @@
 """`make bench`: what the curriculum costs, as ratios against the baseline measured in the same run.
 
+The arms: `baseline` (curriculum off), `fresh` (the curriculum, CURRICULUM_POOL=fresh: reads 2x,
+trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device).
+
 1. Each difficulty signal alone (every entry of SCORES): throughput in tokens/s on one CPU thread, on pools of
    real training text at the CPU configuration's and the 1xH100 shapes.
-2. The loader alone: milliseconds per micro-batch with the curriculum off and on (read-ahead,
-   transfer, scoring, selection, gather), at the CPU configuration's shapes and at the 1xH100
-   shapes of SPEC.md (48 sequences of 2048 tokens per micro-batch).
-3. Paired steps: one process, one model, two loaders (curriculum off and on) taking turns
-   step by step, so a pair of steps differs only in where its batch came from and machine
-   drift cancels: the geometric mean of the per-pair step-time ratios with its 95% CI.
-4. Evaluation: one pass over the validation split with the CPU configuration's model, for
+2. Documents per batch: how many documents of the embedded corpus a baseline batch and a 2x
+   pool span, for DATA_ORDER=sequential and shuffled (the variety a step sees).
+3. The loader alone: milliseconds per micro-batch for each arm (read-ahead, transfer, scoring,
+   selection, gather), at the CPU configuration's shapes and at the 1xH100 shapes of SPEC.md
+   (48 sequences of 2048 tokens per micro-batch).
+4. Paired steps: one process, one model, one loader per arm, taking turns step by step, so
+   steps differ only in where their batch came from and machine drift cancels: the geometric
+   mean of the per-step ratios against the baseline with its 95% CI.
+5. Where a step's time goes, per arm: blocks of steps with only that arm's loader alive (as in
+   a real run, where no other loader's thread competes), each step split into the main thread's
+   time in next_batch (waiting, scoring, selection) and the rest (forward, backward, optimiser),
+   beside the CPU time the read-ahead thread used. The model's work is the same in every arm, so
+   a difference in the rest is interference (the reader competing for cores, cache, memory).
+6. Evaluation: one pass over the validation split with the CPU configuration's model, for
    non-overlapping windows and sliding windows at strides 128 and 64, as ratios to the first.
-5. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
-   baseline and curriculum interleaved so drift hits both: step time, time blocked waiting for
-   data, peak memory.
+7. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
+   the arms interleaved so drift hits all: step time, time blocked waiting for data, the
+   reader's CPU time, peak memory.
 
-    python -m tools.bench [--pairs 60] [--steps 60] [--repeats 2] [--skip-trainer]
+    python -m tools.bench [--pairs 60] [--blocks 6] [--steps 60] [--repeats 2] [--skip-trainer]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -35,12 +46,16 @@ import scipy.stats
 import torch
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
-from curriculum import SCORES, BatchSource, open_shard
+from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
+from curriculum.loader import SequentialRows, ShuffledRows, corpus_surprisal
+from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools.envfile import ROOT, read_env_file
 
 
 H100_MICRO_SEQS = 48  # 786,432 tokens per step / 8 micro-batches / 2048 tokens (SPEC.md, 1xH100)
-ARMS = ("baseline", "curriculum")
+ARMS = ("baseline", "fresh", "carry")
+ARM_ENV = {"baseline": dict(CURRICULUM="0"), "fresh": dict(CURRICULUM="1", CURRICULUM_POOL="fresh"),
+           "carry": dict(CURRICULUM="1", CURRICULUM_POOL="carry")}
 
 
 def cpu_settings(env: dict) -> tg.Settings:
@@ -54,10 +69,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def train_files(s: tg.Settings) -> list[Path]:
+    return [Path(p) for p in sorted(glob.glob(s.train_files))]
+
+
 def make_source(s: tg.Settings, seq_len: int, seqs: int, arm: str, device) -> BatchSource:
-    return BatchSource([Path(p) for p in sorted(glob.glob(s.train_files))], seq_len=seq_len, batch_seqs=seqs,
-                       rank=0, world_size=1, vocab_size=s.vocab_size, device=device,
-                       config=dataclasses.replace(s.curriculum, enabled=arm == "curriculum"))
+    config = dataclasses.replace(s.curriculum, enabled=arm != "baseline", pool="carry" if arm == "carry" else "fresh")
+    return BatchSource(train_files(s), seq_len=seq_len, batch_seqs=seqs, rank=0, world_size=1, vocab_size=s.vocab_size,
+                       device=device, config=config, order=s.data_order, seed=s.seed)
 
 
 def loader_ms_per_batch(source: BatchSource, batches: int, device) -> float:
@@ -80,8 +99,27 @@ def bench_loader(s: tg.Settings, device) -> list[dict]:
                                     ("1xH100 shapes", 2048, H100_MICRO_SEQS, 40)):
         best = {arm: min(loader_ms_per_batch(make_source(s, seq_len, seqs, arm, device), n, device)
                          for _ in range(3)) for arm in ARMS}
-        rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", baseline_ms=best["baseline"],
-                         curriculum_ms=best["curriculum"], ratio=best["curriculum"] / best["baseline"]))
+        rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", ms=best,
+                         ratio={arm: best[arm] / best["baseline"] for arm in ARMS[1:]}))
+    return rows
+
+
+def bench_documents_per_batch(s: tg.Settings, batches: int = 400) -> list[dict]:
+    """Documents spanned by the rows of one micro-batch (the CPU configuration has one per step),
+    for each order, at the batch's size and at a 2x pool's."""
+    files = train_files(s)
+    lengths = [tg.shard_token_count(f) for f in files]
+    index = DomainIndex.from_shards(files, lengths)
+    if index is None:
+        return []
+    rows = []
+    for order in DATA_ORDERS:
+        for label, n in (("baseline batch", s.micro_batch_seqs), ("2x pool", 2 * s.micro_batch_seqs)):
+            reader = (ShuffledRows(files, s.train_seq_len, 0, 1, s.seed) if order == "shuffled"
+                      else SequentialRows(files, s.train_seq_len, 0, 1))
+            counts = [index.documents_spanned(reader.take(n)[1], s.train_seq_len + 1) for _ in range(batches)]
+            rows.append(dict(order=order, rows=label, sequences=n, median=float(np.median(counts)),
+                             one_document=sum(c == 1 for c in counts) / len(counts)))
     return rows
 
 
@@ -110,45 +148,95 @@ def bench_scorer(s: tg.Settings) -> list[dict]:
         pool = s.curriculum.pool_size(keep)
         tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
         for name, score in SCORES.items():
+            if name in NEEDS_UNIGRAM_COUNTS:
+                score = functools.partial(score, surprisal=corpus_surprisal(tuple(train_files(s)), s.vocab_size)[0])
             rows.append(dict(score=name, shapes=f"{label}: {pool} x {seq_len + 1}",
                              tokens_per_s=scorer_tokens_per_s(score, tokens, s.vocab_size)))
     return rows
 
 
-def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
-    device = tg.pick_device(s)
-    compile_fn = torch.compile if s.torch_compile else (lambda f: f)
-    torch.manual_seed(s.seed)
-    model = tg.GPT(s).to(device)
-    step_model = torch.compile(model, dynamic=False) if s.torch_compile else model
-    optimizers = tg.build_optimizers(model, s, compile_fn)
-    sources = {arm: make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, device) for arm in ARMS}
-    bf16 = tg.use_bf16(s, device)
+class StepModel:
+    """The CPU configuration's model, optimisers and compiled step, shared by every arm."""
 
-    def timed_step(source: BatchSource, progress: float) -> float:
-        synchronize(device)
+    def __init__(self, s: tg.Settings):
+        self.s, self.device = s, tg.pick_device(s)
+        compile_fn = torch.compile if s.torch_compile else (lambda f: f)
+        torch.manual_seed(s.seed)
+        self.model = tg.GPT(s).to(self.device)
+        self.step_model = torch.compile(self.model, dynamic=False) if s.torch_compile else self.model
+        self.optimizers = tg.build_optimizers(self.model, s, compile_fn)
+        self.bf16 = tg.use_bf16(s, self.device)
+
+    def step(self, source, progress: float) -> float:
+        """One training step, in ms."""
+        synchronize(self.device)
         t0 = time.perf_counter()
-        tg.train_step(step_model, model, optimizers, s, source, progress, 1.0, bf16)
-        synchronize(device)
+        tg.train_step(self.step_model, self.model, self.optimizers, self.s, source, progress, 1.0, self.bf16)
+        synchronize(self.device)
         return 1000 * (time.perf_counter() - t0)
 
+
+def geometric_ratio(times: list[float], base: list[float]) -> dict:
+    log_ratios = np.log(np.array(times) / np.array(base))
+    ci = scipy.stats.ttest_1samp(log_ratios, 0.0).confidence_interval(0.95)
+    return dict(ratio=float(np.exp(log_ratios.mean())), ratio_ci95=[float(np.exp(ci.low)), float(np.exp(ci.high))])
+
+
+def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
+    m = StepModel(s)
+    sources = {arm: make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, m.device) for arm in ARMS}
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
     try:
         for arm in ARMS:  # compilation and the allocator
             for _ in range(3):
-                timed_step(sources[arm], 0.5)
+                m.step(sources[arm], 0.5)
         for i in range(steps):
-            for arm in (ARMS if i % 2 == 0 else ARMS[::-1]):  # neither arm always goes first
-                times[arm].append(timed_step(sources[arm], i / steps))
+            for arm in ARMS[i % 3:] + ARMS[:i % 3]:  # no arm always goes first
+                times[arm].append(m.step(sources[arm], i / steps))
         read = {arm: sources[arm].summary(steps + 3)["sequences_read"] for arm in ARMS}
     finally:
         for source in sources.values():
             source.close()
-    log_ratios = np.log(np.array(times["curriculum"]) / np.array(times["baseline"]))
-    ci = scipy.stats.ttest_1samp(log_ratios, 0.0).confidence_interval(0.95)
-    return dict(pairs=steps, sequences_read=read, baseline_ms=statistics.median(times["baseline"]),
-                curriculum_ms=statistics.median(times["curriculum"]), ratio=float(np.exp(log_ratios.mean())),
-                ratio_ci95=[float(np.exp(ci.low)), float(np.exp(ci.high))])
+    return dict(pairs=steps, sequences_read=read, median_ms={arm: statistics.median(times[arm]) for arm in ARMS},
+                against_baseline={arm: geometric_ratio(times[arm], times["baseline"]) for arm in ARMS[1:]})
+
+
+class TimedSource:
+    """A loader whose next_batch is timed on the main thread (and waited for on a GPU)."""
+
+    def __init__(self, source: BatchSource, device):
+        self.source, self.device, self.ms = source, device, 0.0
+
+    def next_batch(self, progress: float, warmdown_start: float = 1.0):
+        t0 = time.perf_counter()
+        out = self.source.next_batch(progress, warmdown_start)
+        synchronize(self.device)
+        self.ms += 1000 * (time.perf_counter() - t0)
+        return out
+
+
+def bench_step_breakdown(s: tg.Settings, blocks: int, steps_per_block: int = 10) -> dict:
+    """Per arm and step: the main thread's time in next_batch, the rest of the step, and the
+    read-ahead thread's CPU time; in blocks with only that arm's loader alive, arms rotated."""
+    m = StepModel(s)
+    parts = {arm: dict(step_ms=[], batch_ms=[], rest_ms=[], reader_cpu_ms=[]) for arm in ARMS}
+    for b in range(blocks + 1):  # block 0 compiles and warms every arm, and is not counted
+        for arm in ARMS[b % 3:] + ARMS[:b % 3]:
+            source = TimedSource(make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, m.device), m.device)
+            try:
+                for _ in range(3):  # fill the read-ahead queue
+                    m.step(source, 0.5)
+                source.ms, cpu0 = 0.0, source.source.reader_cpu_ms
+                step_ms = [m.step(source, (b + k / steps_per_block) / (blocks + 1)) for k in range(steps_per_block)]
+                if b:
+                    p, n = parts[arm], steps_per_block
+                    p["step_ms"].append(sum(step_ms) / n)
+                    p["batch_ms"].append(source.ms / n)
+                    p["rest_ms"].append((sum(step_ms) - source.ms) / n)
+                    p["reader_cpu_ms"].append((source.source.reader_cpu_ms - cpu0) / n)
+            finally:
+                source.source.close()
+    return {arm: {k: statistics.mean(v) for k, v in p.items()} for arm, p in parts.items()}
 
 
 def bench_eval_strides(s: tg.Settings) -> list[dict]:
@@ -172,12 +260,12 @@ def bench_eval_strides(s: tg.Settings) -> list[dict]:
 
 
 def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {"baseline": [], "curriculum": []}
+    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for arm, flag in (("baseline", "0"), ("curriculum", "1")):
-                run_env = dict(os.environ) | env | dict(
-                    CURRICULUM=flag, ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3),
+            for arm in ARMS[r % 3:] + ARMS[:r % 3]:
+                run_env = dict(os.environ) | env | ARM_ENV[arm] | dict(
+                    ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3),
                     VAL_MAX_TOKENS="32769", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0",
                     RUN_ID=f"bench-{arm}-{r}", LOG_DIR=tmp)
                 out = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], env=run_env, cwd=ROOT,
@@ -195,7 +283,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--pairs", type=int, default=60, help="paired steps per arm in one process")
+    ap.add_argument("--pairs", type=int, default=60, help="rounds of one step per arm in one process")
+    ap.add_argument("--blocks", type=int, default=6, help="blocks of 10 steps per arm for the breakdown")
     ap.add_argument("--skip-trainer", action="store_true")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
@@ -211,44 +300,67 @@ def main(argv=None) -> None:
         print(f"  {row['score']:<20} {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
     if args.scorers_only:
         return
+    print(f"== documents of the embedded corpus spanned by one micro-batch of {s.train_seq_len}-token rows "
+          f"(median; share spanning one document)")
+    report["documents_per_batch"] = bench_documents_per_batch(s)
+    for row in report["documents_per_batch"]:
+        print(f"  DATA_ORDER={row['order']:<11} {row['rows']:<15} {row['sequences']:>3} rows  median {row['median']:6.1f}"
+              f"  one document {100 * row['one_document']:5.1f}%")
     print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
     report["loader"] = bench_loader(s, device)
     for row in report["loader"]:
-        print(f"  {row['shapes']:<28} baseline {row['baseline_ms']:8.3f}  curriculum {row['curriculum_ms']:8.3f}"
-              f"  ratio {row['ratio']:.3f}")
-    print(f"== paired steps in one process, configs/cpu.env, {args.pairs} pairs (median ms per step)")
+        ms, ratio = row["ms"], row["ratio"]
+        print(f"  {row['shapes']:<28} baseline {ms['baseline']:8.3f}  fresh {ms['fresh']:8.3f} ({ratio['fresh']:.3f})"
+              f"  carry {ms['carry']:8.3f} ({ratio['carry']:.3f})")
+    print(f"== paired steps in one process, configs/cpu.env, {args.pairs} rounds (median ms per step; "
+          f"ratio to the baseline, goal <= 1.01; the experiment we beat: 1.089)")
     paired = report["paired_steps"] = bench_paired_steps(s, args.pairs)
-    print(f"  baseline {paired['baseline_ms']:.2f}  curriculum {paired['curriculum_ms']:.2f}  "
-          f"ratio {paired['ratio']:.4f}  95% CI [{paired['ratio_ci95'][0]:.4f}, {paired['ratio_ci95'][1]:.4f}]"
-          f"  (goal <= 1.01; the experiment we beat: 1.089)")
+    print(f"  baseline {paired['median_ms']['baseline']:.2f}")
+    for arm, r in paired["against_baseline"].items():
+        print(f"  {arm:<8} {paired['median_ms'][arm]:.2f}  ratio {r['ratio']:.4f}  "
+              f"95% CI [{r['ratio_ci95'][0]:.4f}, {r['ratio_ci95'][1]:.4f}]")
+    print(f"== where a step goes, {args.blocks} blocks of 10 steps per arm, one loader alive at a time (mean ms per step)")
+    parts = report["step_breakdown"] = bench_step_breakdown(s, args.blocks)
+    base = parts["baseline"]
+    print(f"  {'arm':<9}{'step':>9}{'next_batch':>12}{'the rest':>10}{'reader CPU':>12}   difference from the baseline")
+    for arm, p in parts.items():
+        diff = "" if arm == "baseline" else (
+            f"   step {p['step_ms'] - base['step_ms']:+.2f} = next_batch {p['batch_ms'] - base['batch_ms']:+.2f}"
+            f" + rest {p['rest_ms'] - base['rest_ms']:+.2f}; reader {p['reader_cpu_ms'] - base['reader_cpu_ms']:+.2f}")
+        print(f"  {arm:<9}{p['step_ms']:9.2f}{p['batch_ms']:12.3f}{p['rest_ms']:10.2f}{p['reader_cpu_ms']:12.3f}{diff}")
     print(f"== evaluation of the validation split, configs/cpu.env's model (seconds per pass)")
     report["eval_strides"] = bench_eval_strides(s)
     for row in report["eval_strides"]:
         kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
         print(f"  {kind:<28} {row['seconds']:8.2f}s  ratio {row['ratio']:.2f}  ({row['tokens']:,} tokens)")
     if not args.skip_trainer:
-        print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm")
+        print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm "
+              f"(means; ratios fresh, carry)")
         runs = bench_trainer(env, args.steps, args.repeats)
 
         def mean(arm, get):
             return statistics.mean(get(run) for run in runs[arm])
         metrics = {"step_avg_ms": lambda run: run["step_avg_ms"],
                    "data_wait_ms_per_step": lambda run: run["data"]["data_wait_ms_per_step"],
+                   "reader_cpu_ms_per_step": lambda run: run["data"]["reader_cpu_ms_per_step"],
                    "peak_memory_mb": lambda run: run["peak_memory_mb"]}
         report["trainer"] = {}
         for name, get in metrics.items():
-            b, c = mean("baseline", get), mean("curriculum", get)
-            report["trainer"][name] = dict(baseline=b, curriculum=c, ratio=c / b if b else float("nan"))
-            print(f"  {name:<24} baseline {b:10.3f}  curriculum {c:10.3f}  ratio {c / b if b else float('nan'):.3f}")
+            values = {arm: mean(arm, get) for arm in ARMS}
+            b = values["baseline"]
+            report["trainer"][name] = values | {f"{arm}_ratio": values[arm] / b if b else float("nan") for arm in ARMS[1:]}
+            print(f"  {name:<24} " + "  ".join(f"{arm} {v:10.3f}" for arm, v in values.items())
+                  + "  ratios " + " ".join(f"{values[a] / b if b else float('nan'):.3f}" for a in ARMS[1:]))
         # The loader's extra cost per step, against the measured step: the overhead the
         # end-to-end ratio above cannot resolve when it is smaller than run-to-run noise.
-        row = report["loader"][0]
-        extra = (row["curriculum_ms"] - row["baseline_ms"]) * s.grad_accum_steps
+        ms = report["loader"][0]["ms"]
         step = report["trainer"]["step_avg_ms"]["baseline"]
         spread = [run["step_avg_ms"] for run in runs["baseline"]]
-        report["trainer"]["selection_ms_per_step"] = dict(ms=extra, fraction_of_step=extra / step)
-        print(f"  selection cost per step  {extra:.3f}ms = {100 * extra / step:.3f}% of the baseline step "
-              f"(baseline runs themselves spread {min(spread):.1f}..{max(spread):.1f}ms)")
+        for arm in ARMS[1:]:
+            extra = (ms[arm] - ms["baseline"]) * s.grad_accum_steps
+            report["trainer"][f"{arm}_selection_ms_per_step"] = dict(ms=extra, fraction_of_step=extra / step)
+            print(f"  {arm} selection cost per step {extra:.3f}ms = {100 * extra / step:.3f}% of the baseline step")
+        print(f"  (baseline runs themselves spread {min(spread):.1f}..{max(spread):.1f}ms)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -28,7 +28,7 @@ class CompareError(Exception):
 
 
 RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR", "RANK", "LOCAL_RANK")
-NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS")
+NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS", "EXPECTED_STEP_MS")
 PATHS = ("DATA_PATH", "TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH")
 CURRICULUM_PREFIX = "CURRICULUM_"
 # What a run ran on, beside its settings: never pooled when any differs.
@@ -170,7 +170,9 @@ def arm_name(c: dict) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
     schedule = c.get("CURRICULUM_SCHEDULE")
     params = "".join(f" {p}={show(c.get('CURRICULUM_' + p.upper()))}" for p in SCHEDULE_PARAMETERS.get(schedule, ()))
-    return f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
+    pool = c.get("CURRICULUM_POOL")
+    return (f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
+            + (f" {pool}" if pool not in (None, "fresh") else ""))
 
 
 def arm_key(c: dict) -> tuple:
