@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (DATA_ORDERS, BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
+from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
                         shards_fingerprint, write_atomic)
+from curriculum.config import EnvReader, read_curriculum, read_data_order
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,54 +47,6 @@ HERE = Path(__file__).resolve().parent
 
 class SettingsError(Exception):
     """Invalid settings; the message lists every problem found."""
-
-
-def _finite_float(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value):
-        raise ValueError(raw)
-    return value
-
-
-def _zero_or_one(raw: str) -> bool:
-    if raw not in ("0", "1"):
-        raise ValueError(raw)
-    return raw == "1"
-
-
-class EnvReader:
-    """Reads typed settings from an environment mapping, collecting every problem."""
-
-    def __init__(self, environ):
-        self.environ, self.errors, self.values = environ, [], {}
-
-    def _read(self, name: str, default, parse, expected: str, allowed=lambda v: True, rule: str = ""):
-        raw = (self.environ.get(name) or "").strip()
-        value = default
-        if raw:
-            try:
-                value = parse(raw)
-            except ValueError:
-                self.errors.append(f"{name}={raw!r}: must be {expected}")
-            else:
-                if not allowed(value):
-                    self.errors.append(f"{name}={raw!r}: must be {rule}")
-        self.values[name] = value
-        return value
-
-    def env_int(self, name: str, default: int, minimum: int | None = None) -> int:
-        return self._read(name, default, int, "an integer", lambda v: minimum is None or v >= minimum, f">= {minimum}")
-
-    def env_float(self, name: str, default: float, minimum: float = -math.inf, maximum: float = math.inf) -> float:
-        return self._read(name, default, _finite_float, "a finite number", lambda v: minimum <= v <= maximum,
-                          f"in [{minimum}, {maximum}]")
-
-    def env_bool(self, name: str, default: bool) -> bool:
-        return self._read(name, default, _zero_or_one, "0 or 1")
-
-    def env_str(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        return self._read(name, default, str, "text", lambda v: choices is None or v in choices,
-                          f"one of {', '.join(choices or ())}")
 
 
 @dataclass
@@ -199,11 +152,6 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
     world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
     local_rank = e.env_int("LOCAL_RANK", 0, minimum=0)
     data_path = e.env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
-    peak_raw = e.env_str("CURRICULUM_PEAK", "0.45")
-    try:
-        peak: float | str = peak_raw if peak_raw == "warmdown" else float(peak_raw)
-    except ValueError:
-        peak = peak_raw
     s = Settings(
         data_path=data_path,
         train_files=e.env_str("TRAIN_FILES", os.path.join(data_path, "*train_*.bin")),
@@ -211,7 +159,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
         run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
         seed=e.env_int("SEED", 1337),
-        data_order=e.env_str("DATA_ORDER", "sequential", choices=DATA_ORDERS),
+        data_order=read_data_order(e),
         expected_step_ms=e.env_float("EXPECTED_STEP_MS", 0.0, minimum=0.0),
         log_dir=e.env_str("LOG_DIR", "logs"),
         device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
@@ -263,16 +211,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
         fp16_keep_name_patterns=e.env_str("FP16_KEEP_NAME_PATTERNS", "tok_emb,blocks.8.attn.c_k"),
         cpu_autocast=e.env_str("CPU_AUTOCAST", "auto", choices=("auto", "bf16", "off")),
-        curriculum=CurriculumConfig(
-            enabled=e.env_bool("CURRICULUM", False),
-            score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
-            schedule=e.env_str("CURRICULUM_SCHEDULE", "v"),
-            peak=peak,
-            target=e.env_float("CURRICULUM_TARGET", 0.5),
-            oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
-            pool=e.env_str("CURRICULUM_POOL", "fresh"),
-            log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
-        ),
+        curriculum=read_curriculum(e),  # the plugin reads CURRICULUM* with the same function
         rank=rank, world_size=world_size, local_rank=local_rank,
     )
     s.env = e.values

@@ -1,9 +1,12 @@
-"""The curriculum's settings and their rules, checked together with the trainer's."""
+"""The curriculum's settings, their rules, and the environment reader the trainer and the plugin
+share: the same names, defaults and messages wherever the curriculum is switched on."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
+from .order import DATA_ORDERS
 from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
@@ -44,3 +47,76 @@ class CurriculumConfig:
         if not self.enabled:
             return keep
         return max(keep, math.ceil(self.oversample * keep - 1e-9))
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _zero_or_one(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(raw)
+    return raw == "1"
+
+
+class EnvReader:
+    """Reads typed settings from an environment mapping, collecting every problem."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ, self.errors, self.values = environ, [], {}
+
+    def _read(self, name: str, default, parse, expected: str, allowed=lambda v: True, rule: str = ""):
+        raw = (self.environ.get(name) or "").strip()
+        value = default
+        if raw:
+            try:
+                value = parse(raw)
+            except ValueError:
+                self.errors.append(f"{name}={raw!r}: must be {expected}")
+            else:
+                if not allowed(value):
+                    self.errors.append(f"{name}={raw!r}: must be {rule}")
+        self.values[name] = value
+        return value
+
+    def env_int(self, name: str, default: int, minimum: int | None = None) -> int:
+        return self._read(name, default, int, "an integer", lambda v: minimum is None or v >= minimum, f">= {minimum}")
+
+    def env_float(self, name: str, default: float, minimum: float = -math.inf, maximum: float = math.inf) -> float:
+        return self._read(name, default, _finite_float, "a finite number", lambda v: minimum <= v <= maximum,
+                          f"in [{minimum}, {maximum}]")
+
+    def env_bool(self, name: str, default: bool) -> bool:
+        return self._read(name, default, _zero_or_one, "0 or 1")
+
+    def env_str(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        return self._read(name, default, str, "text", lambda v: choices is None or v in choices,
+                          f"one of {', '.join(choices or ())}")
+
+
+def read_curriculum(e: EnvReader) -> CurriculumConfig:
+    """The CURRICULUM* settings; a value that does not parse is in `e.errors`, one that breaks a
+    rule in the config's `problems()`."""
+    peak_raw = e.env_str("CURRICULUM_PEAK", "0.45")
+    try:
+        peak: float | str = peak_raw if peak_raw == "warmdown" else float(peak_raw)
+    except ValueError:
+        peak = peak_raw
+    return CurriculumConfig(
+        enabled=e.env_bool("CURRICULUM", False),
+        score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
+        schedule=e.env_str("CURRICULUM_SCHEDULE", "v"),
+        peak=peak,
+        target=e.env_float("CURRICULUM_TARGET", 0.5),
+        oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
+        pool=e.env_str("CURRICULUM_POOL", "fresh"),
+        log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
+    )
+
+
+def read_data_order(e: EnvReader) -> str:
+    """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
+    return e.env_str("DATA_ORDER", "sequential", choices=DATA_ORDERS)

@@ -33,14 +33,11 @@ from torch import Tensor
 
 from .config import CurriculumConfig
 from .domains import DomainIndex, mix_text
-from .order import locate_slots, slot_order, slots_per_shard
+from .order import DATA_ORDERS, locate_slots, slot_order, slots_per_shard
 from .pool import Pool, Pooled
 from .schedules import target_percentile
 from .scores import NEEDS_UNIGRAM_COUNTS, SCORES, unigram_surprisal
 from .shards import open_shard, shard_token_count, unigram_counts
-
-DATA_ORDERS = ("sequential", "shuffled")
-
 
 class DataError(ValueError):
     """Training data that cannot be trained on, found while reading it; the message says where."""
@@ -79,6 +76,14 @@ class TokenStream:
         self.offset += n
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def state(self) -> tuple[int, int, int, int]:
+        return self.shard_index, self.position, self.offset, self.wraps
+
+    def restore(self, state: tuple[int, int, int, int]) -> None:
+        if state[0] != self.shard_index:
+            self.tokens = open_shard(self.files[state[0]])
+        self.shard_index, self.position, self.offset, self.wraps = state
+
 
 class SequentialRows:
     """The challenge's order: each micro-batch takes the next world_size x (n x seq_len + 1)
@@ -107,6 +112,13 @@ class SequentialRows:
     def where(self) -> str:
         return f"{self.stream.files[self.stream.shard_index]} or the shard before it"
 
+    def state(self):
+        return self.stream.state()
+
+    def restore(self, state, seq_len: int) -> None:
+        self.stream.restore(state)
+        self.seq_len = seq_len
+
 
 class ShuffledRows:
     """`DATA_ORDER=shuffled`: fixed slots of every shard in a seeded permutation per pass
@@ -114,19 +126,30 @@ class ShuffledRows:
     r-th n."""
 
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, seed: int):
-        self.files, self.seq_len, self.rank, self.world_size, self.seed = files, seq_len, rank, world_size, seed
+        self.files, self.rank, self.world_size, self.seed = files, rank, world_size, seed
         self.shards = [open_shard(f) for f in files]
-        lengths = [len(t) for t in self.shards]
-        per_shard = slots_per_shard(lengths, seq_len)
-        self.shard_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self.first_slot = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(np.int64)
-        self.num_slots = int(per_shard.sum())
-        if self.num_slots < world_size:
-            raise DataError(f"DATA_ORDER=shuffled: the training shards hold {self.num_slots} whole sequences of "
-                            f"{seq_len + 1} tokens, fewer than the {world_size} ranks")
-        self.passes, self.cursor = 0, 0
-        self.order = slot_order(self.num_slots, seed, 0)
+        self.lengths = [len(t) for t in self.shards]
+        self.shard_start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.last_slots = np.zeros(0, dtype=np.int64)
+        self.restore((0, 0), seq_len)
+
+    def state(self) -> tuple[int, int]:
+        return self.passes, self.cursor
+
+    def restore(self, state: tuple[int, int], seq_len: int) -> None:
+        """Resume at a pass and position. Another seq_len cuts other slots, so it begins a new
+        permutation of them (the pass count goes on)."""
+        self.passes, self.cursor = state
+        if getattr(self, "seq_len", None) != seq_len:
+            self.seq_len = seq_len
+            per_shard = slots_per_shard(self.lengths, seq_len)
+            self.first_slot = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(np.int64)
+            self.num_slots = int(per_shard.sum())
+            if self.num_slots < self.world_size:
+                raise DataError(f"DATA_ORDER=shuffled: the training shards hold {self.num_slots} whole sequences of "
+                                f"{seq_len + 1} tokens, fewer than the {self.world_size} ranks")
+            self.cursor = 0
+        self.order = slot_order(self.num_slots, self.seed, self.passes)
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         parts, need = [], self.world_size * n
@@ -165,6 +188,7 @@ class Block:
     domain_counts: np.ndarray | None
     passes_done: int               # wrap-arounds of the stream when this block was read
     tokens_consumed: int           # tokens of the stream read so far, every rank's share included
+    state_after: tuple             # the rows reader's state after this block: where to resume
 
 
 @functools.lru_cache(maxsize=4)
@@ -211,14 +235,18 @@ class WindowStats:
 
 
 class BatchSource:
+    """The data path for one rank. The shape (sequence length, sequences per micro-batch) may
+    change between micro-batches (`set_shape`): what was read ahead for the old shape is put
+    back, the stream resumes right after the last batch taken, and with `carry` the waiting
+    sequences, cut for the old shape, are dropped and counted as discarded."""
+
     def __init__(self, files: list[Path], *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
                  vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
                  seed: int = 0, read_ahead: int = 4):
         if order not in DATA_ORDERS:
             raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
-        self.seq_len, self.keep, self.rank, self.world_size = seq_len, batch_seqs, rank, world_size
+        self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
         self.vocab_size, self.device, self.config, self.order = vocab_size, torch.device(device), config, order
-        self.pool_size = config.pool_size(batch_seqs)
         self.files = list(files)
         lengths = [shard_token_count(f) for f in self.files]
         self.total_tokens = sum(lengths)
@@ -227,9 +255,10 @@ class BatchSource:
         self.domain_index = DomainIndex.from_shards(self.files, lengths)
         self.domain_names = self.domain_index.names if self.domain_index else ()
         self.score = self._bind_score() if config.enabled else None
-        self.pool = Pool(config.pool, batch_seqs) if config.enabled else None
         self.stats = WindowStats(self.device, len(self.domain_names)) if config.enabled else None
-        self.micro_batches = self.sequences_read = 0
+        self.micro_batches = 0
+        self.counts = dict(sequences_read=0, sequences_trained=0, sequences_pooled=0, sequences_dropped=0,
+                           tokens_read=0, tokens_trained=0, tokens_dropped=0)
         self.wraps_reached = 0     # wrap-arounds in the batches the trainer has taken
         self.tokens_consumed = 0   # of the stream, every rank's share, in the batches taken
         self._wraps_told = 0
@@ -242,11 +271,9 @@ class BatchSource:
         self.mix_windows: list[dict] = []
         zeros = np.zeros(len(self.domain_names), dtype=np.int64)
         self._read_domains, self._window_read_domains, self._trained_domains = zeros, zeros.copy(), zeros.copy()
-        self._window_micro, self._window_read, self._window_wait_ms, self._window_steps_from = 0, 0, 0.0, 0
-        self._queue: queue.Queue = queue.Queue(maxsize=read_ahead)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read_ahead, name="batch-read-ahead", daemon=True)
-        self._thread.start()
+        self._window = dict(micro=0, trained=0, pooled=0, wait_ms=0.0, step=0)
+        self._thread = None
+        self._start(seq_len, batch_seqs, self.rows.state())
 
     def _bind_score(self):
         score = SCORES[self.config.score]
@@ -255,14 +282,37 @@ class BatchSource:
             score = functools.partial(score, surprisal=surprisal.to(self.device))
         return score
 
-    # ------------------------------------------------------------ background thread
-    def _read_ahead(self) -> None:
+    # ------------------------------------------------------------ shape and the read-ahead thread
+    def _start(self, seq_len: int, batch_seqs: int, state) -> None:
+        self.seq_len, self.keep = seq_len, batch_seqs
+        self.pool_size = self.config.pool_size(batch_seqs)
+        self.pool = Pool(self.config.pool, batch_seqs) if self.config.enabled else None
+        self.rows.restore(state, seq_len)
+        self._resume = state  # where the stream goes on after the last batch taken
+        self._queue: queue.Queue = queue.Queue(maxsize=self.read_ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read_ahead, name="batch-read-ahead", daemon=True,
+                                        args=(seq_len, batch_seqs, self.pool_size, self._queue, self._stop))
+        self._thread.start()
+
+    def set_shape(self, seq_len: int, batch_seqs: int) -> None:
+        """The next micro-batches' shape; nothing happens when it is the current one."""
+        if (seq_len, batch_seqs) == (self.seq_len, self.keep):
+            return
+        self.close(wait=True)  # the reader's state is restored next: its thread must be gone
+        if self.pool is not None and self.pool.waiting is not None:
+            dropped = self.pool.waiting.rows.size(0)
+            self.counts["sequences_dropped"] += dropped
+            self.counts["tokens_dropped"] += dropped * self.seq_len
+        self._start(seq_len, batch_seqs, self._resume)
+
+    def _read_ahead(self, seq_len: int, keep: int, pool_size: int, out: queue.Queue, stop: threading.Event) -> None:
         pin = self.device.type == "cuda"
-        middle = (self.seq_len + 1) // 2
+        middle = (seq_len + 1) // 2
         carry = self.config.enabled and self.config.pool == "carry"
         try:
-            n = self.pool_size  # with carry, later pools are the waiting rows plus `keep` fresh ones
-            while not self._stop.is_set():
+            n = pool_size  # with carry, later pools are the waiting rows plus `keep` fresh ones
+            while not stop.is_set():
                 cpu0 = time.thread_time()
                 rows, positions = self.rows.take(n)
                 if rows.size and int(rows.max()) >= self.vocab_size:  # off the critical path, and cheap
@@ -276,15 +326,17 @@ class BatchSource:
                 if pin:
                     host = host.pin_memory()
                 self.reader_cpu_ms += 1000.0 * (time.thread_time() - cpu0)
-                self._put(Block(host, positions, domains, counts, self.rows.passes_done, self.rows.tokens_consumed))
-                n = self.keep if carry else self.pool_size
+                self._put(out, stop, Block(host, positions, domains, counts, self.rows.passes_done,
+                                           self.rows.tokens_consumed, self.rows.state()))
+                n = keep if carry else pool_size
         except BaseException as e:  # handed to the training loop, which re-raises it
-            self._put(e)
+            self._put(out, stop, e)
 
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
+    @staticmethod
+    def _put(out: queue.Queue, stop: threading.Event, item) -> None:
+        while not stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                out.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -299,10 +351,15 @@ class BatchSource:
             raise block
         if isinstance(block, BaseException):
             raise RuntimeError(f"batch read-ahead failed: {block}") from block
+        self._resume = block.state_after
         if len(self.read_positions) < 64:
             self.read_positions.append(block.positions)
         self.micro_batches += 1
-        self.sequences_read += len(block.positions)
+        c, n = self.counts, len(block.positions)
+        c["sequences_read"] += n
+        c["tokens_read"] += n * self.seq_len
+        c["sequences_trained"] += self.keep
+        c["tokens_trained"] += self.keep * self.seq_len
         self.wraps_reached, self.tokens_consumed = block.passes_done, block.tokens_consumed
         if block.domain_counts is not None:
             self._read_domains += block.domain_counts
@@ -321,6 +378,7 @@ class BatchSource:
         domains = None if block.domains is None else block.domains.to(self.device, non_blocking=True)
         kept, pool = self.pool.choose(Pooled(rows, self.score(rows, self.vocab_size), read_at, domains),
                                       self.last_target)
+        self.counts["sequences_pooled"] += pool.rows.size(0)  # a host number: the sizes are known
         self.stats.add(kept, pool, self.micro_batches)
         return kept.rows
 
@@ -334,9 +392,11 @@ class BatchSource:
     def _close_window(self, step: int) -> dict:
         """The window since the last log line, on the host, added to the run's totals. Reading
         the device statistics is the only host synchronisation the curriculum makes, and only here."""
-        micro, self._window_micro = self.micro_batches - self._window_micro, self.micro_batches
-        read, self._window_read = self.sequences_read - self._window_read, self.sequences_read
-        window = dict(micro_batches=micro, read=read)
+        c, w = self.counts, self._window
+        micro, trained, pooled = (self.micro_batches - w["micro"], c["sequences_trained"] - w["trained"],
+                                  c["sequences_pooled"] - w["pooled"])
+        w.update(micro=self.micro_batches, trained=c["sequences_trained"], pooled=c["sequences_pooled"])
+        window = dict(micro_batches=micro)
         if self.stats is not None and micro:
             acc, kept_domains = self.stats.read()
             kept_sum, pool_sum, wait_sum, neg_min, kept_max, wait_max = acc
@@ -344,9 +404,8 @@ class BatchSource:
             t.update(kept_sum=t["kept_sum"] + kept_sum, pool_sum=t["pool_sum"] + pool_sum, wait_sum=t["wait_sum"] + wait_sum,
                      kept_min=min(t["kept_min"], -neg_min), kept_max=max(t["kept_max"], kept_max),
                      wait_max=max(t["wait_max"], wait_max))
-            window |= dict(kept_mean=kept_sum / (micro * self.keep), kept_min=-neg_min, kept_max=kept_max,
-                           pool_mean=pool_sum / (micro * self.pool_size), wait_mean=wait_sum / (micro * self.keep),
-                           wait_max=wait_max)
+            window |= dict(kept_mean=kept_sum / trained, kept_min=-neg_min, kept_max=kept_max,
+                           pool_mean=pool_sum / pooled, wait_mean=wait_sum / trained, wait_max=wait_max)
             if kept_domains is not None:
                 self._trained_domains += kept_domains
                 window["trained_domains"] = kept_domains
@@ -361,9 +420,9 @@ class BatchSource:
 
     def log_line(self, step: int, progress: float) -> str:
         """One line about the steps since the last call."""
-        steps = max(step - self._window_steps_from, 1)
-        wait = (self.data_wait_ms - self._window_wait_ms) / steps
-        self._window_steps_from, self._window_wait_ms = step, self.data_wait_ms
+        steps = max(step - self._window["step"], 1)
+        wait = (self.data_wait_ms - self._window["wait_ms"]) / steps
+        self._window.update(step=step, wait_ms=self.data_wait_ms)
         w = self._close_window(step)
         mix = ""
         if self.domain_names:
@@ -383,17 +442,19 @@ class BatchSource:
 
     def summary(self, steps: int) -> dict:
         """Totals for the run's JSON summary (reads any statistics not yet logged). Every
-        sequence read was trained on, or discarded (`fresh`), or is still waiting (`carry`)."""
+        sequence read was trained on, or discarded (`fresh`, or `carry`'s waiting set at a
+        shape change), or is still waiting (`carry`)."""
         self._close_window(steps)
-        trained = self.micro_batches * self.keep
-        left = self.sequences_read - trained
+        c = self.counts
         carry = self.config.enabled and self.config.pool == "carry"
+        waiting = c["sequences_read"] - c["sequences_trained"] - c["sequences_dropped"] if carry else 0
+        discarded = c["sequences_read"] - c["sequences_trained"] - waiting
         out = dict(data_order=self.order, pool=self.config.pool if self.config.enabled else None,
                    micro_batches=self.micro_batches, pool_size=self.pool_size, batch_seqs=self.keep,
-                   sequences_read=self.sequences_read, sequences_trained=trained,
-                   sequences_discarded=0 if carry else left, sequences_waiting=left if carry else 0,
-                   tokens_read=self.sequences_read * self.seq_len, tokens_trained=trained * self.seq_len,
-                   tokens_discarded=0 if carry else left * self.seq_len,
+                   sequences_read=c["sequences_read"], sequences_trained=c["sequences_trained"],
+                   sequences_discarded=discarded, sequences_waiting=waiting,
+                   tokens_read=c["tokens_read"], tokens_trained=c["tokens_trained"],
+                   tokens_discarded=(c["tokens_dropped"] if carry else c["tokens_read"] - c["tokens_trained"]),
                    stream_tokens=self.total_tokens, stream_wraps=self.wraps_reached,
                    stream_passes_begun=self.wraps_reached + 1,
                    passes_read=round(self.tokens_consumed / max(self.total_tokens, 1), 6),
@@ -403,10 +464,10 @@ class BatchSource:
                    first_rows=[p.tolist() for p in self.read_positions[:8]], row_tokens=self.seq_len + 1)
         if self.stats is not None and self.micro_batches:
             t = self.totals
-            out |= dict(kept_score_mean=t["kept_sum"] / trained, kept_score_min=t["kept_min"],
-                        kept_score_max=t["kept_max"], pool_score_mean=t["pool_sum"] / (self.micro_batches * self.pool_size))
+            out |= dict(kept_score_mean=t["kept_sum"] / c["sequences_trained"], kept_score_min=t["kept_min"],
+                        kept_score_max=t["kept_max"], pool_score_mean=t["pool_sum"] / c["sequences_pooled"])
             if carry:
-                out |= dict(wait_mean=t["wait_sum"] / trained, wait_max=t["wait_max"])
+                out |= dict(wait_mean=t["wait_sum"] / c["sequences_trained"], wait_max=t["wait_max"])
         if self.domain_names:
             out |= dict(domain_names=list(self.domain_names), read_domain_counts=self._read_domains.tolist(),
                         trained_domain_counts=self._trained_domains.tolist(), mix_windows=self.mix_windows)
@@ -414,11 +475,12 @@ class BatchSource:
             out["unigram_counts_from_tokens"] = self.counted_tokens
         return out
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the read-ahead thread (what it read ahead is dropped)."""
         self._stop.set()
         while True:  # unblock a producer waiting on a full queue
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=None if wait else 5)

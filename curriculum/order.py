@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+DATA_ORDERS = ("sequential", "shuffled")
+
 
 def slots_per_shard(lengths: list[int], seq_len: int) -> np.ndarray:
     """Whole slots of seq_len + 1 tokens (overlapping by one, like rows) in each shard."""

@@ -147,4 +147,4 @@ def test_bad_files_are_named_once_each(tmp_path):
         "left out",
         "manifest.json: not a train_gpt.py run summary (no run_id, settings, roundtrip_val_loss, roundtrip_val_bpb); "
         "left out",
-        "crashed.txt: a log without a summary (the run crashed or is still running); left out"]
+        "crashed.txt: a log without a summary or a final_*_roundtrip_exact line (the run crashed or is still running); left out"]

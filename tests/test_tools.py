@@ -44,9 +44,12 @@ def test_paired_bench_takes_turns_between_the_arms_on_one_model(dataset):
 
 
 def test_step_breakdown_splits_each_step_into_its_parts(dataset):
-    parts = bench.bench_step_breakdown(tiny_settings(dataset), blocks=1, steps_per_block=2)
+    parts = bench.bench_step_breakdown(tiny_settings(dataset), blocks=2, steps_per_block=2)
     for arm in bench.ARMS:
         p = parts[arm]
+        if arm != "baseline":
+            r = p["step_vs_baseline"]
+            assert r["ratio_ci95"][0] <= r["ratio"] <= r["ratio_ci95"][1]
         assert p["step_ms"] == pytest.approx(p["batch_ms"] + p["rest_ms"]) and p["batch_ms"] > 0 and p["rest_ms"] > 0
         assert p["reader_cpu_ms"] > 0
 

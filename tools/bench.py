@@ -18,13 +18,15 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    time in next_batch (waiting, scoring, selection) and the rest (forward, backward, optimiser),
    beside the CPU time the read-ahead thread used. The model's work is the same in every arm, so
    a difference in the rest is interference (the reader competing for cores, cache, memory).
+   With --replay, also: recorded baseline and curriculum batches replayed with no loader alive,
+   which tells whether the kept sequences' content makes the model's step slower.
 6. Evaluation: one pass over the validation split with the CPU configuration's model, for
    non-overlapping windows and sliding windows at strides 128 and 64, as ratios to the first.
 7. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
    the arms interleaved so drift hits all: step time, time blocked waiting for data, the
    reader's CPU time, peak memory.
 
-    python -m tools.bench [--pairs 60] [--blocks 6] [--steps 60] [--repeats 2] [--skip-trainer]
+    python -m tools.bench [--pairs 60] [--blocks 6] [--steps 60] [--repeats 2] [--skip-trainer] [--replay]
 """
 from __future__ import annotations
 
@@ -236,7 +238,41 @@ def bench_step_breakdown(s: tg.Settings, blocks: int, steps_per_block: int = 10)
                     p["reader_cpu_ms"].append((source.source.reader_cpu_ms - cpu0) / n)
             finally:
                 source.source.close()
-    return {arm: {k: statistics.mean(v) for k, v in p.items()} for arm, p in parts.items()}
+    out = {arm: {k: statistics.mean(v) for k, v in p.items()} for arm, p in parts.items()}
+    for arm in ARMS[1:]:  # blocks of one round ran minutes apart at most: pair them, as drift is large
+        out[arm]["step_vs_baseline"] = geometric_ratio(parts[arm]["step_ms"], parts["baseline"]["step_ms"])
+    return out
+
+
+class Replay:
+    """A loader that hands out batches recorded earlier, in turn: the model's step alone."""
+
+    def __init__(self, batches: list):
+        self.batches, self.i = batches, 0
+
+    def next_batch(self, progress: float, warmdown_start: float = 1.0):
+        self.i += 1
+        return self.batches[(self.i - 1) % len(self.batches)]
+
+
+def bench_replay(s: tg.Settings, blocks: int) -> dict:
+    """The baseline's and the curriculum's batches, recorded, then replayed with no loader alive:
+    does the model step slower on the sequences the curriculum keeps (their content)?"""
+    m = StepModel(s)
+    recorded = {}
+    for arm in ("baseline", "fresh"):
+        source = make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, m.device)
+        recorded[arm] = [source.next_batch(k / 40) for k in range(40)]
+        source.close()
+    times: dict[str, list[float]] = {arm: [] for arm in recorded}
+    for b in range(blocks + 1):
+        for arm in (("baseline", "fresh") if b % 2 == 0 else ("fresh", "baseline")):
+            replay = Replay(recorded[arm])
+            block = [m.step(replay, 0.5) for _ in range(10)]
+            if b:
+                times[arm].append(statistics.mean(block))
+    return dict(ms={arm: statistics.mean(t) for arm, t in times.items()},
+                fresh_vs_baseline=geometric_ratio(times["fresh"], times["baseline"]))
 
 
 def bench_eval_strides(s: tg.Settings) -> list[dict]:
@@ -286,6 +322,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pairs", type=int, default=60, help="rounds of one step per arm in one process")
     ap.add_argument("--blocks", type=int, default=6, help="blocks of 10 steps per arm for the breakdown")
     ap.add_argument("--skip-trainer", action="store_true")
+    ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -326,8 +363,18 @@ def main(argv=None) -> None:
     for arm, p in parts.items():
         diff = "" if arm == "baseline" else (
             f"   step {p['step_ms'] - base['step_ms']:+.2f} = next_batch {p['batch_ms'] - base['batch_ms']:+.2f}"
-            f" + rest {p['rest_ms'] - base['rest_ms']:+.2f}; reader {p['reader_cpu_ms'] - base['reader_cpu_ms']:+.2f}")
+            f" + rest {p['rest_ms'] - base['rest_ms']:+.2f}; reader {p['reader_cpu_ms'] - base['reader_cpu_ms']:+.2f}; "
+            f"step ratio {p['step_vs_baseline']['ratio']:.3f} [{p['step_vs_baseline']['ratio_ci95'][0]:.3f}, "
+            f"{p['step_vs_baseline']['ratio_ci95'][1]:.3f}]")
         print(f"  {arm:<9}{p['step_ms']:9.2f}{p['batch_ms']:12.3f}{p['rest_ms']:10.2f}{p['reader_cpu_ms']:12.3f}{diff}")
+    print("  (the model's work is the same in every arm: a difference in the rest outside its CI would be "
+          "interference; next_batch and the reader's CPU time are the curriculum's own cost)")
+    if args.replay:
+        print(f"== recorded batches replayed with no loader alive, {args.blocks} blocks of 10 steps per arm (mean ms per step)")
+        replay = report["replay"] = bench_replay(s, args.blocks)
+        r = replay["fresh_vs_baseline"]
+        print(f"  baseline's batches {replay['ms']['baseline']:.2f}  the curriculum's {replay['ms']['fresh']:.2f}  "
+              f"ratio {r['ratio']:.3f} [{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]")
     print(f"== evaluation of the validation split, configs/cpu.env's model (seconds per pass)")
     report["eval_strides"] = bench_eval_strides(s)
     for row in report["eval_strides"]:

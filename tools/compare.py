@@ -220,8 +220,12 @@ def provenance_block(arms: list[Arm]) -> list[str]:
                 seen.append(v)
         return ", ".join(str(v) for v in seen)
     started = sorted(str(r.provenance.get("started_utc")) for r in runs if r.provenance.get("started_utc"))
+    plain = sum(bool(r.summary.get("plain_log")) for r in runs)
     return [
         f"- mode: {mode_line(arms)}",
+        f"- logs: {len(runs) - plain} train_gpt.py summaries, {plain} plain challenge logs"
+        + (" (a plain challenge log gives settings from its logged environment and its script's hash as the code; "
+           "no device, torch or data fingerprints)" if plain else ""),
         f"- seeds: {values(lambda r: r.seed)}",
         f"- code (sha256 of train_gpt.py + curriculum/): {values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}",
         f"- git commit: {values(lambda r: r.provenance.get('git_commit') or 'unknown')}",
@@ -289,7 +293,8 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("logs", type=Path, help="folder of train_gpt.py logs (*.json summaries, *.txt logs)")
+    ap.add_argument("logs", type=Path, help="folder of train_gpt.py logs (*.json summaries, *.txt logs) or of plain "
+                                            "challenge-format logs from any script")
     ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: the logs folder)")
     ap.add_argument("--unpaired", action="store_true", help="Welch's test over all runs instead of pairing by seed")
     args = ap.parse_args(argv)

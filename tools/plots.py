@@ -86,8 +86,10 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
                                marker="o", ms=3, alpha=0.7, label=label)
                 by_time.plot([t for _, t, _ in curve], [b for _, _, b in curve], color=colour, lw=0.8, marker="o",
                              ms=3, alpha=0.7)
-            by_tokens.scatter([r.summary["tokens_seen"] / 1e6], [r.summary["roundtrip_val_bpb"]], marker="*", s=70,
-                              color=colour, zorder=3, label="round-trip score (the test's)" if a is arms[0] and k == 0 else None)
+            if "tokens_seen" in r.summary:  # a plain challenge log does not say
+                by_tokens.scatter([r.summary["tokens_seen"] / 1e6], [r.summary["roundtrip_val_bpb"]], marker="*", s=70,
+                                  color=colour, zorder=3,
+                                  label="round-trip score (the test's)" if a is arms[0] and k == 0 else None)
             by_time.scatter([r.summary.get("train_time_ms", 0) / 1000], [r.summary["roundtrip_val_bpb"]], marker="*",
                             s=70, color=colour, zorder=3)
     by_tokens.set(xlabel="training tokens (millions)", ylabel="val_bpb", title="val_bpb against tokens (each seed)")
@@ -113,7 +115,7 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     each_seed(ax, lambda r: [(s, ms) for s, ms in step_times(r) if s > SPIKE_STEPS],
-              lambda a: f"{a.name}: step_avg {statistics.fmean(x.summary['step_avg_ms'] for x in a.runs):.1f} ms")
+              lambda a: f"{a.name}: step_avg {statistics.fmean(x.summary.get('step_avg_ms', 0) for x in a.runs):.1f} ms")
     ax.set_ylim(bottom=0)
     ax.set(xlabel="step", ylabel="ms per step (between train lines)",
            title=f"Step time (each seed; from 0, steps after {SPIKE_STEPS})")

@@ -1,6 +1,7 @@
 """Runs and arms: what train_gpt.py left in a folder, and which runs may be pooled.
 
-A run is one JSON summary (with its text log for the curves). An arm is the runs whose
+A run is one JSON summary (with its text log for the curves), or a plain text log of the
+challenge's format from anyone's script (`challenge_log_summary`). An arm is the runs whose
 *canonical* settings are equal: the settings as they change the result, plus what the run
 actually ran on (code, torch, device, data). Canonical means:
 - settings that cannot change the result are dropped: the run's own name and seed, log and
@@ -14,8 +15,10 @@ actually ran on (code, torch, device, data). Canonical means:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +118,52 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
             continue
         runs.append(run)
     for log in sorted(folder.glob("*.txt")):
-        if log.stem not in named:
-            problems.append(f"{log.name}: a log without a summary (the run crashed or is still running); left out")
+        if log.stem in named:
+            continue
+        text = log.read_text(errors="replace")
+        summary = challenge_log_summary(text, log.stem)
+        if summary is None:
+            problems.append(f"{log.name}: a log without a summary or a final_*_roundtrip_exact line (the run crashed "
+                            f"or is still running); left out")
+        else:
+            runs.append(Run(log, summary, text))
     if not runs:
         raise CompareError(f"{folder}: no usable run summaries (*.json written by train_gpt.py at the end of a run)"
                            + (": " + "; ".join(failed + problems) if failed or problems else ""))
     return runs, failed, problems
+
+
+ENV_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$", re.M)
+FINAL_EXACT = re.compile(r"^final_\w+_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)", re.M)
+VAL_STEP = re.compile(r"^step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)", re.M)
+TRAIN_STEP = re.compile(r"^step:(\d+)/\d+ train_loss:\S+ train_time:(\d+)ms step_avg:(\S+)ms", re.M)
+
+
+def challenge_log_summary(text: str, name: str) -> dict | None:
+    """A run summary from a plain log of the challenge's format, written by any script: the
+    script's source, then the environment as KEY=VALUE lines, `step:` lines, and the
+    `final_<format>_roundtrip_exact` line (SPEC.md). The settings are the environment's values
+    of names this trainer knows (CURRICULUM* included); the code fingerprint is the sha256 of
+    the text before the first of them. None when the final line is missing."""
+    final = FINAL_EXACT.findall(text)
+    if not final:
+        return None
+    known = set(trainer_defaults())
+    env = [(m.start(), m.group(1), m.group(2)) for m in ENV_LINE.finditer(text)
+           if m.group(1) in known or m.group(1).startswith(CURRICULUM_PREFIX)]
+    settings = {k: v for _, k, v in env}
+    source = text[:env[0][0]].rstrip("\n") if env else ""
+    rt_loss, rt_bpb = final[-1]
+    vals, steps = VAL_STEP.findall(text), TRAIN_STEP.findall(text)
+    summary = dict(run_id=settings.get("RUN_ID", name), settings=settings, plain_log=True,
+                   roundtrip_val_loss=_number(rt_loss), roundtrip_val_bpb=_number(rt_bpb),
+                   val_loss=_number(vals[-1][1]) if vals else _number(rt_loss),
+                   val_bpb=_number(vals[-1][2]) if vals else _number(rt_bpb),
+                   provenance=dict(code_sha256=hashlib.sha256(source.encode()).hexdigest() if source else None))
+    if steps:
+        step, ms, avg = steps[-1]
+        summary |= dict(steps=int(step), train_time_ms=float(ms), step_avg_ms=float(avg))
+    return summary
 
 
 def finite(v) -> bool:

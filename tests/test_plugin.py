@@ -1,0 +1,205 @@
+"""curriculum/plugin.py: the challenge's loader interface, bit for bit with the curriculum off,
+in a training loop written the challenge's way, and tools.compare on that loop's plain logs."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import inspect
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+
+from curriculum import CurriculumConfig, open_shard, write_shard
+from curriculum.plugin import CurriculumSettingsError, CurriculumTokenLoader
+
+
+class ReferenceLoader:
+    """The challenge's DistributedTokenLoader as SPEC.md describes it, written independently:
+    the sorted shards in order, wrapping to the first after the last; each call takes
+    world_size x span tokens, span = global_tokens // (world_size x grad_accum) + 1."""
+
+    def __init__(self, pattern: str, rank: int, world_size: int):
+        self.files, self.rank, self.world_size = sorted(glob.glob(pattern)), rank, world_size
+        self.file, self.pos = 0, 0
+        self.tokens = self._load(0)
+
+    def _load(self, i: int) -> np.ndarray:
+        return np.fromfile(self.files[i], dtype="<u2", offset=1024)
+
+    def _take(self, n: int) -> np.ndarray:
+        out = []
+        while n:
+            if self.pos == len(self.tokens):
+                self.file = (self.file + 1) % len(self.files)
+                self.tokens, self.pos = self._load(self.file), 0
+                continue
+            k = min(n, len(self.tokens) - self.pos)
+            out.append(self.tokens[self.pos:self.pos + k])
+            self.pos, n = self.pos + k, n - k
+        return np.concatenate(out)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
+        span = global_tokens // (self.world_size * grad_accum_steps) + 1
+        chunk = self._take(span * self.world_size)
+        local = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))
+        return local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+
+
+@pytest.fixture
+def tiny_shards(dataset, tmp_path):
+    val = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(dataset["data_path"] + "/*val_*.bin"))])
+    start = 0
+    for i, n in enumerate([700, 13, 1500, 90]):  # boundary crossings and wrap-around within a few calls
+        write_shard(tmp_path / f"t_train_{i:06d}.bin", val[start:start + n])
+        start += n
+    return str(tmp_path / "t_train_*.bin")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for k in list(__import__("os").environ):
+        if k.startswith("CURRICULUM") or k in ("DATA_ORDER", "SEED", "VOCAB_SIZE"):
+            monkeypatch.delenv(k)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("accum", [1, 2, 4])
+def test_curriculum_off_is_the_challenges_loader_bit_for_bit(tiny_shards, clean_env, world, accum):
+    for rank in range(world):
+        ref, ours = ReferenceLoader(tiny_shards, rank, world), CurriculumTokenLoader(tiny_shards, rank, world, "cpu")
+        try:
+            for _ in range(40):
+                x_ref, y_ref = ref.next_batch(world * accum * 4 * 16, 16, accum)
+                x, y = ours.next_batch(world * accum * 4 * 16, 16, accum)
+                assert x.dtype == torch.int64 and torch.equal(x, x_ref) and torch.equal(y, y_ref)
+        finally:
+            ours.close()
+
+
+def test_shapes_may_change_between_calls_and_stay_bit_identical(tiny_shards, clean_env):
+    ref, ours = ReferenceLoader(tiny_shards, 1, 2), CurriculumTokenLoader(tiny_shards, 1, 2, "cpu")
+    shapes = [(1024, 16, 2), (1024, 16, 2), (2048, 32, 2), (512, 8, 1), (1024, 16, 2)] * 8  # (tokens, seq_len, accum)
+    try:
+        for tokens, seq_len, accum in shapes:
+            x_ref, y_ref = ref.next_batch(tokens, seq_len, accum)
+            x, y = ours.next_batch(tokens, seq_len, accum)
+            assert x.shape == (tokens // (2 * accum * seq_len), seq_len)
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    finally:
+        ours.close()
+
+
+@pytest.mark.parametrize("pool", ["fresh", "carry"])
+def test_with_the_curriculum_shapes_change_and_rows_come_from_the_stream(tiny_shards, clean_env, pool):
+    clean_env.setenv("CURRICULUM", "1")
+    clean_env.setenv("CURRICULUM_POOL", pool)
+    stream = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(tiny_shards))])
+    loader = CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    try:
+        for k, (tokens, seq_len) in enumerate([(128, 16), (128, 16), (256, 32), (128, 16)] * 3):
+            loader.set_progress(k / 12)
+            x, y = loader.next_batch(tokens, seq_len, 1)
+            assert x.shape == y.shape == (tokens // seq_len, seq_len) and torch.equal(x[:, 1:], y[:, :-1])
+            text = stream.tobytes() * 3
+            for row in torch.cat([x, y[:, -1:]], 1).numpy().astype("<u2"):
+                assert row.tobytes() in text  # a real row of the (wrapping) stream
+        s = loader.summary()
+    finally:
+        loader.close()
+    assert s["pool"] == pool and s["sequences_trained"] == 12 * 8  # 128 / 16 and 256 / 32 rows: 8 each call
+    if pool == "carry":  # each shape change drops the waiting set, counted as discarded
+        assert s["sequences_discarded"] > 0 and s["sequences_read"] == (s["sequences_trained"] + s["sequences_waiting"]
+                                                                       + s["sequences_discarded"])
+
+
+def test_invalid_settings_are_reported_together(tiny_shards, clean_env):
+    for k, v in dict(CURRICULUM="yes", CURRICULUM_SCHEDULE="zigzag", CURRICULUM_POOL="stale",
+                     CURRICULUM_OVERSAMPLE="0.5", DATA_ORDER="random").items():
+        clean_env.setenv(k, v)
+    with pytest.raises(CurriculumSettingsError) as err:
+        CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    for expected in ("CURRICULUM='yes': must be 0 or 1", "CURRICULUM_SCHEDULE='zigzag'", "CURRICULUM_POOL='stale'",
+                     "CURRICULUM_OVERSAMPLE=0.5", "DATA_ORDER='random': must be one of sequential, shuffled"):
+        assert expected in str(err.value)
+    with pytest.raises(CurriculumSettingsError, match="CURRICULUM_TARGET=2"):
+        CurriculumTokenLoader(tiny_shards, 0, 1, "cpu", config=CurriculumConfig(enabled=True, target=2.0))
+
+
+def test_close_ends_the_read_ahead_thread(tiny_shards, clean_env):
+    loader = CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    loader.next_batch(256, 16, 1)
+    thread = loader.source._thread
+    assert thread.is_alive()
+    loader.close()
+    assert not thread.is_alive()
+
+
+# ------------------------------------------------------------------ a challenge-style script
+
+def challenge_style_run(pattern: str, val_tokens: np.ndarray, tokenizer: str, log_path: Path, steps: int = 12):
+    """A training loop as the challenge's scripts write one: its own model and progress, the
+    loader called with the challenge's signature, the challenge's log lines."""
+    import os
+    lines = [inspect.getsource(challenge_style_run)]  # the log starts with the script, then the environment
+    lines += [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("CURRICULUM", "SEED", "RUN_ID"))]
+    torch.manual_seed(int(os.environ.get("SEED", "0")))
+    model = torch.nn.Sequential(torch.nn.Embedding(1024, 32), torch.nn.Linear(32, 1024))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    loader = CurriculumTokenLoader(pattern, 0, 1, torch.device("cpu"))
+    t0 = time.perf_counter()
+    for step in range(steps):
+        progress = step / steps  # what this script's warmdown would use
+        loader.set_progress(progress)
+        for g in opt.param_groups:
+            g["lr"] = 0.01 * min(1.0, (1 - progress) / 0.3)
+        x, y = loader.next_batch(2048, 32, 2)
+        loss = F.cross_entropy(model(x).view(-1, 1024), y.view(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ms = 1000 * (time.perf_counter() - t0)
+        lines.append(f"step:{step + 1}/{steps} train_loss:{loss.item():.4f} train_time:{ms:.0f}ms "
+                     f"step_avg:{ms / (step + 1):.2f}ms")
+    lines.append(loader.log_line(steps))
+    loader.close()
+    with torch.no_grad():
+        v = torch.from_numpy(val_tokens.astype(np.int64))
+        val_loss = F.cross_entropy(model(v[:-1]), v[1:]).item()
+    n_bytes = len(spm.SentencePieceProcessor(model_file=tokenizer).decode(val_tokens[1:].tolist()).encode())
+    val_bpb = val_loss / math.log(2) * (len(val_tokens) - 1) / n_bytes
+    lines.append(f"step:{steps}/{steps} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} train_time:{ms:.0f}ms "
+                 f"step_avg:{ms / steps:.2f}ms")
+    lines.append(f"final_int8_zlib_roundtrip val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} eval_time:1ms")
+    lines.append(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    log_path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_challenge_style_loop_trains_with_both_arms_and_compare_reads_its_plain_logs(dataset, clean_env, tmp_path):
+    from tools.compare import build_report
+
+    pattern = dataset["data_path"] + "/*train_*.bin"
+    val = np.asarray(open_shard(sorted(glob.glob(dataset["data_path"] + "/*val_*.bin"))[0]))[:4097].copy()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for seed in (1, 2, 3):
+        for arm in ("0", "1"):
+            clean_env.setenv("CURRICULUM", arm)
+            clean_env.setenv("SEED", str(seed))
+            clean_env.setenv("RUN_ID", f"arm{arm}_seed{seed}")
+            challenge_style_run(pattern, val, dataset["tokenizer"], logs / f"arm{arm}_seed{seed}.txt")
+    text = (logs / "arm1_seed1.txt").read_text()
+    assert "curriculum step:12 " in text and "data step:12 " in (logs / "arm0_seed1.txt").read_text()
+    report, comparisons = build_report(logs, tmp_path / "out")
+    c = comparisons[0]
+    assert len(comparisons) == 1 and c.overall.test == "paired t" and c.overall.n == (3, 3) and len(c.overall.per_seed) == 3
+    assert "baseline" in report and "curriculum unigram_entropy/v" in report
+    assert "plain challenge log" in report
+    code = hashlib.sha256(inspect.getsource(challenge_style_run).rstrip("\n").encode()).hexdigest()
+    assert code[:12] in report  # the script's source is the code both arms ran
