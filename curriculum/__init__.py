@@ -9,7 +9,7 @@ write the files.
 """
 from .config import CurriculumConfig
 from .domains import DomainIndex, write_sidecar
-from .loader import DATA_ORDERS, BatchSource, DataError, TokenStream
+from .loader import DATA_ORDERS, BatchSource, DataError, DataExhausted, Mixture, TokenStream
 from .pool import POOLS
 from .schedules import SCHEDULE_PARAMETERS, SCHEDULES, target_percentile, v_schedule
 from .scores import SCORES, unigram_entropy
@@ -18,7 +18,7 @@ from .shards import (ShardFormatError, open_shard, shard_token_count, shards_fin
                      write_shard)
 
 __all__ = [
-    "DATA_ORDERS", "POOLS", "DomainIndex", "split_window", "write_sidecar", "BatchSource", "CurriculumConfig", "DataError", "SCHEDULE_PARAMETERS", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
+    "DATA_ORDERS", "DataExhausted", "Mixture", "POOLS", "DomainIndex", "split_window", "write_sidecar", "BatchSource", "CurriculumConfig", "DataError", "SCHEDULE_PARAMETERS", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
     "open_shard", "select_window", "shard_token_count", "shards_fingerprint", "target_percentile", "unigram_entropy",
     "unigram_counts", "v_schedule", "window_start", "write_atomic", "write_shard",
 ]

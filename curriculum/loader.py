@@ -34,6 +34,7 @@ from torch import Tensor
 from .config import CurriculumConfig
 from .domains import DomainIndex, mix_text
 from .order import DATA_ORDERS, locate_slots, slot_order, slots_per_shard
+from .blend import blend, integer_weights, renormalised
 from .pool import Pool, Pooled
 from .schedules import target_percentile
 from .scores import NEEDS_UNIGRAM_COUNTS, SCORES, unigram_surprisal
@@ -93,13 +94,13 @@ class SequentialRows:
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int):
         self.stream, self.seq_len, self.rank, self.world_size = TokenStream(files), seq_len, rank, world_size
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, None]:
         """n rows [n, seq_len + 1] for this rank, and each row's stream position."""
         span = n * self.seq_len + 1
         start = self.stream.offset + self.rank * span
         local = self.stream.take(self.world_size * span)[self.rank * span:(self.rank + 1) * span]
         rows = np.lib.stride_tricks.sliding_window_view(local, self.seq_len + 1)[::self.seq_len]
-        return rows, start + self.seq_len * np.arange(n, dtype=np.int64)
+        return rows, start + self.seq_len * np.arange(n, dtype=np.int64), None
 
     @property
     def passes_done(self) -> int:
@@ -151,7 +152,7 @@ class ShuffledRows:
             self.cursor = 0
         self.order = slot_order(self.num_slots, self.seed, self.passes)
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, None]:
         parts, need = [], self.world_size * n
         while need:
             k = min(need, self.num_slots - self.cursor)
@@ -164,7 +165,7 @@ class ShuffledRows:
         shard, slot = locate_slots(self.last_slots, self.first_slot)
         L = self.seq_len
         rows = np.stack([self.shards[i][j * L:j * L + L + 1] for i, j in zip(shard.tolist(), slot.tolist())])
-        return rows, self.shard_start[shard] + L * slot
+        return rows, self.shard_start[shard] + L * slot, None
 
     @property
     def passes_done(self) -> int:
@@ -179,6 +180,108 @@ class ShuffledRows:
         return ", ".join(sorted({str(self.files[i]) for i in shard.tolist()}))
 
 
+class DataExhausted(Exception):
+    """Every dataset of the phase's mixture is used up (on_exhaust = "drop"): training ends here."""
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Named datasets blended by weight (a phase's `mixture`)."""
+    names: tuple[str, ...]
+    files: tuple[tuple[Path, ...], ...]
+    on_exhaust: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+class MixedRows:
+    """Several datasets blended row by row (curriculum/blend.py): each dataset is its own stream
+    of which each rank reads its disjoint part, and every rank computes the same sequence of
+    datasets. A dataset that would start over either wraps (a log line, a pass count) or, with
+    on_exhaust = "drop", leaves the mixture and the others' weights are re-normalised."""
+
+    def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int):
+        self.mixture, self.world_size = mixture, world_size
+        self.readers = [SequentialRows(list(files), seq_len, rank, world_size) for files in mixture.files]
+        self.totals = [sum(shard_token_count(f) for f in files) for files in mixture.files]
+        self.seq_len = seq_len
+        self.events: list[str] = []   # drops and wraps since the last block, for the log
+        self._set(list(mixture.weights), set(), None)
+
+    def _set(self, weights: list[float], dropped: set[int], credits: list[int] | None) -> None:
+        self.base_weights, self.dropped = weights, set(dropped)
+        self.weights = renormalised(weights, self.dropped)
+        self.ints = integer_weights(self.weights)
+        self.credits = list(credits) if credits is not None else [0] * len(weights)
+
+    def _left_in_pass(self, d: int) -> int:
+        stream = self.readers[d].stream
+        return self.totals[d] * (stream.wraps + 1) - stream.offset
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """n rows, their positions in their datasets' streams, and each row's dataset."""
+        while True:
+            if not any(self.ints):
+                raise DataExhausted("every dataset of the phase's mixture is used up (on_exhaust = \"drop\")")
+            picks, credits = blend(self.ints, self.credits, n)
+            wanted = {d: picks.count(d) for d in set(picks)}
+            out = [d for d, k in wanted.items() if self.mixture.on_exhaust[d] == "drop"
+                   and self.world_size * (k * self.seq_len + 1) > self._left_in_pass(d)]
+            if not out:
+                break
+            self._set(self.base_weights, self.dropped | set(out), None)
+            self.events += [f"drop dataset:{self.mixture.names[d]} (used up) mixture:" + ",".join(
+                f"{name}={w:.3f}" for name, w in zip(self.mixture.names, self.weights)) for d in sorted(out)]
+        self.credits = credits
+        parts = {}
+        for d, k in sorted(wanted.items()):
+            wraps = self.readers[d].passes_done
+            parts[d] = self.readers[d].take(k)
+            if self.readers[d].passes_done > wraps:
+                self.events.append(f"wrap dataset:{self.mixture.names[d]} pass:{self.readers[d].passes_done + 1}")
+        taken = {d: 0 for d in parts}
+        rows, positions = [], []
+        for d in picks:
+            rows.append(parts[d][0][taken[d]])
+            positions.append(parts[d][1][taken[d]])
+            taken[d] += 1
+        return np.stack(rows), np.asarray(positions, dtype=np.int64), np.asarray(picks, dtype=np.int64)
+
+    def new_events(self) -> list[str]:
+        events, self.events = self.events, []
+        return events
+
+    @property
+    def passes_done(self) -> int:
+        return 0  # each dataset's passes are in its own wrap lines and the summary
+
+    @property
+    def dataset_passes(self) -> list[int]:
+        return [r.passes_done + 1 for r in self.readers]
+
+    @property
+    def tokens_consumed(self) -> int:
+        return sum(r.tokens_consumed for r in self.readers)
+
+    def where(self) -> str:
+        return "; ".join(r.where() for r in self.readers)
+
+    def state(self):
+        return tuple(r.state() for r in self.readers), tuple(self.credits), frozenset(self.dropped), tuple(self.base_weights)
+
+    def restore(self, state, seq_len: int) -> None:
+        readers, credits, dropped, weights = state
+        for r, st in zip(self.readers, readers):
+            r.restore(st, seq_len)
+        self.seq_len = seq_len
+        self._set(list(weights), set(dropped), list(credits))
+
+    @staticmethod
+    def with_weights(state, weights: list[float]):
+        """The same streams under new weights (a new phase): the blend starts afresh."""
+        readers, _, dropped, _ = state
+        return readers, tuple(0 for _ in weights), dropped, tuple(weights)
+
+
 @dataclass
 class Block:
     """One micro-batch's fresh rows, as the read-ahead thread hands them over."""
@@ -189,6 +292,7 @@ class Block:
     passes_done: int               # wrap-arounds of the stream when this block was read
     tokens_consumed: int           # tokens of the stream read so far, every rank's share included
     state_after: tuple             # the rows reader's state after this block: where to resume
+    events: list                   # what the mixture did while reading it (drops, wraps), for the log
 
 
 @functools.lru_cache(maxsize=4)
@@ -240,22 +344,30 @@ class BatchSource:
     back, the stream resumes right after the last batch taken, and with `carry` the waiting
     sequences, cut for the old shape, are dropped and counted as discarded."""
 
-    def __init__(self, files: list[Path], *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
+    def __init__(self, files: list[Path] | None, *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
                  vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
-                 seed: int = 0, read_ahead: int = 4):
+                 seed: int = 0, read_ahead: int = 4, mixture: Mixture | None = None):
         if order not in DATA_ORDERS:
             raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
         self.vocab_size, self.device, self.config, self.order = vocab_size, torch.device(device), config, order
-        self.files = list(files)
-        lengths = [shard_token_count(f) for f in self.files]
-        self.total_tokens = sum(lengths)
-        self.rows = (ShuffledRows(self.files, seq_len, rank, world_size, seed) if order == "shuffled"
-                     else SequentialRows(self.files, seq_len, rank, world_size))
-        self.domain_index = DomainIndex.from_shards(self.files, lengths)
-        self.domain_names = self.domain_index.names if self.domain_index else ()
+        self.mixture = mixture
+        if mixture is not None:  # the phases' datasets, blended; each row's domain is its dataset
+            self.files = [f for files in mixture.files for f in files]
+            self.rows = MixedRows(mixture, seq_len, rank, world_size)
+            self.total_tokens = sum(self.rows.totals)
+            self.domain_index, self.domain_names = None, mixture.names
+        else:
+            self.files = list(files)
+            lengths = [shard_token_count(f) for f in self.files]
+            self.total_tokens = sum(lengths)
+            self.rows = (ShuffledRows(self.files, seq_len, rank, world_size, seed) if order == "shuffled"
+                         else SequentialRows(self.files, seq_len, rank, world_size))
+            self.domain_index = DomainIndex.from_shards(self.files, lengths)
+            self.domain_names = self.domain_index.names if self.domain_index else ()
         self.score = self._bind_score() if config.enabled else None
         self.stats = WindowStats(self.device, len(self.domain_names)) if config.enabled else None
+        self._events: list[str] = []
         self.micro_batches = 0
         self.counts = dict(sequences_read=0, sequences_trained=0, sequences_pooled=0, sequences_dropped=0,
                            tokens_read=0, tokens_trained=0, tokens_dropped=0)
@@ -297,14 +409,26 @@ class BatchSource:
 
     def set_shape(self, seq_len: int, batch_seqs: int) -> None:
         """The next micro-batches' shape; nothing happens when it is the current one."""
-        if (seq_len, batch_seqs) == (self.seq_len, self.keep):
+        self.reconfigure(seq_len, batch_seqs)
+
+    def reconfigure(self, seq_len: int, batch_seqs: int, config: CurriculumConfig | None = None,
+                    weights: list[float] | None = None) -> None:
+        """A new phase: its shape, its filter, its mixture's weights (each None: unchanged)."""
+        config = self.config if config is None else config
+        if (seq_len, batch_seqs, config) == (self.seq_len, self.keep, self.config) and weights is None:
             return
         self.close(wait=True)  # the reader's state is restored next: its thread must be gone
         if self.pool is not None and self.pool.waiting is not None:
             dropped = self.pool.waiting.rows.size(0)
             self.counts["sequences_dropped"] += dropped
             self.counts["tokens_dropped"] += dropped * self.seq_len
-        self._start(seq_len, batch_seqs, self._resume)
+        if config != self.config:
+            self.config = config
+            self.score = self._bind_score() if config.enabled else None
+            if config.enabled and self.stats is None:
+                self.stats = WindowStats(self.device, len(self.domain_names))
+        state = self._resume if weights is None else self.rows.with_weights(self._resume, weights)
+        self._start(seq_len, batch_seqs, state)
 
     def _read_ahead(self, seq_len: int, keep: int, pool_size: int, out: queue.Queue, stop: threading.Event) -> None:
         pin = self.device.type == "cuda"
@@ -314,20 +438,22 @@ class BatchSource:
             n = pool_size  # with carry, later pools are the waiting rows plus `keep` fresh ones
             while not stop.is_set():
                 cpu0 = time.thread_time()
-                rows, positions = self.rows.take(n)
+                rows, positions, ids = self.rows.take(n)
                 if rows.size and int(rows.max()) >= self.vocab_size:  # off the critical path, and cheap
                     raise DataError(f"the training stream holds token id {int(rows.max())} near position "
                                     f"{int(positions[0]):,} ({self.rows.where()}), but VOCAB_SIZE={self.vocab_size}")
                 host = torch.from_numpy(rows.astype(np.int32))
                 domains = counts = None
-                if self.domain_index is not None:
+                if ids is None and self.domain_index is not None:
                     ids = self.domain_index.domains_at(positions + middle)
+                if ids is not None:
                     domains, counts = torch.from_numpy(ids), np.bincount(ids, minlength=len(self.domain_names))
+                events = self.rows.new_events() if self.mixture is not None else []
                 if pin:
                     host = host.pin_memory()
                 self.reader_cpu_ms += 1000.0 * (time.thread_time() - cpu0)
                 self._put(out, stop, Block(host, positions, domains, counts, self.rows.passes_done,
-                                           self.rows.tokens_consumed, self.rows.state()))
+                                           self.rows.tokens_consumed, self.rows.state(), events))
                 n = keep if carry else pool_size
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(out, stop, e)
@@ -347,11 +473,12 @@ class BatchSource:
         t0 = time.perf_counter()
         block = self._queue.get()
         self.data_wait_ms += 1000.0 * (time.perf_counter() - t0)
-        if isinstance(block, DataError):
+        if isinstance(block, (DataError, DataExhausted)):
             raise block
         if isinstance(block, BaseException):
             raise RuntimeError(f"batch read-ahead failed: {block}") from block
         self._resume = block.state_after
+        self._events += block.events
         if len(self.read_positions) < 64:
             self.read_positions.append(block.positions)
         self.micro_batches += 1
@@ -389,6 +516,12 @@ class BatchSource:
         self._wraps_told = self.wraps_reached
         return fresh
 
+    def new_events(self) -> list[str]:
+        """What the mixture did (a dataset dropped or started over) in the batches taken since
+        the last call: the trainer logs each."""
+        events, self._events = self._events, []
+        return events
+
     def _close_window(self, step: int) -> dict:
         """The window since the last log line, on the host, added to the run's totals. Reading
         the device statistics is the only host synchronisation the curriculum makes, and only here."""
@@ -397,7 +530,7 @@ class BatchSource:
                                   c["sequences_pooled"] - w["pooled"])
         w.update(micro=self.micro_batches, trained=c["sequences_trained"], pooled=c["sequences_pooled"])
         window = dict(micro_batches=micro)
-        if self.stats is not None and micro:
+        if self.stats is not None and pooled:
             acc, kept_domains = self.stats.read()
             kept_sum, pool_sum, wait_sum, neg_min, kept_max, wait_max = acc
             t = self.totals
@@ -462,7 +595,7 @@ class BatchSource:
                    data_wait_ms_per_step=round(self.data_wait_ms / max(steps, 1), 4),
                    reader_cpu_ms_per_step=round(self.reader_cpu_ms / max(steps, 1), 4),
                    first_rows=[p.tolist() for p in self.read_positions[:8]], row_tokens=self.seq_len + 1)
-        if self.stats is not None and self.micro_batches:
+        if self.stats is not None and c["sequences_pooled"]:
             t = self.totals
             out |= dict(kept_score_mean=t["kept_sum"] / c["sequences_trained"], kept_score_min=t["kept_min"],
                         kept_score_max=t["kept_max"], pool_score_mean=t["pool_sum"] / c["sequences_pooled"])
@@ -473,6 +606,9 @@ class BatchSource:
                         trained_domain_counts=self._trained_domains.tolist(), mix_windows=self.mix_windows)
         if self.config.enabled and self.config.score in NEEDS_UNIGRAM_COUNTS:
             out["unigram_counts_from_tokens"] = self.counted_tokens
+        if self.mixture is not None:
+            out |= dict(dataset_passes_begun=dict(zip(self.mixture.names, self.rows.dataset_passes)),
+                        datasets_dropped=[self.mixture.names[d] for d in sorted(self.rows.dropped)])
         return out
 
     def close(self, wait: bool = False) -> None:
