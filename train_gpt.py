@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, shard_token_count,
-                        shards_fingerprint, write_atomic)
+from curriculum import (BatchSource, CurriculumConfig, DataError, DataExhausted, Mixture, ShardFormatError, open_shard,
+                        shard_token_count, shards_fingerprint, write_atomic)
 from curriculum.config import EnvReader, read_curriculum, read_data_order
+from curriculum.phases import PhasePlan, load_phases
 
 HERE = Path(__file__).resolve().parent
 
@@ -80,6 +81,8 @@ class Settings:
     # batch and schedule
     train_seq_len: int
     train_batch_tokens: int
+    train_tokens: int
+    phases: str
     grad_accum_steps: int
     iterations: int
     warmup_steps: int
@@ -179,6 +182,8 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         bigram_dim=e.env_int("BIGRAM_DIM", 128, minimum=1),
         train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
         train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
+        train_tokens=e.env_int("TRAIN_TOKENS", 0, minimum=0),
+        phases=e.env_str("CURRICULUM_PHASES", ""),
         grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 8 // world_size if 8 % world_size == 0 else 0, minimum=1),
         iterations=e.env_int("ITERATIONS", 20_000, minimum=1),
         warmup_steps=e.env_int("WARMUP_STEPS", 20, minimum=0),
@@ -278,6 +283,8 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
                       f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
+    if s.phases:
+        errors += check_phases(s)
     errors += check_log_dir(s.log_dir)
     if not os.path.isfile(s.tokenizer_path):
         errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
@@ -308,6 +315,50 @@ def check_log_dir(log_dir: str) -> list[str]:
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
     return []
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase as the loop runs it (CURRICULUM_PHASES; without it, one stage: the run)."""
+    name: str
+    seq_len: int
+    batch_tokens: int
+    micro_batch_seqs: int
+    weights: tuple[float, ...]      # over the plan's datasets, in their order
+    config: CurriculumConfig
+    end: tuple[str, float] | None   # ("until_progress", p), ("steps", n) or ("tokens", n); epochs become steps
+
+
+def plan_stages(s: Settings, plan: PhasePlan, dataset_tokens: dict[str, int]) -> list[Stage]:
+    """The phases with the run's defaults filled in and `epochs` of a dataset converted to steps:
+    epochs x the dataset's tokens / (its weight x the phase's batch tokens)."""
+    names = list(plan.datasets)
+    stages = []
+    for p in plan.phases:
+        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
+        end = p.end
+        if end and end[0] == "epochs":
+            end = ("steps", float(math.ceil(end[1] * dataset_tokens[p.epochs_of] / (p.mixture[p.epochs_of] * batch))))
+        stages.append(Stage(p.name, seq_len, batch, batch // (s.world_size * s.grad_accum_steps * seq_len),
+                            tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
+    return stages
+
+
+def check_phases(s: Settings) -> list[str]:
+    """The phases file and what it names: every problem, with its phase."""
+    plan, errors = load_phases(s.phases, s.curriculum)
+    if plan is None:
+        return errors
+    for d in plan.datasets.values():
+        if not glob.glob(d.files):
+            errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
+    for i, p in enumerate(plan.phases, 1):
+        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
+        per_micro = s.world_size * s.grad_accum_steps * seq_len
+        if per_micro and batch % per_micro:
+            errors.append(f"CURRICULUM_PHASES: phase {i} ({p.name}): batch_tokens={batch}: must be a multiple of "
+                          f"WORLD_SIZE x GRAD_ACCUM_STEPS x seq_len = {per_micro}")
+    return errors
 
 
 def check_val_sets(raw: str) -> list[str]:
@@ -636,19 +687,25 @@ def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Op
 # =============================================================================================
 
 
-def training_progress(s: Settings, step: int, elapsed_ms: float) -> float:
-    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap."""
+def training_progress(s: Settings, step: int, elapsed_ms: float, tokens: int = 0) -> float:
+    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap; with
+    TRAIN_TOKENS, the larger of that and the fraction of the token target trained on."""
     if s.max_wallclock_seconds > 0:
-        return min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
-    return min(step / s.iterations, 1.0)
+        progress = min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
+    else:
+        progress = min(step / s.iterations, 1.0)
+    return max(progress, min(tokens / s.train_tokens, 1.0)) if s.train_tokens else progress
 
 
 def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
     """How much of the progress the warmdown spans: WARMDOWN_ITERS steps, placed in time
-    at the mean step time measured so far when there is a cap."""
+    at the mean step time measured so far when there is a cap, or in tokens when TRAIN_TOKENS
+    ends the run before ITERATIONS would."""
     if s.max_wallclock_seconds > 0:
         step_ms = elapsed_ms / step if step > 0 else 0.0
         return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
+    if s.train_tokens and s.train_tokens < s.iterations * s.train_batch_tokens:
+        return s.warmdown_iters * s.train_batch_tokens / s.train_tokens
     return s.warmdown_iters / s.iterations
 
 
@@ -969,6 +1026,8 @@ class Job:
     model_compiled: nn.Module
     model: nn.Module
     optimizers: list
+    stages: list[Stage] | None = None   # CURRICULUM_PHASES, each phase as the loop runs it
+    mixture: Mixture | None = None      # the phases' datasets
     results: dict = field(default_factory=dict)
 
     def sync(self) -> None:
@@ -980,9 +1039,17 @@ class Job:
 
     def make_batches(self) -> BatchSource:
         s = self.s
+        if self.stages:
+            first = self.stages[0]
+            return BatchSource(None, mixture=self.mixture, seq_len=first.seq_len, batch_seqs=first.micro_batch_seqs,
+                               rank=s.rank, world_size=s.world_size, vocab_size=s.vocab_size, device=self.device,
+                               config=first.config, order=s.data_order, seed=s.seed)
         return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
                            order=s.data_order, seed=s.seed)
+
+    def enter(self, batches: BatchSource, stage: Stage) -> None:
+        batches.reconfigure(stage.seq_len, stage.micro_batch_seqs, stage.config, list(stage.weights))
 
 
 def set_up(started: float) -> Job:
@@ -1031,7 +1098,9 @@ def set_up(started: float) -> Job:
     log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
         f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)")
         + f", order {s.data_order}")
-    if s.max_wallclock_seconds == 0:
+    if s.phases:
+        log("data: CURRICULUM_PHASES names the datasets read; TRAIN_FILES is not read")
+    elif s.max_wallclock_seconds == 0:
         log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
     elif s.expected_step_ms > 0:
         steps = min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms))
@@ -1050,6 +1119,17 @@ def set_up(started: float) -> Job:
         f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
     job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
               model_compiled, model, optimizers)
+    if s.phases:
+        plan, _ = load_phases(s.phases, s.curriculum)
+        files = {n: tuple(Path(p) for p in sorted(glob.glob(d.files))) for n, d in plan.datasets.items()}
+        tokens = {n: sum(shard_token_count(p) for p in f) for n, f in files.items()}
+        job.stages = plan_stages(s, plan, tokens)
+        job.mixture = Mixture(tuple(plan.datasets), tuple(files.values()),
+                              tuple(d.on_exhaust for d in plan.datasets.values()), job.stages[0].weights)
+        log(f"phases: {s.phases} sha256 {plan.sha256[:16]}, {len(job.stages)} phases over datasets "
+            + ", ".join(f"{n} ({tokens[n]:,} tokens, on_exhaust {d.on_exhaust})" for n, d in plan.datasets.items())
+            + f"; the filter's schedule runs over the {plan.schedule_progress}")
+        job.results.update(phases_sha256=plan.sha256, schedule_progress=plan.schedule_progress)
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
@@ -1068,8 +1148,12 @@ def warm_up_and_undo(job: Job) -> None:
     initial_opts = [copy.deepcopy(o.state_dict()) for o in job.optimizers]
     batches = job.make_batches()
     t0 = time.perf_counter()
-    for _ in range(s.warmup_steps):
-        train_step(job.model, job.base_model, job.optimizers, s, batches, 0.0, 1.0, job.bf16)
+    stages = job.stages or [None]
+    for stage in stages:  # every phase's shapes compile here, before the clock starts
+        if stage is not None:
+            job.enter(batches, stage)
+        for _ in range(max(1, s.warmup_steps // len(stages))):
+            train_step(job.model, job.base_model, job.optimizers, s, batches, 0.0, 1.0, job.bf16)
     job.sync()
     batches.close()
     job.base_model.load_state_dict(initial_model)
@@ -1077,6 +1161,13 @@ def warm_up_and_undo(job: Job) -> None:
         opt.load_state_dict(state)
     job.log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, "
             f"weights and optimiser state restored")
+    job.results["graphs_compiled_in_warmup"] = compiled_graphs()
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built so far in this process (0 without compilation)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
 
 
 @dataclass
@@ -1086,17 +1177,90 @@ class Averaged:
     count: int = 0
 
 
+class PhaseTracker:
+    """Which phase the loop is in, when it ends, and what each phase did (CURRICULUM_PHASES)."""
+
+    def __init__(self, stages: list[Stage], log: Logger):
+        self.stages, self.log, self.i, self.done = stages, log, 0, []
+        self.start = dict(step=0, tokens=0, progress=0.0, ms=0.0)
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.i]
+
+    def begin(self, batches: BatchSource) -> None:
+        self.log_phase(batches, 0, 0)  # make_batches began with this phase
+        self.mix_at_start = batches.mix_totals()
+
+    def log_phase(self, batches: BatchSource, step: int, tokens: int) -> None:
+        st, names = self.stage, batches.domain_names
+        self.log(f"phase:{self.i + 1}/{len(self.stages)} name:{st.name} step:{step} tokens:{tokens:,} seq_len:{st.seq_len} "
+                 f"batch_tokens:{st.batch_tokens} mixture:" + ",".join(f"{n}={w:.2f}" for n, w in zip(names, st.weights))
+                 + f" curriculum:{int(st.config.enabled)}" + (f" ends:{st.end[0]}={st.end[1]:g}" if st.end else ""))
+
+    def ended(self, step: int, tokens: int, progress: float) -> bool:
+        end = self.stage.end
+        if end is None or self.i == len(self.stages) - 1:  # the last phase runs until the run ends
+            return False
+        kind, value = end
+        if kind == "until_progress":
+            return progress >= value
+        return (step - self.start["step"] if kind == "steps" else tokens - self.start["tokens"]) >= value
+
+    def local_progress(self, step: int, tokens: int, progress: float) -> float:
+        """How far through its own phase the run is, in [0, 1]."""
+        end, start = self.stage.end, self.start
+        if end is None or self.i == len(self.stages) - 1:
+            return min(max((progress - start["progress"]) / max(1.0 - start["progress"], 1e-9), 0.0), 1.0)
+        kind, value = end
+        done = (progress - start["progress"]) / max(value - start["progress"], 1e-9) if kind == "until_progress" else \
+            (step - start["step"] if kind == "steps" else tokens - start["tokens"]) / value
+        return min(max(done, 0.0), 1.0)
+
+    def progress_text(self, step: int, tokens: int, progress: float) -> str:
+        return f" phase:{self.i + 1}/{len(self.stages)} phase_progress:{self.local_progress(step, tokens, progress):.1%}"
+
+    def _record(self, batches: BatchSource, step: int, tokens: int, ms: float) -> None:
+        read, trained = batches.mix_totals()
+        names = list(batches.domain_names)
+        self.done.append(dict(
+            name=self.stage.name, steps=step - self.start["step"], tokens=tokens - self.start["tokens"],
+            time_ms=round(ms - self.start["ms"], 3), seq_len=self.stage.seq_len, batch_tokens=self.stage.batch_tokens,
+            read=dict(zip(names, (read - self.mix_at_start[0]).tolist())),
+            trained=dict(zip(names, (trained - self.mix_at_start[1]).tolist()))))
+        self.mix_at_start = (read, trained)
+
+    def advance_if_ended(self, batches: BatchSource, step: int, tokens: int, progress: float, ms: float) -> None:
+        while self.ended(step, tokens, progress):
+            self._record(batches, step, tokens, ms)
+            self.i += 1
+            self.start = dict(step=step, tokens=tokens, progress=progress, ms=ms)
+            self.log_phase(batches, step, tokens)
+            batches.reconfigure(self.stage.seq_len, self.stage.micro_batch_seqs, self.stage.config,
+                                list(self.stage.weights))
+
+    def finish(self, batches: BatchSource, step: int, tokens: int, ms: float) -> list[dict]:
+        self._record(batches, step, tokens, ms)
+        return self.done
+
+
 def train(job: Job) -> Averaged:
     """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
     s, log = job.s, job.log
     batches = job.make_batches()
+    phases = PhaseTracker(job.stages, log) if job.stages else None
     max_ms = 1000.0 * s.max_wallclock_seconds
     swa = Averaged()
-    training_ms, stop_after, step = 0.0, None, 0
+    training_ms, stop_after, step, tokens, recompiles, exhausted = 0.0, None, 0, 0, 0, False
+    log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
+        + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
+    if phases:
+        phases.begin(batches)
     job.sync()
     t0 = time.perf_counter()
     while True:
-        last = step == s.iterations or (stop_after is not None and step >= stop_after)
+        last = (step == s.iterations or (stop_after is not None and step >= stop_after)
+                or (s.train_tokens and tokens >= s.train_tokens))
         if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
             job.sync()
             training_ms += 1000.0 * (time.perf_counter() - t0)
@@ -1106,15 +1270,24 @@ def train(job: Job) -> Averaged:
             job.sync()
             t0 = time.perf_counter()
         if last:
-            if stop_after is not None and step < s.iterations:
+            if exhausted:
+                log(f"stopping: the training data is used up, step:{step}/{s.iterations}")
+            elif s.train_tokens and tokens >= s.train_tokens:
+                log(f"stopping: TRAIN_TOKENS={s.train_tokens:,} reached, {tokens:,} tokens at step {step}")
+            elif stop_after is not None and step < s.iterations:
                 log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
             break
 
         elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
-        progress = training_progress(s, step, elapsed_ms)
+        progress = training_progress(s, step, elapsed_ms, tokens)
+        schedule_progress = progress
+        if phases:
+            phases.advance_if_ended(batches, step, tokens, progress, elapsed_ms)
+            if job.results.get("schedule_progress") == "phase":
+                schedule_progress = phases.local_progress(step, tokens, progress)
         warmdown = warmdown_fraction(s, step, elapsed_ms)
         lr_mul = lr_multiplier(progress, warmdown)
-        if step == 10 and max_ms > 0:
+        if step == 10 and max_ms > 0 and not phases:
             steps = min(s.iterations, int(max_ms * step / elapsed_ms))
             log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
                 f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
@@ -1128,12 +1301,24 @@ def train(job: Job) -> Averaged:
                 g["lr"] = g["base_lr"] * lr_mul
                 if isinstance(opt, Muon):
                     g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
-        train_loss = train_step(job.model, job.base_model, job.optimizers, s, batches, progress,
-                                max(1.0 - warmdown, 0.0), job.bf16)
+        graphs = compiled_graphs()
+        try:
+            train_loss = train_step(job.model, job.base_model, job.optimizers, s, batches, schedule_progress,
+                                    max(1.0 - warmdown, 0.0), job.bf16)
+            recompiles += compiled_graphs() - graphs  # in the timed steps only: evaluation pauses the clock
+        except DataExhausted as e:  # a clean end: the partial step is undone, averaging and export follow
+            for opt in job.optimizers:
+                opt.zero_grad(set_to_none=True)
+            log(f"data: {e}; training ends at step {step}")
+            stop_after, exhausted = step, True
+            continue
         step += 1
+        tokens += phases.stage.batch_tokens if phases else s.train_batch_tokens
         for n in batches.new_wraps():
             log(f"data: wrap step:{step} pass:{n} the training stream started over from its first shard; "
                 f"from here on every token has been read before")
+        for event in batches.new_events():
+            log(f"data: {event} step:{step}")
 
         if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
             if swa.state is None:
@@ -1149,7 +1334,9 @@ def train(job: Job) -> Averaged:
                 dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
                 train_loss /= s.world_size
             log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
-                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
+                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "") if phases or s.train_tokens
+                   else "") + (phases.progress_text(step, tokens, progress) if phases else ""))
         if s.curriculum.log_every and step % s.curriculum.log_every == 0:
             log(batches.log_line(step, progress))
         if max_ms > 0:
@@ -1161,6 +1348,11 @@ def train(job: Job) -> Averaged:
             if reached and stop_after is None:
                 stop_after = step
 
+    if phases:
+        job.results["phases"] = phases.finish(batches, step, tokens, training_ms)
+    job.results["recompiles_after_warmup"] = recompiles
+    if s.torch_compile:
+        log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
     data = batches.summary(step)
     batches.close()
     rows = [None] * s.world_size
@@ -1172,7 +1364,7 @@ def train(job: Job) -> Averaged:
             f", {data['sequences_discarded']:,} discarded ({data['tokens_discarded']:,} tokens)" if data["sequences_discarded"] else "")
     log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step; rank 0 read {data['sequences_read']:,} sequences, trained on "
         f"{data['sequences_trained']:,}{left}; {data['passes_read']:.3f} passes over the training shards")
-    job.results.update(steps=step, tokens_seen=step * s.train_batch_tokens, train_time_ms=round(training_ms, 3),
+    job.results.update(steps=step, tokens_seen=tokens, train_time_ms=round(training_ms, 3),
                        step_avg_ms=round(training_ms / max(step, 1), 4),
                        stopped_early=stop_after is not None and step < s.iterations,
                        data=data | dict(rank_first_rows=rows))

@@ -221,7 +221,8 @@ class MixedRows:
         """n rows, their positions in their datasets' streams, and each row's dataset."""
         while True:
             if not any(self.ints):
-                raise DataExhausted("every dataset of the phase's mixture is used up (on_exhaust = \"drop\")")
+                dropped = ", ".join(self.mixture.names[d] for d in sorted(self.dropped))
+                raise DataExhausted(f"every dataset of the phase's mixture is used up (on_exhaust = \"drop\": {dropped})")
             picks, credits = blend(self.ints, self.credits, n)
             wanted = {d: picks.count(d) for d in set(picks)}
             out = [d for d, k in wanted.items() if self.mixture.on_exhaust[d] == "drop"
@@ -245,6 +246,11 @@ class MixedRows:
             positions.append(parts[d][1][taken[d]])
             taken[d] += 1
         return np.stack(rows), np.asarray(positions, dtype=np.int64), np.asarray(picks, dtype=np.int64)
+
+    def mix_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows read and trained per domain (or dataset) so far: a phase's share is the difference."""
+        self._close_window(self.micro_batches)
+        return self._read_domains.copy(), self._trained_domains.copy()
 
     def new_events(self) -> list[str]:
         events, self.events = self.events, []
@@ -515,6 +521,11 @@ class BatchSource:
         fresh = list(range(self._wraps_told + 2, self.wraps_reached + 2))
         self._wraps_told = self.wraps_reached
         return fresh
+
+    def mix_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows read and trained per domain (or dataset) so far: a phase's share is the difference."""
+        self._close_window(self.micro_batches)
+        return self._read_domains.copy(), self._trained_domains.copy()
 
     def new_events(self) -> list[str]:
         """What the mixture did (a dataset dropped or started over) in the batches taken since

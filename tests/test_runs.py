@@ -148,3 +148,16 @@ def test_bad_files_are_named_once_each(tmp_path):
         "manifest.json: not a train_gpt.py run summary (no run_id, settings, roundtrip_val_loss, roundtrip_val_bpb); "
         "left out",
         "crashed.txt: a log without a summary or a final_*_roundtrip_exact line (the run crashed or is still running); left out"]
+
+
+def test_phases_files_group_by_content_not_path(tmp_path):
+    runs = record_runs()
+    for stem in runs:  # every run used a phases file: the same content under two paths
+        runs[stem]["settings"]["CURRICULUM_PHASES"] = f"/somewhere/{stem}.toml"
+        runs[stem]["phases_sha256"] = "a" * 64
+    arms = arms_of(tmp_path, runs)
+    assert len(arms) == 2 and arms[0].canonical["phases"] == "a" * 64
+    assert rs.find_baseline(next(a for a in arms if not a.is_baseline), arms)[0] is not None
+    runs["c1-s1338"]["phases_sha256"] = "b" * 64  # other phases: another arm, never pooled
+    arms = arms_of(tmp_path / "b", runs)
+    assert len(arms) == 3 and any("phases bbbbbbbb" in a.name for a in arms)

@@ -457,3 +457,129 @@ def test_log_dir_must_be_a_writable_folder_or_creatable(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission sees it
     assert tg.check_log_dir(str(tmp_path / "new")) == [f"LOG_DIR='{tmp_path / 'new'}': {tmp_path} is not writable "
                                                        f"by this user"]
+
+
+# ----------------------------------------------------------------------------- phases (CURRICULUM_PHASES)
+
+def phases_file(tmp_path, text: str) -> str:
+    path = tmp_path / "phases.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def train_losses(env) -> list[str]:
+    return re.findall(r"^step:\d+/\d+ train_loss:(\S+)", (Path(env["LOG_DIR"]) / "run.txt").read_text(), re.M)
+
+
+def test_a_seq_len_phase_change_compiles_nothing_after_the_warmup(dataset, tmp_path):
+    mix = dataset["data_path"] + "/*train_*.bin"
+    path = phases_file(tmp_path, f'''
+[datasets.mix]
+files = "{mix}"
+[[phase]]
+name = "short"
+steps = 4
+seq_len = 32
+mixture = {{ mix = 1.0 }}
+[[phase]]
+name = "full"
+mixture = {{ mix = 1.0 }}
+''')
+    env = trainer_env(dataset, tmp_path, TORCH_COMPILE="1", ITERATIONS="8", CURRICULUM_PHASES=path, SWA_ENABLED="0")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert re.search(r"^phase:1/2 name:short step:0 tokens:0 seq_len:32 batch_tokens:2048 mixture:mix=1.00 curriculum:0 "
+                     r"ends:steps=4$", text, re.M)
+    assert re.search(r"^phase:2/2 name:full step:4 tokens:8,192 seq_len:64 batch_tokens:2048", text, re.M)
+    s = summary(env)
+    assert s["recompiles_after_warmup"] == 0 and s["tokens_seen"] == 8 * 2048
+    assert [(p["name"], p["steps"], p["tokens"], p["seq_len"]) for p in s["phases"]] == [
+        ("short", 4, 8192, 32), ("full", 4, 8192, 64)]
+    # every row trained on is counted in its phase: 2048 tokens a step over 32- then 64-token rows
+    assert s["phases"][0]["trained"] == {"mix": 4 * 2048 // 32} and s["phases"][1]["trained"] == {"mix": 4 * 2048 // 64}
+
+
+def test_phases_end_by_tokens_and_epochs_and_the_token_target_ends_the_run(dataset, tmp_path):
+    small = shards_folder(dataset, tmp_path, real_train_prefix(dataset, 10_000))
+    mix = dataset["data_path"] + "/*train_*.bin"
+    path = phases_file(tmp_path, f'''
+[datasets.mix]
+files = "{mix}"
+[datasets.small]
+files = "{small}/small_train_*.bin"
+[[phase]]
+name = "two steps"
+tokens = 4096
+mixture = {{ mix = 1.0 }}
+[[phase]]
+name = "one epoch of small"
+epochs = 1
+epochs_of = "small"
+mixture = {{ small = 1.0 }}
+[[phase]]
+name = "rest"
+mixture = {{ mix = 0.5, small = 0.5 }}
+''')
+    env = trainer_env(dataset, tmp_path, ITERATIONS="30", CURRICULUM_PHASES=path, TRAIN_TOKENS=str(10 * 2048),
+                      SWA_ENABLED="0", WARMUP_STEPS="3")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    # 4096 tokens = 2 steps; one epoch of 10,000 tokens at 2048 a step = ceil(4.88) = 5 steps
+    assert [int(m) for m in re.findall(r"^phase:\d/3 name:.* step:(\d+) ", text, re.M)] == [0, 2, 7]
+    assert "ends:steps=5" in text and re.search(r"^stopping: TRAIN_TOKENS=20,480 reached, 20,480 tokens at step 10$",
+                                                text, re.M)
+    assert "data: wrap dataset:small pass:2" in text  # 5 steps of 2 x 1025 tokens read 10,250 of 10,000
+    s = summary(env)
+    assert s["steps"] == 10 and [p["steps"] for p in s["phases"]] == [2, 5, 3]
+    assert s["phases"][2]["trained"] == {"mix": 48, "small": 48}  # 3 steps x 32 rows, blended half and half
+
+
+def test_when_every_dataset_is_used_up_training_ends_cleanly_and_exports(dataset, tmp_path):
+    small = shards_folder(dataset, tmp_path, real_train_prefix(dataset, 3000))
+    path = phases_file(tmp_path, f'''
+[datasets.small]
+files = "{small}/small_train_*.bin"
+on_exhaust = "drop"
+[[phase]]
+mixture = {{ small = 1.0 }}
+''')
+    env = trainer_env(dataset, tmp_path, CURRICULUM_PHASES=path, WARMUP_STEPS="0")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    # a step reads 2 x 1025 tokens: step 1 fits in 3000, step 2 does not
+    assert re.search(r"^data: every dataset of the phase's mixture is used up \(on_exhaust = \"drop\": small\); "
+                     r"training ends at step 1$", text, re.M)
+    assert re.search(r"^stopping: the training data is used up, step:1/30$", text, re.M)
+    assert "final_int6_zstd_roundtrip_exact" in text and summary(env)["steps"] == 1
+
+
+def test_the_one_phase_v_file_trains_exactly_like_curriculum_1(dataset, tmp_path):
+    runs = []
+    for name, extra in (("plain", dict(CURRICULUM="1")),
+                        ("phases", dict(CURRICULUM_PHASES="configs/phases/v_filter_one_phase.toml"))):
+        env = trainer_env(dataset, tmp_path / name, ITERATIONS="6", **extra)
+        out = run_trainer(env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs.append(train_losses(env))
+    assert runs[0] == runs[1] and len(runs[0]) == 6
+
+
+def test_every_example_phases_file_is_valid(dataset):
+    from curriculum import CurriculumConfig
+    from curriculum.phases import load_phases
+    for path in sorted(Path(tg.HERE, "configs", "phases").glob("*.toml")):
+        plan, errors = load_phases(path, CurriculumConfig())
+        assert errors == [] and plan.phases, path
+
+
+def test_a_phases_file_naming_missing_shards_is_refused_before_training(dataset, tmp_path):
+    path = phases_file(tmp_path, '[datasets.gone]\nfiles = "/nowhere/*.bin"\n[[phase]]\nmixture = { gone = 1.0 }\n'
+                                 'batch_tokens = 1000\n')
+    env = trainer_env(dataset, tmp_path, CURRICULUM_PHASES=path)
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "dataset gone: files='/nowhere/*.bin': no shard matches" in out.stderr
+    assert "phase 1 (phase1): batch_tokens=1000: must be a multiple" in out.stderr

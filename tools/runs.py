@@ -11,7 +11,8 @@ actually ran on (code, torch, device, data). Canonical means:
   tokens' and the tokenizer's sha256;
 - DEVICE is replaced by the device the run used (its name: CPU model or GPU);
 - curriculum settings are dropped when CURRICULUM=0, and schedule parameters the schedule does
-  not read (curriculum.SCHEDULE_PARAMETERS) when it is on.
+  not read (curriculum.SCHEDULE_PARAMETERS) when it is on;
+- CURRICULUM_PHASES (a path) is replaced by the sha256 of the phases file's content, on or off.
 """
 from __future__ import annotations
 
@@ -183,13 +184,14 @@ def canonical(run: Run, defaults: dict) -> dict:
     s = defaults | run.settings
     out = {k: _number(v) for k, v in s.items()
            if k not in RUN_KEYS + NO_EFFECT + PATHS + ("DEVICE",) and not k.startswith(CURRICULUM_PREFIX)}
+    out["phases"] = run.summary.get("phases_sha256") if s.get("CURRICULUM_PHASES") else None
     out["CURRICULUM"] = bool(_number(s.get("CURRICULUM", 0)))
     if out["CURRICULUM"]:
         schedule = s.get("CURRICULUM_SCHEDULE")
         unused = {f"CURRICULUM_{p.upper()}" for p in ("peak", "target")} - \
                  {f"CURRICULUM_{p.upper()}" for p in SCHEDULE_PARAMETERS.get(schedule, ("peak", "target"))}
         out |= {k: _number(v) for k, v in s.items()
-                if k.startswith(CURRICULUM_PREFIX) and k not in unused and k not in NO_EFFECT}
+                if k.startswith(CURRICULUM_PREFIX) and k not in unused and k not in NO_EFFECT and k != "CURRICULUM_PHASES"}
     p, summary = run.provenance, run.summary
     out["code"] = p.get("code_sha256")
     out["torch"] = p.get("torch")
@@ -208,14 +210,15 @@ def _resolved(path, cwd) -> str | None:
 
 def arm_name(c: dict) -> str:
     if not c["CURRICULUM"]:
-        return "baseline"
+        return "baseline" + (f" phases {c['phases'][:8]}" if c.get("phases") else "")
     def show(v) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
     schedule = c.get("CURRICULUM_SCHEDULE")
     params = "".join(f" {p}={show(c.get('CURRICULUM_' + p.upper()))}" for p in SCHEDULE_PARAMETERS.get(schedule, ()))
     pool = c.get("CURRICULUM_POOL")
+    phases = f" phases {c['phases'][:8]}" if c.get("phases") else ""
     return (f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
-            + (f" {pool}" if pool not in (None, "fresh") else ""))
+            + (f" {pool}" if pool not in (None, "fresh") else "") + phases)
 
 
 def arm_key(c: dict) -> tuple:
