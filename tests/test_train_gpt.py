@@ -583,3 +583,20 @@ def test_a_phases_file_naming_missing_shards_is_refused_before_training(dataset,
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "dataset gone: files='/nowhere/*.bin': no shard matches" in out.stderr
     assert "phase 1 (phase1): batch_tokens=1000: must be a multiple" in out.stderr
+
+
+@pytest.mark.parametrize("example, boundaries", [("seq_len_warmup_cpu", [0, 2]), ("anneal_code_to_prose", [0, 2, 4])])
+def test_the_cpu_examples_train_through_their_phases_at_the_right_progress(dataset, tmp_path, example, boundaries):
+    # without a cap progress is step / 6: 0.333 >= 0.3 (and >= 0.33) at step 2, 0.667 >= 0.66 at step 4
+    env = trainer_env(dataset, tmp_path, ITERATIONS="6", CURRICULUM_PHASES=f"configs/phases/{example}.toml")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert [int(m) for m in re.findall(r"^phase:\d/\d name:\S+ step:(\d+) ", text, re.M)] == boundaries
+    phases = summary(env)["phases"]
+    assert sum(p["steps"] for p in phases) == 6
+    if example == "anneal_code_to_prose":  # 16 rows a micro-batch, 2 a step: the blend's counts within one row
+        weights = [dict(code=0.6, docs=0.2, prose=0.2), dict(code=0.34, docs=0.33, prose=0.33),
+                   dict(code=0.2, docs=0.2, prose=0.6)]
+        for p, ws in zip(phases, weights):
+            assert all(abs(p["trained"][d] - w * p["steps"] * 32) < 1 for d, w in ws.items()), p
