@@ -93,6 +93,12 @@ class SequentialRows:
 
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int):
         self.stream, self.seq_len, self.rank, self.world_size = TokenStream(files), seq_len, rank, world_size
+        self.total_tokens = sum(shard_token_count(f) for f in files)
+
+    def fits_in_pass(self, n: int) -> bool:
+        """Whether n more rows per rank come before the stream starts over."""
+        left = self.total_tokens * (self.stream.wraps + 1) - self.stream.offset
+        return self.world_size * (n * self.seq_len + 1) <= left
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, None]:
         """n rows [n, seq_len + 1] for this rank, and each row's stream position."""
@@ -134,6 +140,9 @@ class ShuffledRows:
         self.last_slots = np.zeros(0, dtype=np.int64)
         self.restore((0, 0), seq_len)
 
+    def fits_in_pass(self, n: int) -> bool:
+        return self.world_size * n <= self.num_slots - self.cursor
+
     def state(self) -> tuple[int, int]:
         return self.passes, self.cursor
 
@@ -155,12 +164,12 @@ class ShuffledRows:
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, None]:
         parts, need = [], self.world_size * n
         while need:
+            if self.cursor == self.num_slots:  # a new pass begins only when a slot of it is read
+                self.passes += 1
+                self.order, self.cursor = slot_order(self.num_slots, self.seed, self.passes), 0
             k = min(need, self.num_slots - self.cursor)
             parts.append(self.order[self.cursor:self.cursor + k])
             self.cursor, need = self.cursor + k, need - k
-            if self.cursor == self.num_slots:
-                self.passes += 1
-                self.order, self.cursor = slot_order(self.num_slots, self.seed, self.passes), 0
         self.last_slots = np.concatenate(parts)[self.rank * n:(self.rank + 1) * n]
         shard, slot = locate_slots(self.last_slots, self.first_slot)
         L = self.seq_len
@@ -199,9 +208,12 @@ class MixedRows:
     datasets. A dataset that would start over either wraps (a log line, a pass count) or, with
     on_exhaust = "drop", leaves the mixture and the others' weights are re-normalised."""
 
-    def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int):
+    def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int, order: str = "sequential",
+                 seed: int = 0):
         self.mixture, self.world_size = mixture, world_size
-        self.readers = [SequentialRows(list(files), seq_len, rank, world_size) for files in mixture.files]
+        self.readers = [ShuffledRows(list(files), seq_len, rank, world_size, seed + i) if order == "shuffled"
+                        else SequentialRows(list(files), seq_len, rank, world_size)
+                        for i, files in enumerate(mixture.files)]  # each dataset its own seeded order
         self.totals = [sum(shard_token_count(f) for f in files) for files in mixture.files]
         self.seq_len = seq_len
         self.events: list[str] = []   # drops and wraps since the last block, for the log
@@ -213,10 +225,6 @@ class MixedRows:
         self.ints = integer_weights(self.weights)
         self.credits = list(credits) if credits is not None else [0] * len(weights)
 
-    def _left_in_pass(self, d: int) -> int:
-        stream = self.readers[d].stream
-        return self.totals[d] * (stream.wraps + 1) - stream.offset
-
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """n rows, their positions in their datasets' streams, and each row's dataset."""
         while True:
@@ -226,7 +234,7 @@ class MixedRows:
             picks, credits = blend(self.ints, self.credits, n)
             wanted = {d: picks.count(d) for d in set(picks)}
             out = [d for d, k in wanted.items() if self.mixture.on_exhaust[d] == "drop"
-                   and self.world_size * (k * self.seq_len + 1) > self._left_in_pass(d)]
+                   and not self.readers[d].fits_in_pass(k)]
             if not out:
                 break
             self._set(self.base_weights, self.dropped | set(out), None)
@@ -360,7 +368,7 @@ class BatchSource:
         self.mixture = mixture
         if mixture is not None:  # the phases' datasets, blended; each row's domain is its dataset
             self.files = [f for files in mixture.files for f in files]
-            self.rows = MixedRows(mixture, seq_len, rank, world_size)
+            self.rows = MixedRows(mixture, seq_len, rank, world_size, order, seed)
             self.total_tokens = sum(self.rows.totals)
             self.domain_index, self.domain_names = None, mixture.names
         else:

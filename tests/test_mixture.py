@@ -105,3 +105,19 @@ def test_a_one_dataset_mixture_is_exactly_todays_loader(dataset):
     finally:
         plain.close()
         mixed.close()
+
+
+def test_a_shuffled_mixture_reads_each_dataset_in_its_own_seeded_slot_order(dataset, tmp_path):
+    tiny = small_dataset(dataset, tmp_path, "docs", 33 * 10 + 1)  # 10 slots of 33 tokens
+    mix = mixture(dataset, {"docs": 0.5, "prose": 0.5}, {"docs": "drop"}, {"docs": tiny})
+    rows = MixedRows(mix, T, 0, 1, order="shuffled", seed=3)
+    again = MixedRows(mix, T, 0, 1, order="shuffled", seed=3)
+    docs = []
+    for _ in range(5):
+        block, positions, ids = rows.take(4)
+        assert np.array_equal(positions, again.take(4)[1])
+        docs += positions[ids == 0].tolist()
+    assert sorted(docs) == [j * T for j in range(10)]  # every slot of docs once, in a shuffled order
+    assert docs != sorted(docs)
+    rows.take(4)  # docs has no slot left: dropped, prose alone
+    assert rows.new_events()[-1].startswith("drop dataset:docs")
