@@ -215,6 +215,16 @@ def test_report_from_real_runs_answers_the_question(real_logs, tmp_path):
     assert f"device: {run.provenance['device_name']}" in text
     assert "mode: step-matched: 20 steps per run, no wallclock cap" in text
     assert "`CURRICULUM`" in text  # the setting that separates the arms is named
+    # the mixture each arm read and trained on, from the loader's counts summed over its runs
+    counts = {a: [json.loads(p.read_text())["data"] for p in sorted(real_logs.glob(f"c{f}-s*.json"))]
+              for a, f in (("baseline", 0), ("curriculum", 1))}
+    names = counts["baseline"][0]["domain_names"]
+    for arm, data in counts.items():
+        trained = [sum(d["trained_domain_counts"][i] for d in data) for i in range(len(names))]
+        section = text.split("## The mixture each arm trained on")[1].split("\n## ")[0]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {arm}"))
+        cells = [c.strip() for c in row.strip("| ").split("|")]
+        assert cells[-len(names):] == [f"{t / sum(trained):.3f}" for t in trained]
 
 
 def test_every_real_run_has_provenance_and_per_domain_scores(real_logs):

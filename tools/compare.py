@@ -195,6 +195,30 @@ def domain_tables(arms: list[Arm], comparisons: list[Comparison], sets: list[str
     return rows
 
 
+def mix_table(arms: list[Arm]) -> list[str]:
+    """Each arm's share of rows per domain, as read and as trained on (the loader's counts, summed
+    over its runs): what a selection did to the mixture. Empty when no run recorded domains."""
+    names = []
+    for a in arms:
+        for r in a.runs:
+            names += [n for n in (_get(r.summary, "data", "domain_names") or []) if n not in names]
+    if not names:
+        return []
+
+    def shares(a: Arm, key: str) -> str:
+        totals = dict.fromkeys(names, 0)
+        for r in a.runs:
+            for n, c in zip(_get(r.summary, "data", "domain_names") or [], _get(r.summary, "data", key) or []):
+                totals[n] += c
+        total = sum(totals.values())
+        return " | ".join(f"{totals[n] / total:.3f}" if total else "n/a" for n in names)
+    rows = ["Share of rows per domain (or phases dataset), read from the stream and trained on, over each arm's runs:", "",
+            "| arm | " + " | ".join(f"read {n}" for n in names) + " | " + " | ".join(f"trained {n}" for n in names) + " |",
+            "|" + "---|" * (1 + 2 * len(names))]
+    rows += [f"| {a.name} | {shares(a, 'read_domain_counts')} | {shares(a, 'trained_domain_counts')} |" for a in arms]
+    return rows
+
+
 def _set_tokens(arms: list[Arm], name: str) -> int:
     return max((_get(r.summary, "val_sets", name, "tokens") or 0 for a in arms for r in a.runs), default=0)
 
@@ -275,6 +299,9 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
         lines += ["No curriculum arm has a matching baseline."]
     if sets:
         lines += ["", "## Per validation set (VAL_SETS)", "", *domain_tables(arms, comparisons, sets)]
+    mix = mix_table(arms)
+    if mix:
+        lines += ["", "## The mixture each arm trained on", "", *mix]
     split = {f"{a.name.rsplit(' #', 1)[0]}: runs not pooled because they differ in {', '.join(a.separated_by)}"
              for a in arms if a.separated_by}
     left_out = [f"failed: {m}" for m in failed] + problems + sorted(split) + unmatched
