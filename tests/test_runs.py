@@ -157,7 +157,25 @@ def test_phases_files_group_by_content_not_path(tmp_path):
         runs[stem]["phases_sha256"] = "a" * 64
     arms = arms_of(tmp_path, runs)
     assert len(arms) == 2 and arms[0].canonical["phases"] == "a" * 64
-    assert rs.find_baseline(next(a for a in arms if not a.is_baseline), arms)[0] is not None
+    curriculum = next(a for a in arms if a.canonical["CURRICULUM"])
+    assert rs.find_baseline(curriculum, arms)[0] is next(a for a in arms if not a.canonical["CURRICULUM"])
     runs["c1-s1338"]["phases_sha256"] = "b" * 64  # other phases: another arm, never pooled
     arms = arms_of(tmp_path / "b", runs)
     assert len(arms) == 3 and any("phases bbbbbbbb" in a.name for a in arms)
+
+
+def test_an_arm_with_phases_and_no_filter_is_measured_against_the_plain_baseline(tmp_path):
+    runs = record_runs()
+    for seed in (1337, 1338, 1339):  # a third arm: no filter, a phases file (a sequence-length warmup)
+        s = summary(seed, False, 2.30)
+        s["settings"]["CURRICULUM_PHASES"] = "configs/phases/seq_len_warmup_cpu.toml"
+        s["phases_sha256"] = "f" * 64
+        s["run_id"] = s["settings"]["RUN_ID"] = f"p-s{seed}"
+        runs[f"p-s{seed}"] = s
+    arms = arms_of(tmp_path, runs)
+    phased = next(a for a in arms if a.canonical.get("phases"))
+    plain = next(a for a in arms if a.is_baseline)
+    assert not phased.is_baseline and phased.name == "baseline phases ffffffff"
+    assert rs.find_baseline(phased, arms) == (plain, None)
+    curriculum = next(a for a in arms if a.canonical["CURRICULUM"])
+    assert rs.find_baseline(curriculum, arms) == (plain, None)

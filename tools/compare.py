@@ -276,6 +276,8 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
         if arm.is_baseline:
             continue
         base, why = find_baseline(arm, arms)
+        if base is None and not arm.canonical["CURRICULUM"]:
+            continue  # phases without a filter and no plain baseline: the reference of the filtered arms
         if base is None:
             unmatched.append(why)
             continue

@@ -77,7 +77,8 @@ class Arm:
 
     @property
     def is_baseline(self) -> bool:
-        return not self.canonical["CURRICULUM"]
+        """No filter and no phases: the arm the others are measured against."""
+        return not self.canonical["CURRICULUM"] and not self.canonical.get("phases")
 
     def by_seed(self) -> dict:
         return {r.seed: r for r in self.runs}
@@ -265,12 +266,16 @@ def differing(arms: list[Arm]) -> dict[str, list]:
 
 
 def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
-    """The baseline arm equal in every setting and fingerprint but the curriculum's, or why none is."""
+    """The baseline arm equal in every setting and fingerprint but the curriculum's (and, for an
+    arm with a phases file, its phases), or why none is."""
     def rest(a: Arm) -> dict:
-        return {k: v for k, v in a.canonical.items() if k != "CURRICULUM" and not k.startswith(CURRICULUM_PREFIX)}
+        return {k: v for k, v in a.canonical.items()
+                if k not in ("CURRICULUM", "phases") and not k.startswith(CURRICULUM_PREFIX)}
     target = rest(arm)
-    for b in arms:
-        if b.is_baseline and rest(b) == target:
+    baselines = [b for b in arms if not b.canonical["CURRICULUM"] and b is not arm]
+    same_phases = [b for b in baselines if b.canonical.get("phases") == arm.canonical.get("phases")]
+    for b in same_phases + [b for b in baselines if b.is_baseline]:  # the same phases first, then none
+        if rest(b) == target:
             return b, None
     baselines = [b for b in arms if b.is_baseline]
     if not baselines:
