@@ -85,6 +85,25 @@ def test_unpaired_only_when_asked_and_the_report_says_so(tmp_path):
     assert "Welch's unpaired t-test over all runs" in text and "as asked with --unpaired" in text
 
 
+def test_a_folder_of_experiments_compares_each_inside_itself(tmp_path):
+    """A record with several experiments: a section each, and no arm ever meets another
+    experiment's baseline, even one that would match it."""
+    logs = tmp_path / "logs"
+    write_runs(logs / "1_first", record_runs())
+    second = {k: v for k, v in record_runs().items() if k.startswith("c1")}  # its baselines crashed
+    write_runs(logs / "2_second", second)
+    (logs / "2_second" / "c0-s1337.txt").write_text("step:1/430 train_loss:6.9\n")
+    text, comparisons = cmp.build_report(logs, tmp_path / "report")
+    assert len(comparisons) == 1 and all(r.path.parent.name == "1_first" for r in comparisons[0].base.runs)
+    first, second_part = text.split("## 2_second")
+    assert "## 1_first" in first and verdict_row(first)
+    assert "no baseline run (CURRICULUM=0) in the folder" in second_part
+    assert "c0-s1337.txt: a log without a summary" in second_part and "c0-s1337.txt" not in first
+    assert (tmp_path / "report" / "1_first" / "paired_differences.png").exists()
+    assert "](1_first/paired_differences.png)" in first
+    assert (tmp_path / "report" / "report.md").read_text() == text
+
+
 # ------------------------------------------------------------------------- bad input: one line, never a traceback
 
 
@@ -116,11 +135,16 @@ def bad_folders(tmp_path) -> dict[str, tuple[Path, str]]:
                                "no usable run summaries")
     out["empty folder"] = (make("empty", {}), "no usable run summaries")
     out["missing folder"] = (tmp_path / "nowhere", "no such folder")
+    mixed = make("mixed", record_runs())
+    write_runs(mixed / "second_experiment", record_runs())
+    out["runs beside experiments"] = (mixed, "holds run files (c0-s1337.json, ...) and experiment folders "
+                                             "(second_experiment)")
     return out
 
 
 @pytest.mark.parametrize("case", ["nan result", "inf result", "no run_id", "no data", "corrupt json", "foreign json",
-                                  "only failed runs", "empty folder", "missing folder"])
+                                  "only failed runs", "empty folder", "missing folder",
+                                  "runs beside experiments"])
 def test_bad_input_is_named_never_raised(tmp_path, capsys, case):
     folder, message = bad_folders(tmp_path)[case]
     status = cmp.main([str(folder), "--out", str(tmp_path / "report")])
@@ -264,4 +288,4 @@ def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
 def test_every_record_with_a_submission_has_its_logs():
     for submission in (ROOT / "records").glob("*/*/submission.json"):
         logs = submission.parent / "logs"
-        assert sorted(logs.glob("*.json")) and sorted(logs.glob("*.txt")), f"{submission.parent} has no logs"
+        assert sorted(logs.rglob("*.json")) and sorted(logs.rglob("*.txt")), f"{submission.parent} has no logs"

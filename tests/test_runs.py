@@ -161,7 +161,7 @@ def test_phases_files_group_by_content_not_path(tmp_path):
     assert rs.find_baseline(curriculum, arms)[0] is next(a for a in arms if not a.canonical["CURRICULUM"])
     runs["c1-s1338"]["phases_sha256"] = "b" * 64  # other phases: another arm, never pooled
     arms = arms_of(tmp_path / "b", runs)
-    assert len(arms) == 3 and any("phases bbbbbbbb" in a.name for a in arms)
+    assert len(arms) == 3 and any("(bbbbbbbb)" in a.name for a in arms)
 
 
 def test_an_arm_with_phases_and_no_filter_is_measured_against_the_plain_baseline(tmp_path):
@@ -175,7 +175,7 @@ def test_an_arm_with_phases_and_no_filter_is_measured_against_the_plain_baseline
     arms = arms_of(tmp_path, runs)
     phased = next(a for a in arms if a.canonical.get("phases"))
     plain = next(a for a in arms if a.is_baseline)
-    assert not phased.is_baseline and phased.name == "baseline phases ffffffff"
+    assert not phased.is_baseline and phased.name == "baseline phases seq_len_warmup_cpu (ffffffff)"
     assert rs.find_baseline(phased, arms) == (plain, None)
     curriculum = next(a for a in arms if a.canonical["CURRICULUM"])
     assert rs.find_baseline(curriculum, arms) == (plain, None)

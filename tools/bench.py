@@ -71,6 +71,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def arms_in_turn(k: int) -> tuple[str, ...]:
+    """The arms in the k-th rotation, so that no arm always goes first."""
+    return ARMS[k % len(ARMS):] + ARMS[:k % len(ARMS)]
+
+
 def train_files(s: tg.Settings) -> list[Path]:
     return [Path(p) for p in sorted(glob.glob(s.train_files))]
 
@@ -193,7 +198,7 @@ def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
             for _ in range(3):
                 m.step(sources[arm], 0.5)
         for i in range(steps):
-            for arm in ARMS[i % 3:] + ARMS[:i % 3]:  # no arm always goes first
+            for arm in arms_in_turn(i):
                 times[arm].append(m.step(sources[arm], i / steps))
         read = {arm: sources[arm].summary(steps + 3)["sequences_read"] for arm in ARMS}
     finally:
@@ -223,7 +228,7 @@ def bench_step_breakdown(s: tg.Settings, blocks: int, steps_per_block: int = 10)
     m = StepModel(s)
     parts = {arm: dict(step_ms=[], batch_ms=[], rest_ms=[], reader_cpu_ms=[]) for arm in ARMS}
     for b in range(blocks + 1):  # block 0 compiles and warms every arm, and is not counted
-        for arm in ARMS[b % 3:] + ARMS[:b % 3]:
+        for arm in arms_in_turn(b):
             source = TimedSource(make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, m.device), m.device)
             try:
                 for _ in range(3):  # fill the read-ahead queue
@@ -299,7 +304,7 @@ def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for arm in ARMS[r % 3:] + ARMS[:r % 3]:
+            for arm in arms_in_turn(r):
                 run_env = dict(os.environ) | env | ARM_ENV[arm] | dict(
                     ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3),
                     VAL_MAX_TOKENS="32769", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0",

@@ -4,7 +4,9 @@
 
 Reads every run summary in LOGS (tools/runs.py says which runs form an arm), matches each
 curriculum arm with the baseline equal in every other setting and fingerprint, and writes
-report.md (and plots, with matplotlib) to REPORT_DIR (default: LOGS).
+report.md (and plots, with matplotlib) to REPORT_DIR (default: LOGS). A LOGS folder whose
+subfolders hold the runs (a record with several experiments) gets a section per subfolder, and
+every comparison stays inside its own experiment.
 
 The test is fixed in advance, never chosen by the input: a paired t-test over the seeds both
 arms ran (scipy.stats.ttest_1samp on the per-seed differences). Every run without a partner
@@ -267,7 +269,26 @@ def provenance_block(arms: list[Arm]) -> list[str]:
     ]
 
 
-def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, list[Comparison]]:
+def experiment_folders(folder: Path) -> list[Path] | None:
+    """The experiments of a record's logs folder (one subfolder each, in name order), or None
+    when the folder holds runs itself. A folder holding both is refused: which runs would form
+    which comparison would be a guess."""
+    if not folder.is_dir():
+        raise CompareError(f"{folder}: no such folder")
+    def run_files(d: Path) -> list[Path]:
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".txt"))
+    own = run_files(folder)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and run_files(p))
+    if own and subs:
+        raise CompareError(f"{folder}: holds run files ({own[0].name}, ...) and experiment folders "
+                           f"({', '.join(p.name for p in subs)}); keep the runs of each experiment in its own folder")
+    return subs or None
+
+
+def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
+                plot_prefix: str = "") -> tuple[list[str], list[Comparison]]:
+    """One experiment's sections, headed at `level`: its provenance, arms, tests, domains,
+    mixture, what was left out, plots and differing settings."""
     runs, failed, problems = load_runs(folder)
     arms = group_arms(runs)
     sets = val_set_names(arms)
@@ -287,12 +308,10 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
     out.mkdir(parents=True, exist_ok=True)
     from tools.plots import make_plots
     plots = make_plots(arms, comparisons, out, BAR_NATS)
-    lines = [f"# Arms against their baseline: {folder.name}", "",
-             f"{len(runs)} runs in {len(arms)} arms. Differences are arm − baseline on the round-trip (int6+zstd) "
-             f"score: negative is better. The competition's bar is {BAR_NATS} nats better at p < {BAR_P}.", "",
-             f"Test: {UNPAIRED_WHY if unpaired else PAIRED_WHY}.", "",
-             "## Provenance", "", *provenance_block(arms), "",
-             "## Arms (mean ± std over runs)", "", *arm_table(arms), "", "## Against the baseline", ""]
+    h = "#" * level
+    lines = [f"{len(runs)} runs in {len(arms)} arms.", "",
+             f"{h} Provenance", "", *provenance_block(arms), "",
+             f"{h} Arms (mean ± std over runs)", "", *arm_table(arms), "", f"{h} Against the baseline", ""]
     if comparisons:
         lines += difference_table(comparisons)
         if not unpaired:
@@ -300,22 +319,44 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
     else:
         lines += ["No curriculum arm has a matching baseline."]
     if sets:
-        lines += ["", "## Per validation set (VAL_SETS)", "", *domain_tables(arms, comparisons, sets)]
+        lines += ["", f"{h} Per validation set (VAL_SETS)", "", *domain_tables(arms, comparisons, sets)]
     mix = mix_table(arms)
     if mix:
-        lines += ["", "## The mixture each arm trained on", "", *mix]
+        lines += ["", f"{h} The mixture each arm trained on", "", *mix]
     split = {f"{a.name.rsplit(' #', 1)[0]}: runs not pooled because they differ in {', '.join(a.separated_by)}"
              for a in arms if a.separated_by}
     left_out = [f"failed: {m}" for m in failed] + problems + sorted(split) + unmatched
     if left_out:
-        lines += ["", "## Left out or not compared", ""] + [f"- {m}" for m in left_out]
-    lines += ["", "## Plots", ""]
-    lines += [f"![{p}]({p})" for p in plots] if plots else ["matplotlib is not installed (`make extras`): no plots."]
-    lines += ["", "## Settings and fingerprints that differ between arms", ""]
+        lines += ["", f"{h} Left out or not compared", ""] + [f"- {m}" for m in left_out]
+    lines += ["", f"{h} Plots", ""]
+    lines += [f"![{p}]({plot_prefix}{p})" for p in plots] if plots else \
+        ["matplotlib is not installed (`make extras`): no plots."]
+    lines += ["", f"{h} Settings and fingerprints that differ between arms", ""]
     diff = differing(arms)
     lines += [f"- `{k}`{' (fingerprint)' if k in FINGERPRINTS else ''}: "
               + "; ".join(f"{a.name}: {v}" for a, v in zip(arms, values)) for k, values in diff.items()] or ["- none"]
-    text = "\n".join(lines) + "\n"
+    return lines, comparisons
+
+
+def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, list[Comparison]]:
+    """report.md for a folder of runs, or for a folder of experiments (a section each, its plots
+    in a subfolder of `out` of the same name): every comparison is made inside one experiment."""
+    intro = [f"Differences are arm − baseline on the round-trip (int6+zstd) score: negative is better. "
+             f"The competition's bar is {BAR_NATS} nats better at p < {BAR_P}.", "",
+             f"Test: {UNPAIRED_WHY if unpaired else PAIRED_WHY}.", ""]
+    experiments = experiment_folders(folder)
+    if experiments is None:
+        body, comparisons = report_body(folder, out, unpaired)
+        lines = [f"# Arms against their baseline: {folder.name}", "", *intro, *body]
+    else:
+        lines = [f"# Experiments, each arm against its own experiment's baseline: {folder.name}", "", *intro,
+                 "Experiments: " + ", ".join(p.name for p in experiments) + ".", ""]
+        comparisons = []
+        for sub in experiments:
+            body, found = report_body(sub, out / sub.name, unpaired, level=3, plot_prefix=f"{sub.name}/")
+            lines += [f"## {sub.name}", "", *body, ""]
+            comparisons += found
+    text = "\n".join(lines).rstrip("\n") + "\n"
     write_atomic(out / "report.md", text.encode())
     return text, comparisons
 
@@ -323,7 +364,7 @@ def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", type=Path, help="folder of train_gpt.py logs (*.json summaries, *.txt logs) or of plain "
-                                            "challenge-format logs from any script")
+                                            "challenge-format logs from any script, or of such folders, one per experiment")
     ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: the logs folder)")
     ap.add_argument("--unpaired", action="store_true", help="Welch's test over all runs instead of pairing by seed")
     args = ap.parse_args(argv)

@@ -100,6 +100,7 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
     if not folder.is_dir():
         raise CompareError(f"{folder}: no such folder")
     runs, failed, problems, named = [], [], [], set()
+    known = set(trainer_defaults())  # the settings a plain challenge log's environment may hold
     for path in sorted(folder.glob("*.json")):
         named.add(path.stem)
         try:
@@ -123,7 +124,7 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
         if log.stem in named:
             continue
         text = log.read_text(errors="replace")
-        summary = challenge_log_summary(text, log.stem)
+        summary = challenge_log_summary(text, log.stem, known)
         if summary is None:
             problems.append(f"{log.name}: a log without a summary or a final_*_roundtrip_exact line (the run crashed "
                             f"or is still running); left out")
@@ -141,16 +142,15 @@ VAL_STEP = re.compile(r"^step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)", re.M)
 TRAIN_STEP = re.compile(r"^step:(\d+)/\d+ train_loss:\S+ train_time:(\d+)ms step_avg:(\S+)ms", re.M)
 
 
-def challenge_log_summary(text: str, name: str) -> dict | None:
+def challenge_log_summary(text: str, name: str, known: set[str]) -> dict | None:
     """A run summary from a plain log of the challenge's format, written by any script: the
     script's source, then the environment as KEY=VALUE lines, `step:` lines, and the
     `final_<format>_roundtrip_exact` line (SPEC.md). The settings are the environment's values
-    of names this trainer knows (CURRICULUM* included); the code fingerprint is the sha256 of
-    the text before the first of them. None when the final line is missing."""
+    of names in `known` (this trainer's settings) and CURRICULUM*; the code fingerprint is the
+    sha256 of the text before the first of them. None when the final line is missing."""
     final = FINAL_EXACT.findall(text)
     if not final:
         return None
-    known = set(trainer_defaults())
     env = [(m.start(), m.group(1), m.group(2)) for m in ENV_LINE.finditer(text)
            if m.group(1) in known or m.group(1).startswith(CURRICULUM_PREFIX)]
     settings = {k: v for _, k, v in env}
@@ -209,15 +209,19 @@ def _resolved(path, cwd) -> str | None:
     return str(Path(cwd or ".", path)) if not Path(path).is_absolute() else str(path)
 
 
-def arm_name(c: dict) -> str:
+def arm_name(c: dict, phases_file: str | None = None) -> str:
+    """A readable name; a phases file shows by its name (as the first run gave it) and content hash."""
+    phases = ""
+    if c.get("phases"):
+        stem = Path(phases_file).stem if phases_file else ""
+        phases = f" phases {stem} ({c['phases'][:8]})" if stem else f" phases {c['phases'][:8]}"
     if not c["CURRICULUM"]:
-        return "baseline" + (f" phases {c['phases'][:8]}" if c.get("phases") else "")
+        return "baseline" + phases
     def show(v) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
     schedule = c.get("CURRICULUM_SCHEDULE")
     params = "".join(f" {p}={show(c.get('CURRICULUM_' + p.upper()))}" for p in SCHEDULE_PARAMETERS.get(schedule, ()))
     pool = c.get("CURRICULUM_POOL")
-    phases = f" phases {c['phases'][:8]}" if c.get("phases") else ""
     return (f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
             + (f" {pool}" if pool not in (None, "fresh") else "") + phases)
 
@@ -232,7 +236,7 @@ def group_arms(runs: list[Run]) -> list[Arm]:
     arms: dict[tuple, Arm] = {}
     for run in runs:
         c = canonical(run, defaults)
-        arms.setdefault(arm_key(c), Arm(arm_name(c), c)).runs.append(run)
+        arms.setdefault(arm_key(c), Arm(arm_name(c, run.settings.get("CURRICULUM_PHASES")), c)).runs.append(run)
     out = sorted(arms.values(), key=lambda a: (not a.is_baseline, a.name, a.key))
     duplicates = []
     for a in out:
@@ -272,9 +276,9 @@ def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
         return {k: v for k, v in a.canonical.items()
                 if k not in ("CURRICULUM", "phases") and not k.startswith(CURRICULUM_PREFIX)}
     target = rest(arm)
-    baselines = [b for b in arms if not b.canonical["CURRICULUM"] and b is not arm]
-    same_phases = [b for b in baselines if b.canonical.get("phases") == arm.canonical.get("phases")]
-    for b in same_phases + [b for b in baselines if b.is_baseline]:  # the same phases first, then none
+    unfiltered = [b for b in arms if not b.canonical["CURRICULUM"] and b is not arm]
+    same_phases = [b for b in unfiltered if b.canonical.get("phases") == arm.canonical.get("phases")]
+    for b in same_phases + [b for b in unfiltered if b.is_baseline]:  # the same phases first, then none
         if rest(b) == target:
             return b, None
     baselines = [b for b in arms if b.is_baseline]
