@@ -2,6 +2,7 @@
 for any bad input, the report from real runs, and every committed record re-derived."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -249,6 +250,12 @@ def test_report_from_real_runs_answers_the_question(real_logs, tmp_path):
         row = next(line for line in section.splitlines() if line.startswith(f"| {arm}"))
         cells = [c.strip() for c in row.strip("| ").split("|")]
         assert cells[-len(names):] == [f"{t / sum(trained):.3f}" for t in trained]
+    # and quarter by quarter: 20 steps, a window every 5, so each window is one quarter
+    section = text.split("Share of trained rows per domain in each quarter")[1].split("\n## ")[0]
+    for q in range(4):
+        window = [sum(d["mix_windows"][q]["trained"][i] for d in counts["curriculum"]) for i in range(len(names))]
+        row = next(line for line in section.splitlines() if line.startswith(f"| curriculum") and f"| {q + 1} |" in line)
+        assert row.endswith(" | ".join(f"{t / sum(window):.3f}" for t in window) + " |")
 
 
 def test_every_real_run_has_provenance_and_per_domain_scores(real_logs):
@@ -283,6 +290,22 @@ def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
     readme = (record / "README.md").read_text()
     arm_rows = [line for line in table_lines(text) if line.startswith(("| baseline", "| curriculum"))]
     assert arm_rows and all(line in readme for line in arm_rows[:2])
+
+
+def snapshot_sha256(folder: Path) -> str:
+    """train_gpt.code_sha256's definition, applied to a record's copy of the code."""
+    files = [folder / "train_gpt.py"] + [p for p in sorted((folder / "curriculum").rglob("*"))
+                                         if p.is_file() and "__pycache__" not in p.parts]
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[r.name for r in RECORDS])
+def test_every_committed_record_holds_the_code_its_runs_ran(record):
+    ran = {json.loads(p.read_text())["provenance"]["code_sha256"] for p in (record / "logs").rglob("*.json")}
+    assert ran == {snapshot_sha256(record)}
 
 
 def test_every_record_with_a_submission_has_its_logs():

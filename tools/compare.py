@@ -221,6 +221,40 @@ def mix_table(arms: list[Arm]) -> list[str]:
     return rows
 
 
+QUARTERS = 4
+
+
+def mix_by_quarter_table(arms: list[Arm]) -> list[str]:
+    """The share of trained rows per domain in each quarter of the run (the loader's windows,
+    placed by the step each ends at, summed over an arm's runs). A schedule moves the mix over
+    time: a whole-run share close to the stream's can hide a quarter spent on one domain, and the
+    last quarter is the warmdown's. Empty when no run recorded windows."""
+    names, per_arm = [], []
+    for a in arms:
+        quarters = [dict() for _ in range(QUARTERS)]
+        for r in a.runs:
+            data, steps = r.summary.get("data") or {}, r.summary.get("steps")
+            if not isinstance(steps, int) or steps < 1:
+                continue
+            for w in data.get("mix_windows") or []:
+                q = min(QUARTERS - 1, max(0, math.ceil(QUARTERS * w["step"] / steps) - 1))
+                for n, c in zip(data.get("domain_names") or [], w["trained"]):
+                    quarters[q][n] = quarters[q].get(n, 0) + c
+                    names += [n] if n not in names else []
+        if any(quarters):
+            per_arm.append((a, quarters))
+    if not per_arm:
+        return []
+    rows = ["Share of trained rows per domain in each quarter of the run (by steps, over each arm's runs):", "",
+            "| arm | quarter | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+    for a, quarters in per_arm:
+        for q, counts in enumerate(quarters, 1):
+            total = sum(counts.values())
+            rows.append(f"| {a.name} | {q} | " + " | ".join(f"{counts.get(n, 0) / total:.3f}" if total else "n/a"
+                                                        for n in names) + " |")
+    return rows
+
+
 def _set_tokens(arms: list[Arm], name: str) -> int:
     return max((_get(r.summary, "val_sets", name, "tokens") or 0 for a in arms for r in a.runs), default=0)
 
@@ -323,6 +357,8 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
     mix = mix_table(arms)
     if mix:
         lines += ["", f"{h} The mixture each arm trained on", "", *mix]
+        by_quarter = mix_by_quarter_table(arms)
+        lines += ["", *by_quarter] if by_quarter else []
     split = {f"{a.name.rsplit(' #', 1)[0]}: runs not pooled because they differ in {', '.join(a.separated_by)}"
              for a in arms if a.separated_by}
     left_out = [f"failed: {m}" for m in failed] + problems + sorted(split) + unmatched

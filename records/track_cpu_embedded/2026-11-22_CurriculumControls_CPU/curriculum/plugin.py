@@ -1,0 +1,88 @@
+"""A drop-in for the challenge's `DistributedTokenLoader`: the curriculum in anyone's trainer.
+
+    from curriculum.plugin import CurriculumTokenLoader
+    train_loader = CurriculumTokenLoader(args.train_files, rank, world_size, device)  # was DistributedTokenLoader
+    ...
+    train_loader.set_progress(progress)   # once per step, the progress the script's warmdown uses
+
+The constructor and `next_batch` take the challenge's arguments. With CURRICULUM=0 (or unset)
+the batches are the challenge loader's, bit for bit; with CURRICULUM=1 they are selected exactly
+as train_gpt.py selects them, because train_gpt.py uses the same `BatchSource`. Settings come
+from the same environment variables, read by the same function (curriculum/config.py).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .config import CurriculumConfig, EnvReader, read_curriculum, read_data_order
+from .loader import BatchSource
+
+
+class CurriculumSettingsError(ValueError):
+    """Invalid CURRICULUM*/DATA_ORDER settings; the message lists every one."""
+
+
+def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
+                         ) -> tuple[CurriculumConfig, str, int]:
+    """(the curriculum, DATA_ORDER, SEED) from the environment, every problem reported at once;
+    a `config` given by the caller replaces the CURRICULUM* variables."""
+    e = EnvReader(environ)
+    config = read_curriculum(e) if config is None else config
+    order = read_data_order(e)
+    seed = e.env_int("SEED", 1337)
+    errors = e.errors + config.problems()
+    if errors:
+        raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    return config, order, seed
+
+
+class CurriculumTokenLoader:
+    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
+                 config: CurriculumConfig | None = None, vocab_size: int | None = None):
+        config, self.order, self.seed = read_loader_settings(os.environ, config)
+        self.files = [Path(p) for p in sorted(glob.glob(pattern))]
+        if not self.files:
+            raise FileNotFoundError(f"No files found for pattern: {pattern}")
+        self.rank, self.world_size, self.device, self.config = rank, world_size, torch.device(device), config
+        # the challenge's scripts pass no vocabulary: theirs is VOCAB_SIZE, 1024 by default. The
+        # scores size their tables by it, and the read-ahead thread names any token beyond it
+        self.vocab_size = vocab_size or int(os.environ.get("VOCAB_SIZE", "") or 1024)
+        self.progress, self.warmdown_start = 0.0, 1.0
+        self.source: BatchSource | None = None
+        self.steps_seen, self._accum = 0, 1
+
+    def set_progress(self, progress: float, warmdown_start: float = 1.0) -> None:
+        """The training progress in [0, 1] (the caller's, as its warmdown uses it); 0 until called."""
+        self.progress, self.warmdown_start = min(max(float(progress), 0.0), 1.0), warmdown_start
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        local = global_tokens // (self.world_size * grad_accum_steps)
+        if local < seq_len or local % seq_len:
+            raise ValueError(f"next_batch: {global_tokens} tokens over {self.world_size} ranks x {grad_accum_steps} "
+                             f"micro-batches is {local} per micro-batch, not a whole number of {seq_len}-token sequences")
+        if self.source is None:
+            self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
+                                      world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
+                                      config=self.config, order=self.order, seed=self.seed)
+        else:
+            self.source.set_shape(seq_len, local // seq_len)
+        self._accum = grad_accum_steps
+        return self.source.next_batch(self.progress, self.warmdown_start)
+
+    def log_line(self, step: int) -> str:
+        return self.source.log_line(step, self.progress) if self.source else f"data step:{step} (no batch yet)"
+
+    def summary(self) -> dict:
+        if self.source is None:
+            return {}
+        return self.source.summary(max(self.source.micro_batches // self._accum, 1))
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()

@@ -1,0 +1,1463 @@
+"""Parameter Golf trainer with an online data curriculum.
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py        # 8 GPUs
+    python train_gpt.py                                          # one process, CUDA or CPU
+
+Every setting comes from the environment (README.md lists them all). The file reads top to
+bottom: settings, data, model, optimiser, evaluation, export, training loop. The curriculum
+(package `curriculum/`) meets the loop at one seam: `batches.next_batch(progress, ...)`.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from curriculum import (BatchSource, CurriculumConfig, DataError, DataExhausted, Mixture, ShardFormatError, open_shard,
+                        shard_token_count, shards_fingerprint, write_atomic)
+from curriculum.config import EnvReader, read_curriculum, read_data_order
+from curriculum.phases import PhasePlan, load_phases
+
+HERE = Path(__file__).resolve().parent
+
+# =============================================================================================
+# Settings: every knob, read from the environment and validated in one place
+# =============================================================================================
+
+
+class SettingsError(Exception):
+    """Invalid settings; the message lists every problem found."""
+
+
+@dataclass
+class Settings:
+    # data and run
+    data_path: str
+    train_files: str
+    val_files: str
+    tokenizer_path: str
+    run_id: str
+    seed: int
+    data_order: str
+    expected_step_ms: float
+    log_dir: str
+    device: str
+    torch_compile: bool
+    # model
+    vocab_size: int
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_mult: int
+    tie_embeddings: bool
+    rope_base: float
+    logit_softcap: float
+    qk_gain_init: float
+    tied_embed_init_std: float
+    bigram_vocab_size: int
+    bigram_dim: int
+    # batch and schedule
+    train_seq_len: int
+    train_batch_tokens: int
+    train_tokens: int
+    phases: str
+    grad_accum_steps: int
+    iterations: int
+    warmup_steps: int
+    warmdown_iters: int
+    max_wallclock_seconds: float
+    val_loss_every: int
+    val_batch_size: int
+    val_max_tokens: int
+    val_sets: str
+    eval_stride: int
+    eval_batch_seqs: int
+    train_log_every: int
+    # optimiser
+    matrix_lr: float
+    scalar_lr: float
+    tied_embed_lr: float
+    embed_lr: float
+    head_lr: float
+    muon_momentum: float
+    muon_momentum_warmup_start: float
+    muon_momentum_warmup_steps: int
+    muon_backend_steps: int
+    beta1: float
+    beta2: float
+    adam_eps: float
+    weight_decay: float
+    muon_weight_decay: float
+    grad_clip_norm: float
+    # weight averaging
+    swa_enabled: bool
+    swa_start_frac: float
+    swa_every: int
+    # export and precision
+    fp16_keep_name_patterns: str
+    cpu_autocast: str
+    # curriculum
+    curriculum: CurriculumConfig
+    # derived, not read
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    env: dict = field(default_factory=dict)
+
+    @property
+    def val_set_patterns(self) -> dict[str, str]:
+        """VAL_SETS as {name: shard glob}; check_settings has vetted the syntax."""
+        return dict(part.split("=", 1) for part in self.val_sets.split(",") if part.strip())
+
+    @property
+    def micro_batch_seqs(self) -> int:
+        """Sequences each rank trains on per micro-batch."""
+        return self.train_batch_tokens // (self.world_size * self.grad_accum_steps * self.train_seq_len)
+
+
+def read_settings(environ=os.environ) -> Settings:
+    """All settings, with every invalid one reported together before any work is done."""
+    s, errors = parse_settings(environ)
+    errors += check_settings(s)
+    if errors:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    return s
+
+
+def parse_settings(environ) -> tuple[Settings, list[str]]:
+    """Typed settings and the problems of each value on its own (no file is looked at).
+    Defaults are the stronger stack's 8xH100 configuration (SPEC.md); `s.env` holds every
+    value, defaults included, as the run's summary records it."""
+    e = EnvReader(environ)
+    rank = e.env_int("RANK", 0, minimum=0)
+    world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = e.env_int("LOCAL_RANK", 0, minimum=0)
+    data_path = e.env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+    s = Settings(
+        data_path=data_path,
+        train_files=e.env_str("TRAIN_FILES", os.path.join(data_path, "*train_*.bin")),
+        val_files=e.env_str("VAL_FILES", os.path.join(data_path, "*val_*.bin")),
+        tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
+        run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
+        seed=e.env_int("SEED", 1337),
+        data_order=read_data_order(e),
+        expected_step_ms=e.env_float("EXPECTED_STEP_MS", 0.0, minimum=0.0),
+        log_dir=e.env_str("LOG_DIR", "logs"),
+        device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
+        torch_compile=e.env_bool("TORCH_COMPILE", True),
+        vocab_size=e.env_int("VOCAB_SIZE", 1024, minimum=2),
+        num_layers=e.env_int("NUM_LAYERS", 9, minimum=1),
+        model_dim=e.env_int("MODEL_DIM", 512, minimum=2),
+        num_heads=e.env_int("NUM_HEADS", 8, minimum=1),
+        num_kv_heads=e.env_int("NUM_KV_HEADS", 4, minimum=1),
+        mlp_mult=e.env_int("MLP_MULT", 3, minimum=1),
+        tie_embeddings=e.env_bool("TIE_EMBEDDINGS", True),
+        rope_base=e.env_float("ROPE_BASE", 10000.0, minimum=1.0),
+        logit_softcap=e.env_float("LOGIT_SOFTCAP", 30.0, minimum=0.0),
+        qk_gain_init=e.env_float("QK_GAIN_INIT", 1.5),
+        tied_embed_init_std=e.env_float("TIED_EMBED_INIT_STD", 0.005, minimum=0.0),
+        bigram_vocab_size=e.env_int("BIGRAM_VOCAB_SIZE", 4096, minimum=0),
+        bigram_dim=e.env_int("BIGRAM_DIM", 128, minimum=1),
+        train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
+        train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
+        train_tokens=e.env_int("TRAIN_TOKENS", 0, minimum=0),
+        phases=e.env_str("CURRICULUM_PHASES", ""),
+        grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 8 // world_size if 8 % world_size == 0 else 0, minimum=1),
+        iterations=e.env_int("ITERATIONS", 20_000, minimum=1),
+        warmup_steps=e.env_int("WARMUP_STEPS", 20, minimum=0),
+        warmdown_iters=e.env_int("WARMDOWN_ITERS", 3000, minimum=0),
+        max_wallclock_seconds=e.env_float("MAX_WALLCLOCK_SECONDS", 600.0, minimum=0.0),
+        val_loss_every=e.env_int("VAL_LOSS_EVERY", 1000, minimum=0),
+        val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
+        val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
+        val_sets=e.env_str("VAL_SETS", ""),
+        eval_stride=e.env_int("EVAL_STRIDE", 64, minimum=0),
+        eval_batch_seqs=e.env_int("EVAL_BATCH_SEQS", 32, minimum=1),
+        train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
+        matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
+        scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
+        tied_embed_lr=e.env_float("TIED_EMBED_LR", 0.03, minimum=0.0),
+        embed_lr=e.env_float("EMBED_LR", 0.6, minimum=0.0),
+        head_lr=e.env_float("HEAD_LR", 0.008, minimum=0.0),
+        muon_momentum=e.env_float("MUON_MOMENTUM", 0.99, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_start=e.env_float("MUON_MOMENTUM_WARMUP_START", 0.92, minimum=0.0, maximum=1.0),
+        muon_momentum_warmup_steps=e.env_int("MUON_MOMENTUM_WARMUP_STEPS", 1500, minimum=0),
+        muon_backend_steps=e.env_int("MUON_BACKEND_STEPS", 5, minimum=1),
+        beta1=e.env_float("BETA1", 0.9, minimum=0.0, maximum=1.0),
+        beta2=e.env_float("BETA2", 0.95, minimum=0.0, maximum=1.0),
+        adam_eps=e.env_float("ADAM_EPS", 1e-8, minimum=0.0),
+        weight_decay=e.env_float("WEIGHT_DECAY", 0.01, minimum=0.0),
+        muon_weight_decay=e.env_float("MUON_WEIGHT_DECAY", 0.04, minimum=0.0),
+        grad_clip_norm=e.env_float("GRAD_CLIP_NORM", 0.3, minimum=0.0),
+        swa_enabled=e.env_bool("SWA_ENABLED", True),
+        swa_start_frac=e.env_float("SWA_START_FRAC", 0.5, minimum=0.0, maximum=1.0),
+        swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
+        fp16_keep_name_patterns=e.env_str("FP16_KEEP_NAME_PATTERNS", "tok_emb,blocks.8.attn.c_k"),
+        cpu_autocast=e.env_str("CPU_AUTOCAST", "auto", choices=("auto", "bf16", "off")),
+        curriculum=read_curriculum(e),  # the plugin reads CURRICULUM* with the same function
+        rank=rank, world_size=world_size, local_rank=local_rank,
+    )
+    s.env = e.values
+    return s, e.errors
+
+
+def check_settings(s: Settings) -> list[str]:
+    """Rules between settings and against the files on disk (no model, no data read)."""
+    errors = list(s.curriculum.problems())
+    if s.rank >= s.world_size:
+        errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
+    if s.model_dim % s.num_heads:
+        errors.append(f"NUM_HEADS={s.num_heads}: must divide MODEL_DIM={s.model_dim}")
+    elif (s.model_dim // s.num_heads) % 2:
+        errors.append(f"MODEL_DIM/NUM_HEADS={s.model_dim // s.num_heads}: head size must be even for rotary embeddings")
+    if s.num_heads % s.num_kv_heads:
+        errors.append(f"NUM_KV_HEADS={s.num_kv_heads}: must divide NUM_HEADS={s.num_heads}")
+    if s.vocab_size > 65536:
+        errors.append(f"VOCAB_SIZE={s.vocab_size}: shards hold uint16 tokens, so at most 65536")
+    if s.grad_accum_steps == 0:
+        errors.append(f"WORLD_SIZE={s.world_size}: the default GRAD_ACCUM_STEPS is 8 / world size, "
+                      f"which is not whole; set GRAD_ACCUM_STEPS")
+    per_micro = s.world_size * s.grad_accum_steps * s.train_seq_len
+    if per_micro and s.train_batch_tokens % per_micro:
+        errors.append(f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}: must be a multiple of WORLD_SIZE x "
+                      f"GRAD_ACCUM_STEPS x TRAIN_SEQ_LEN = {s.world_size} x {s.grad_accum_steps} x "
+                      f"{s.train_seq_len} = {per_micro}")
+    if 0 < s.eval_stride < s.train_seq_len and s.train_seq_len % s.eval_stride:
+        errors.append(f"EVAL_STRIDE={s.eval_stride}: must divide TRAIN_SEQ_LEN={s.train_seq_len} "
+                      f"(or be 0 or >= it: non-overlapping windows)")
+    if s.bigram_vocab_size == 1:
+        errors.append("BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2 (one row is kept for position 0)")
+    if 0 < s.val_max_tokens <= s.train_seq_len:
+        errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
+    if s.device == "cuda" and not torch.cuda.is_available():
+        errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
+    errors += check_val_sets(s.val_sets)
+    shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
+    if not any("VAL_SETS" in e for e in errors):
+        shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
+    tokens = {}
+    for name, pattern in shard_globs:
+        files = sorted(glob.glob(pattern))
+        if not files:
+            errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
+                          f"`make data` builds the embedded default)")
+        for path in files:
+            try:
+                tokens[name] = tokens.get(name, 0) + shard_token_count(path)
+            except ShardFormatError as err:
+                errors.append(f"{name}: {err}")
+    train_tokens = tokens.get("TRAIN_FILES")
+    if train_tokens == 0:
+        errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
+    elif train_tokens and not s.grad_accum_steps == 0:
+        read = s.world_size * (s.curriculum.pool_size(s.micro_batch_seqs) * s.train_seq_len + 1)
+        if read > train_tokens:  # one micro-batch would wrap the whole stream around, again and again
+            culprit = (f"CURRICULUM_OVERSAMPLE={s.curriculum.oversample:g} with " if s.curriculum.enabled else "") + \
+                f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}"
+            errors.append(f"{culprit}: one micro-batch would read {read:,} tokens, more than the {train_tokens:,} "
+                          f"the training shards hold")
+    logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
+    if logits_bytes > EVAL_LOGITS_LIMIT:
+        errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
+                      f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
+                      f"TRAIN_SEQ_LEN={s.train_seq_len}")
+    if s.phases:
+        errors += check_phases(s)
+    errors += check_log_dir(s.log_dir)
+    if not os.path.isfile(s.tokenizer_path):
+        errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
+    else:
+        import sentencepiece as spm
+        try:
+            sp_vocab = spm.SentencePieceProcessor(model_file=s.tokenizer_path).vocab_size()
+        except (OSError, RuntimeError) as err:
+            errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: not a SentencePiece model ({err})")
+        else:
+            if sp_vocab != s.vocab_size:
+                errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
+    return errors
+
+
+EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
+CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+
+
+def check_log_dir(log_dir: str) -> list[str]:
+    """LOG_DIR must be a folder this process can write, or creatable: logs and the artifact go there."""
+    path = Path(log_dir)
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if existing == path and not path.is_dir():
+        return [f"LOG_DIR={log_dir!r}: is a file; must be a folder (or not exist yet)"]
+    if not existing.is_dir():
+        return [f"LOG_DIR={log_dir!r}: {existing} is a file, so the folder cannot be made"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
+    return []
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase as the loop runs it (CURRICULUM_PHASES; without it, one stage: the run)."""
+    name: str
+    seq_len: int
+    batch_tokens: int
+    micro_batch_seqs: int
+    weights: tuple[float, ...]      # over the plan's datasets, in their order
+    config: CurriculumConfig
+    end: tuple[str, float] | None   # ("until_progress", p), ("steps", n) or ("tokens", n); epochs become steps
+
+
+def plan_stages(s: Settings, plan: PhasePlan, dataset_tokens: dict[str, int]) -> list[Stage]:
+    """The phases with the run's defaults filled in and `epochs` of a dataset converted to steps:
+    epochs x the dataset's tokens / (its weight x the phase's batch tokens)."""
+    names = list(plan.datasets)
+    stages = []
+    for p in plan.phases:
+        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
+        end = p.end
+        if end and end[0] == "epochs":
+            end = ("steps", float(math.ceil(end[1] * dataset_tokens[p.epochs_of] / (p.mixture[p.epochs_of] * batch))))
+        stages.append(Stage(p.name, seq_len, batch, batch // (s.world_size * s.grad_accum_steps * seq_len),
+                            tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
+    return stages
+
+
+def check_phases(s: Settings) -> list[str]:
+    """The phases file and what it names: every problem, with its phase."""
+    plan, errors = load_phases(s.phases, s.curriculum)
+    if plan is None:
+        return errors
+    for d in plan.datasets.values():
+        if not glob.glob(d.files):
+            errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
+    for i, p in enumerate(plan.phases, 1):
+        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
+        per_micro = s.world_size * s.grad_accum_steps * seq_len
+        if per_micro and batch % per_micro:
+            errors.append(f"CURRICULUM_PHASES: phase {i} ({p.name}): batch_tokens={batch}: must be a multiple of "
+                          f"WORLD_SIZE x GRAD_ACCUM_STEPS x seq_len = {per_micro}")
+    return errors
+
+
+def check_val_sets(raw: str) -> list[str]:
+    """VAL_SETS is `name=glob,name=glob`: names unique, made of letters, digits, '_' or '-'."""
+    errors, seen = [], set()
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, pattern = part.partition("=")
+        if not sep or not pattern or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            errors.append(f"VAL_SETS={raw!r}: {part!r} must be name=shard_glob (a name of letters, digits, _ or -)")
+        elif name in seen:
+            errors.append(f"VAL_SETS={raw!r}: the name {name!r} is given twice")
+        seen.add(name)
+    return errors
+
+
+# =============================================================================================
+# Data: validation tokens and the byte counts behind val_bpb
+# =============================================================================================
+
+
+def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
+    """The validation split, truncated to whole seq_len windows plus one target token."""
+    tokens = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
+
+
+@dataclass
+class ByteTables:
+    """Per token id: UTF-8 bytes of the piece without its leading '▁', whether it has that
+    '▁', and whether it is a boundary (control, unknown, unused) that resets the space."""
+    base_bytes: Tensor
+    has_leading_space: Tensor
+    is_boundary: Tensor
+
+    @classmethod
+    def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=path)
+        ids = list(range(min(sp.vocab_size(), vocab_size)))
+        pieces = sp.id_to_piece(ids)
+        special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in ids], dtype=bool)
+        byte = np.array([sp.is_byte(i) for i in ids], dtype=bool)
+        spaced = np.array([p.startswith("\u2581") for p in pieces], dtype=bool) & ~special & ~byte
+        utf8 = np.array([len(p.encode("utf-8")) for p in pieces], dtype=np.int64) - 3 * spaced  # '▁' is 3 bytes
+        base = np.where(special, 0, np.where(byte, 1, utf8))
+        pad = vocab_size - len(ids)  # ids past the tokenizer's: unused, boundaries worth nothing
+        return cls(torch.from_numpy(np.concatenate([base, np.zeros(pad, dtype=np.int64)])),
+                   torch.from_numpy(np.concatenate([spaced, np.zeros(pad, dtype=bool)])),
+                   torch.from_numpy(np.concatenate([special, np.ones(pad, dtype=bool)])))
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+
+    def count(self, prev: Tensor, tgt: Tensor) -> Tensor:
+        """Bytes the target tokens stand for, given the token before each."""
+        extra = self.has_leading_space[tgt] & ~self.is_boundary[prev]
+        return self.base_bytes[tgt] + extra.long()
+
+
+# =============================================================================================
+# Model: the baseline family (GQA, RoPE, QK-norm, ReLU^2 MLP, U-Net skips, tied embeddings)
+# =============================================================================================
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, D]; rotate channel pairs (i, i + D/2) by position-dependent angles."""
+        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        cos, sin = angles.cos()[None, :, None, :].to(x.dtype), angles.sin()[None, :, None, :].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.c_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+        self.rotary = Rotary(self.head_dim, rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
+        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
+        v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, mult * dim, bias=False)
+        self.proj = nn.Linear(mult * dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        dim = s.model_dim
+        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init)
+        self.mlp = MLP(dim, s.mlp_mult)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        # how much of the running stream and of the embedding stream enter the block
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+def bigram_rows(idx: Tensor, rows: int) -> Tensor:
+    """The hash table row of each (previous, current) token pair, in int32 as the record has it:
+    (36313 t[i] XOR 27191 t[i-1]) mod (rows - 1); the last row is position 0's, which has no pair."""
+    t = idx.to(torch.int32)
+    h = torch.remainder(torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), rows - 1)
+    return torch.cat((torch.full_like(t[:, :1], rows - 1), h), dim=1)
+
+
+class BigramHash(nn.Module):
+    """A learned vector per hashed token pair, projected to the model width; everything starts
+    at zero (table and projection), so the model starts as if it were not there."""
+
+    def __init__(self, rows: int, dim: int, model_dim: int):
+        super().__init__()
+        self.rows = rows
+        self.table = nn.Embedding(rows, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+        nn.init.zeros_(self.table.weight)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.scale * self.proj(self.table(bigram_rows(idx, self.rows)))
+
+
+class SmearGate(nn.Module):
+    """Blend each position with the one before it, per channel: x <- (1 - g) x + g x_prev,
+    g = sigmoid(w), w starting at 0; position 0 blends with zeros."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
+
+
+def orthogonal_init(model: nn.Module, num_layers: int) -> None:
+    """Every linear weight of at least 64 x 64 that is not zero-initialised becomes orthogonal
+    (gain 1); output projections (`...proj`) are then scaled by 1 / sqrt(2 num_layers)."""
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or min(w.shape) < 64 or not bool(w.detach().any()):
+            continue
+        nn.init.orthogonal_(w, gain=1.0)
+        if name.endswith("proj"):
+            with torch.no_grad():
+                w.mul_(1.0 / math.sqrt(2 * num_layers))
+
+
+class GPT(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        self.softcap = s.logit_softcap
+        self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
+        self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
+        self.smear = SmearGate(s.model_dim)
+        self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
+        self.n_encoder = s.num_layers // 2
+        n_decoder = s.num_layers - self.n_encoder
+        self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, n_decoder), s.model_dim))
+        self.lm_head = None if s.tie_embeddings else nn.Linear(s.model_dim, s.vocab_size, bias=False)
+        if s.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=s.tied_embed_init_std)
+        else:
+            nn.init.zeros_(self.lm_head.weight)
+        orthogonal_init(self, s.num_layers)
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Per-token cross-entropy [B, T] in nats: training takes the mean, evaluation picks
+        the positions each sliding window scores (one compiled graph for both)."""
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx).to(x.dtype)
+        x = x0 = self.smear(rms_norm(x))
+        skips = []
+        for block in self.blocks[:self.n_encoder]:
+            x = block(x, x0)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.n_encoder:]):
+            if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+        x = rms_norm(x)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, weight.to(x.dtype)).float()
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               reduction="none").view(targets.shape)
+
+
+# =============================================================================================
+# Optimiser: Muon for block matrices, AdamW for embeddings, head and vectors
+# =============================================================================================
+
+
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """An approximately orthogonal matrix with g's singular vectors (quintic iteration)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum SGD whose update is orthogonalised; each rank orthogonalises every
+    world_size-th matrix and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float,
+                 orthogonalise=newton_schulz):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                                      weight_decay=weight_decay))
+        self.orthogonalise = orthogonalise
+
+    @torch.no_grad()
+    def step(self):
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        for group in self.param_groups:
+            updates = self._shared_updates(group, rank, world, distributed)
+            decay = 1.0 - group["lr"] * group["weight_decay"]
+            for p, update in zip(group["params"], updates):
+                p.mul_(decay).add_(update.view_as(p).to(p.dtype), alpha=-group["lr"])
+
+    def _shared_updates(self, group: dict, rank: int, world: int, distributed: bool) -> list[Tensor]:
+        """Every matrix's orthogonalised update, as views of one flat bf16 buffer kept across
+        steps. Rank r computes the updates of matrices r, r + world, ... into their slots (the
+        others stay zero), so one sum over ranks gives every rank every update."""
+        params = group["params"]
+        if "flat_updates" not in group:
+            group["flat_updates"] = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
+                                                dtype=torch.bfloat16)
+        flat = group["flat_updates"]
+        flat.zero_()
+        slots = flat.split([p.numel() for p in params])
+        for p, slot in list(zip(params, slots))[rank::world]:
+            if p.grad is not None:
+                slot.copy_(self._orthogonal_update(p, group).flatten())
+        if distributed:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        return list(slots)
+
+    def _orthogonal_update(self, p: Tensor, group: dict) -> Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:  # allocated once, on the first step
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(p.grad)
+        g = self.orthogonalise(p.grad.add(buf, alpha=group["momentum"]), group["backend_steps"])  # Nesterov
+        return g * max(1.0, g.size(0) / g.size(1)) ** 0.5
+
+
+def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Optimizer]:
+    matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in n]
+    vectors = [p for n, p in model.blocks.named_parameters() if p.ndim < 2 or "resid_mix" in n]
+    vectors += [model.skip_weights, model.smear.gate]
+    embeddings = [model.tok_emb.weight]
+    if model.bigram is not None:  # the pair table and its projection learn like the embedding
+        embeddings += [model.bigram.table.weight, model.bigram.proj.weight]
+        vectors.append(model.bigram.scale)
+    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
+    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.weight_decay, **fused)
+    embed_lr = s.tied_embed_lr if s.tie_embeddings else s.embed_lr
+    groups = [dict(params=embeddings, lr=embed_lr, base_lr=embed_lr),
+              dict(params=vectors, lr=s.scalar_lr, base_lr=s.scalar_lr)]
+    if model.lm_head is not None:
+        groups.append(dict(params=[model.lm_head.weight], lr=s.head_lr, base_lr=s.head_lr))
+    muon = Muon(matrices, lr=s.matrix_lr, momentum=s.muon_momentum, backend_steps=s.muon_backend_steps,
+                weight_decay=s.muon_weight_decay, orthogonalise=compile_fn(newton_schulz))
+    for g in muon.param_groups:
+        g["base_lr"] = s.matrix_lr
+    return [torch.optim.AdamW(groups, **adam), muon]
+
+
+# =============================================================================================
+# Progress: one number in [0, 1] drives LR warmdown, SWA and the curriculum
+# =============================================================================================
+
+
+def training_progress(s: Settings, step: int, elapsed_ms: float, tokens: int = 0) -> float:
+    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap; with
+    TRAIN_TOKENS, the larger of that and the fraction of the token target trained on."""
+    if s.max_wallclock_seconds > 0:
+        progress = min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
+    else:
+        progress = min(step / s.iterations, 1.0)
+    return max(progress, min(tokens / s.train_tokens, 1.0)) if s.train_tokens else progress
+
+
+def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
+    """How much of the progress the warmdown spans: WARMDOWN_ITERS steps, placed in time
+    at the mean step time measured so far when there is a cap, or in tokens when TRAIN_TOKENS
+    ends the run before ITERATIONS would."""
+    if s.max_wallclock_seconds > 0:
+        step_ms = elapsed_ms / step if step > 0 else 0.0
+        return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
+    if s.train_tokens and s.train_tokens < s.iterations * s.train_batch_tokens:
+        return s.warmdown_iters * s.train_batch_tokens / s.train_tokens
+    return s.warmdown_iters / s.iterations
+
+
+def data_budget(s: Settings, steps: int, stream_tokens: int) -> str:
+    """What `steps` steps read of the training shards: tokens, passes, and what is not trained on."""
+    c = s.curriculum
+    rows = c.pool_size(s.micro_batch_seqs) if c.enabled and c.pool == "fresh" else s.micro_batch_seqs
+    read = steps * s.world_size * s.grad_accum_steps * rows * s.train_seq_len
+    trained = steps * s.train_batch_tokens
+    return (f"~{steps:,} steps read ~{read:,} tokens, {read / max(stream_tokens, 1):.2f} passes over the "
+            f"{stream_tokens:,} the shards hold; {trained:,} trained on"
+            + (f", {read - trained:,} discarded by the curriculum's selection" if read > trained else ""))
+
+
+def lr_multiplier(progress: float, warmdown: float) -> float:
+    """1 until the warmdown starts, then linear to 0 at progress 1."""
+    if warmdown <= 0:
+        return 1.0
+    return max(min(1.0, (1.0 - progress) / warmdown), 0.0)
+
+
+# =============================================================================================
+# Evaluation: val_loss and exact val_bpb over the whole split, on all ranks
+# =============================================================================================
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 matmuls in hardware (AVX-512 BF16 or AMX); elsewhere autocast emulates them and a
+    step takes about twice as long as in fp32. oneDNN's own check answers yes on CPUs that only
+    emulate, so the CPU's flags decide."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def use_bf16(s: Settings, device: torch.device) -> bool:
+    """CUDA always computes in bf16; a CPU as CPU_AUTOCAST says, `auto` where it is native."""
+    if device.type == "cuda":
+        return True
+    return s.cpu_autocast == "bf16" or (s.cpu_autocast == "auto" and cpu_has_native_bf16())
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+
+def window_starts(n_targets: int, seq: int, stride: int) -> range:
+    """Starts of the evaluation windows over n_targets target tokens: every multiple of the
+    stride (non-overlapping when the stride is 0 or at least seq)."""
+    stride = seq if stride <= 0 or stride >= seq else stride
+    return range(0, n_targets - seq + 1, stride)
+
+
+@torch.no_grad()
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
+             bf16: bool, stride: int | None = None) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb) with sliding windows: each target token is scored
+    once, by the window that gives it the most context. The first window scores all its
+    targets, every later one only its last `stride` (default EVAL_STRIDE; the others were scored
+    with less context before). Each rank takes a contiguous share of the windows; sums of loss, tokens
+    and bytes are reduced in float64."""
+    seq = s.train_seq_len
+    starts = window_starts(val_tokens.numel() - 1, seq, s.eval_stride if stride is None else stride)
+    stride = starts.step
+    mine = starts[len(starts) * s.rank // s.world_size:len(starts) * (s.rank + 1) // s.world_size]
+    per_batch = s.eval_batch_seqs
+    if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
+        per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
+    position = torch.arange(seq, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(mine), per_batch):
+        batch = mine[i:i + per_batch]
+        offsets = torch.tensor(batch, dtype=torch.long)[:, None] + torch.arange(seq + 1)
+        chunk = val_tokens[offsets].to(device, non_blocking=True).long()
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        first = torch.tensor([0 if b == 0 else seq - stride for b in batch], device=device)
+        scored = position[None, :] >= first[:, None]
+        with autocast(device, bf16):
+            loss = model(x, y)
+        sums[0] += (loss.double() * scored).sum()
+        sums[1] += scored.sum()
+        sums[2] += (tables.count(x, y) * scored).sum().double()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    loss_sum, n_tokens, n_bytes = sums.tolist()
+    val_loss = loss_sum / n_tokens
+    return val_loss, val_loss / math.log(2) * n_tokens / n_bytes
+
+
+# =============================================================================================
+# Export: int6 per-row matrices + fp16 rest, zstd level 22, round-trip evaluation
+# =============================================================================================
+
+INT6_MAX = 31
+
+
+FP16_SMALLEST = 2.0 ** -24  # fp16's smallest subnormal: a smaller scale would round to 0
+FP16_LARGEST = 65504.0
+
+
+def is_int6_matrix(name: str, t: Tensor, keep_fp16: tuple[str, ...] = ()) -> bool:
+    """Attention and MLP weight matrices, except those FP16_KEEP_NAME_PATTERNS names; embeddings
+    and small tensors stay fp16."""
+    return (t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+            and not any(p in name for p in keep_fp16))
+
+
+def quantize_int6(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric: scale = row absmax / 31 within fp16's range (so a zero or tiny row
+    never gets a zero scale), values rounded with the stored scale into [-32, 31] (int8 storage)."""
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp(FP16_SMALLEST, FP16_LARGEST).half()
+    q = torch.clamp(torch.round(w / scale.float()[:, None]), -INT6_MAX - 1, INT6_MAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int6(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_state(state: dict[str, Tensor], keep_fp16: tuple[str, ...] = ()) -> dict:
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if is_int6_matrix(name, t, keep_fp16):
+            q, scale = quantize_int6(t)
+            out[name] = {"q": q, "scale": scale}
+        else:
+            out[name] = t.half() if t.is_floating_point() else t
+    return out
+
+
+def dequantize_state(packed: dict, reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: (dequantize_int6(v["q"], v["scale"]) if isinstance(v, dict) else v).to(reference[name].dtype)
+            for name, v in packed.items()}
+
+
+def serialize_artifact(packed: dict) -> bytes:
+    import zstandard
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    return zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
+
+
+def load_artifact(blob: bytes) -> dict:
+    import zstandard
+    return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
+
+
+def code_files() -> list[Path]:
+    """train_gpt.py and every file of curriculum/: the code an artifact needs."""
+    return [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
+                                      if p.is_file() and "__pycache__" not in p.parts]
+
+
+def code_bytes() -> int:
+    return sum(p.stat().st_size for p in code_files())
+
+
+# =============================================================================================
+# Provenance: what a run needs so that it is never pooled with a run of other code, data or device
+# =============================================================================================
+
+
+def code_sha256() -> str:
+    h = hashlib.sha256()
+    for path in code_files():
+        h.update(f"{path.relative_to(HERE).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """HEAD, with '-dirty' when the trainer's code differs from it; None outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "train_gpt.py", "curriculum"], cwd=HERE,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_provenance(s: Settings, device: torch.device, train_files: list[Path], started: float) -> dict:
+    manifest = train_files[0].parent / "manifest.json"
+    try:
+        corpus = json.loads(manifest.read_text()).get("corpus_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        corpus = None
+    return dict(
+        code_sha256=code_sha256(), git_commit=git_commit(), torch=torch.__version__,
+        python=platform.python_version(), device_kind=device.type, device_name=device_name(device),
+        threads=torch.get_num_threads(), host=socket.gethostname(),
+        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), cwd=os.getcwd(),
+        train_shards=[dict(file=str(p.resolve()), bytes=p.stat().st_size) for p in train_files],
+        train_data_sha256=shards_fingerprint(train_files), corpus_fingerprint=corpus)
+
+
+# =============================================================================================
+# Training
+# =============================================================================================
+
+ARTIFACT_LIMIT = 16_000_000
+
+
+class Logger:
+    def __init__(self, s: Settings):
+        self.master = s.rank == 0
+        self.path = Path(s.log_dir) / f"{s.run_id}.txt"
+        if self.master:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w")
+
+    def __call__(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        self.file.write(msg + "\n")
+        self.file.flush()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: BatchSource,
+               progress: float, warmdown_start: float, bf16: bool) -> Tensor:
+    """One optimiser step over GRAD_ACCUM_STEPS micro-batches; the mean loss, left on the device."""
+    losses = []
+    for micro in range(s.grad_accum_steps):
+        if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
+            model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
+        x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
+        with autocast(x.device, bf16):
+            loss = model(x, y).mean()
+        (loss / s.grad_accum_steps).backward()
+        losses.append(loss.detach())
+    if s.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return torch.stack(losses).mean()
+
+
+def pick_device(s: Settings) -> torch.device:
+    if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", s.local_rank)
+
+
+def select_attention_kernel(s: Settings, device: torch.device) -> str:
+    """On CUDA, allow only the flash kernel (the one that also runs GQA natively), so that a
+    silent fallback to the math kernel cannot halve the speed. A probe with the model's head
+    shapes checks that flash can run here; when it cannot, every kernel is allowed again and
+    the returned line says so."""
+    if device.type != "cuda":
+        return "attention: PyTorch's CPU kernel"
+    backends = torch.backends.cuda
+    toggles = [getattr(backends, name) for name in ("enable_mem_efficient_sdp", "enable_math_sdp", "enable_cudnn_sdp")
+               if hasattr(backends, name)]
+    backends.enable_flash_sdp(True)
+    for toggle in toggles:
+        toggle(False)
+    head_dim = s.model_dim // s.num_heads
+    q = torch.zeros(1, s.num_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
+    kv = torch.zeros(1, s.num_kv_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
+    try:
+        F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=s.num_kv_heads != s.num_heads)
+    except RuntimeError as err:
+        for toggle in toggles:
+            toggle(True)
+        return f"attention: WARNING: flash attention cannot run here ({str(err).splitlines()[0][:160]}); " \
+               f"PyTorch chooses the kernel, which may be several times slower"
+    return "attention: flash attention only (training and evaluation)"
+
+
+@dataclass
+class Job:
+    """What the phases of one run share: settings, device, data, model, optimisers, and the
+    results each phase adds for the JSON summary."""
+    s: Settings
+    device: torch.device
+    distributed: bool
+    log: Logger
+    bf16: bool
+    val_tokens: Tensor
+    val_sets: dict[str, Tensor]
+    tables: ByteTables
+    train_files: list[Path]
+    base_model: GPT
+    model_compiled: nn.Module
+    model: nn.Module
+    optimizers: list
+    stages: list[Stage] | None = None   # CURRICULUM_PHASES, each phase as the loop runs it
+    mixture: Mixture | None = None      # the phases' datasets
+    results: dict = field(default_factory=dict)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
+        return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
+
+    def make_batches(self) -> BatchSource:
+        s = self.s
+        if self.stages:
+            first = self.stages[0]
+            return BatchSource(None, mixture=self.mixture, seq_len=first.seq_len, batch_seqs=first.micro_batch_seqs,
+                               rank=s.rank, world_size=s.world_size, vocab_size=s.vocab_size, device=self.device,
+                               config=first.config, order=s.data_order, seed=s.seed)
+        return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
+                           order=s.data_order, seed=s.seed)
+
+    def enter(self, batches: BatchSource, stage: Stage) -> None:
+        batches.reconfigure(stage.seq_len, stage.micro_batch_seqs, stage.config, list(stage.weights))
+
+
+def set_up(started: float) -> Job:
+    """Settings, device and process group, the log's header, data, provenance, model, optimisers."""
+    s = read_settings()
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = pick_device(s)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if distributed:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None)
+    log = Logger(s)
+    log(Path(__file__).read_text(), console=False)
+    for path in code_files()[1:]:  # curriculum/ counts in the artifact, so its source is logged too
+        log(f"{'=' * 40} {path.relative_to(HERE).as_posix()}\n{path.read_text()}", console=False)
+    log("=" * 100, console=False)
+    log("settings: " + json.dumps(s.env, sort_keys=True), console=False)
+    bf16 = use_bf16(s, device)
+    log(f"running python {sys.version.split()[0]} torch {torch.__version__} device {device} "
+        f"world_size {s.world_size} grad_accum_steps {s.grad_accum_steps} compile {int(s.torch_compile)}")
+    log(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ("
+        + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
+                                                 f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
+    log(select_attention_kernel(s, device))
+    if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
+        log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
+            f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+
+    val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
+    # named sets (VAL_SETS, e.g. one per domain) scored after training with the same accounting
+    val_sets = {name: load_validation_tokens(pattern, s.train_seq_len, s.val_max_tokens)
+                for name, pattern in s.val_set_patterns.items()}
+    for name, tokens in [("VAL_FILES", val_tokens)] + [(f"VAL_SETS[{k}]", v) for k, v in val_sets.items()]:
+        if int(tokens.max()) >= s.vocab_size:
+            raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
+    tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    provenance = run_provenance(s, device, train_files, started)
+    log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
+    train_tokens = sum(shard_token_count(p) for p in train_files)
+    log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
+        f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)")
+        + f", order {s.data_order}")
+    if s.phases:
+        log("data: CURRICULUM_PHASES names the datasets read; TRAIN_FILES is not read")
+    elif s.max_wallclock_seconds == 0:
+        log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
+    elif s.expected_step_ms > 0:
+        steps = min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms))
+        log(f"data: budget at EXPECTED_STEP_MS={s.expected_step_ms:g} under the {s.max_wallclock_seconds:g} s cap: "
+            f"{data_budget(s, steps, train_tokens)}")
+
+    compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
+    base_model = GPT(s).to(device)
+    model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
+    model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False) if distributed else model_compiled
+    optimizers = build_optimizers(base_model, s, compile_fn)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
+        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
+        f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
+    job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
+              model_compiled, model, optimizers)
+    if s.phases:
+        plan, _ = load_phases(s.phases, s.curriculum)
+        files = {n: tuple(Path(p) for p in sorted(glob.glob(d.files))) for n, d in plan.datasets.items()}
+        tokens = {n: sum(shard_token_count(p) for p in f) for n, f in files.items()}
+        job.stages = plan_stages(s, plan, tokens)
+        job.mixture = Mixture(tuple(plan.datasets), tuple(files.values()),
+                              tuple(d.on_exhaust for d in plan.datasets.values()), job.stages[0].weights)
+        log(f"phases: {s.phases} sha256 {plan.sha256[:16]}, {len(job.stages)} phases over datasets "
+            + ", ".join(f"{n} ({tokens[n]:,} tokens, on_exhaust {d.on_exhaust})" for n, d in plan.datasets.items())
+            + f"; the filter's schedule runs over the {plan.schedule_progress}")
+        job.results.update(phases_sha256=plan.sha256, schedule_progress=plan.schedule_progress)
+    job.results.update(
+        run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
+        grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
+        tokenizer=s.tokenizer_path, tokenizer_sha256=hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest(),
+        val_files=s.val_files, val_sha256=hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest(),
+        train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)
+    return job
+
+
+def warm_up_and_undo(job: Job) -> None:
+    """Prime compilation and the allocator on real steps, then restore weights and optimisers."""
+    s = job.s
+    if not s.warmup_steps:
+        return
+    initial_model = {k: v.detach().clone() for k, v in job.base_model.state_dict().items()}
+    initial_opts = [copy.deepcopy(o.state_dict()) for o in job.optimizers]
+    batches = job.make_batches()
+    t0 = time.perf_counter()
+    stages = job.stages or [None]
+    for stage in stages:  # every phase's shapes compile here, before the clock starts
+        if stage is not None:
+            job.enter(batches, stage)
+        for _ in range(max(1, s.warmup_steps // len(stages))):
+            train_step(job.model, job.base_model, job.optimizers, s, batches, 0.0, 1.0, job.bf16)
+    job.sync()
+    batches.close()
+    job.base_model.load_state_dict(initial_model)
+    for opt, state in zip(job.optimizers, initial_opts):
+        opt.load_state_dict(state)
+    job.log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, "
+            f"weights and optimiser state restored")
+    job.results["graphs_compiled_in_warmup"] = compiled_graphs()
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built so far in this process (0 without compilation)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
+@dataclass
+class Averaged:
+    """SWA's running sum of snapshots, and how many."""
+    state: dict | None = None
+    count: int = 0
+
+
+class PhaseTracker:
+    """Which phase the loop is in, when it ends, and what each phase did (CURRICULUM_PHASES)."""
+
+    def __init__(self, stages: list[Stage], log: Logger):
+        self.stages, self.log, self.i, self.done = stages, log, 0, []
+        self.start = dict(step=0, tokens=0, progress=0.0, ms=0.0)
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.i]
+
+    def begin(self, batches: BatchSource) -> None:
+        self.log_phase(batches, 0, 0)  # make_batches began with this phase
+        self.mix_at_start = batches.mix_totals()
+
+    def log_phase(self, batches: BatchSource, step: int, tokens: int) -> None:
+        st, names = self.stage, batches.domain_names
+        self.log(f"phase:{self.i + 1}/{len(self.stages)} name:{st.name} step:{step} tokens:{tokens:,} seq_len:{st.seq_len} "
+                 f"batch_tokens:{st.batch_tokens} mixture:" + ",".join(f"{n}={w:.2f}" for n, w in zip(names, st.weights))
+                 + f" curriculum:{int(st.config.enabled)}" + (f" ends:{st.end[0]}={st.end[1]:g}" if st.end else ""))
+
+    def ended(self, step: int, tokens: int, progress: float) -> bool:
+        end = self.stage.end
+        if end is None or self.i == len(self.stages) - 1:  # the last phase runs until the run ends
+            return False
+        kind, value = end
+        if kind == "until_progress":
+            return progress >= value
+        return (step - self.start["step"] if kind == "steps" else tokens - self.start["tokens"]) >= value
+
+    def local_progress(self, step: int, tokens: int, progress: float) -> float:
+        """How far through its own phase the run is, in [0, 1]."""
+        end, start = self.stage.end, self.start
+        if end is None or self.i == len(self.stages) - 1:
+            return min(max((progress - start["progress"]) / max(1.0 - start["progress"], 1e-9), 0.0), 1.0)
+        kind, value = end
+        done = (progress - start["progress"]) / max(value - start["progress"], 1e-9) if kind == "until_progress" else \
+            (step - start["step"] if kind == "steps" else tokens - start["tokens"]) / value
+        return min(max(done, 0.0), 1.0)
+
+    def progress_text(self, step: int, tokens: int, progress: float) -> str:
+        return f" phase:{self.i + 1}/{len(self.stages)} phase_progress:{self.local_progress(step, tokens, progress):.1%}"
+
+    def _record(self, batches: BatchSource, step: int, tokens: int, ms: float) -> None:
+        read, trained = batches.mix_totals()
+        names = list(batches.domain_names)
+        self.done.append(dict(
+            name=self.stage.name, steps=step - self.start["step"], tokens=tokens - self.start["tokens"],
+            time_ms=round(ms - self.start["ms"], 3), seq_len=self.stage.seq_len, batch_tokens=self.stage.batch_tokens,
+            read=dict(zip(names, (read - self.mix_at_start[0]).tolist())),
+            trained=dict(zip(names, (trained - self.mix_at_start[1]).tolist()))))
+        self.mix_at_start = (read, trained)
+
+    def advance_if_ended(self, batches: BatchSource, step: int, tokens: int, progress: float, ms: float) -> None:
+        while self.ended(step, tokens, progress):
+            self._record(batches, step, tokens, ms)
+            self.i += 1
+            self.start = dict(step=step, tokens=tokens, progress=progress, ms=ms)
+            self.log_phase(batches, step, tokens)
+            batches.reconfigure(self.stage.seq_len, self.stage.micro_batch_seqs, self.stage.config,
+                                list(self.stage.weights))
+
+    def finish(self, batches: BatchSource, step: int, tokens: int, ms: float) -> list[dict]:
+        self._record(batches, step, tokens, ms)
+        return self.done
+
+
+def train(job: Job) -> Averaged:
+    """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
+    s, log = job.s, job.log
+    batches = job.make_batches()
+    phases = PhaseTracker(job.stages, log) if job.stages else None
+    max_ms = 1000.0 * s.max_wallclock_seconds
+    swa = Averaged()
+    training_ms, stop_after, step, tokens, recompiles, exhausted = 0.0, None, 0, 0, 0, False
+    log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
+        + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
+    if phases:
+        phases.begin(batches)
+    job.sync()
+    t0 = time.perf_counter()
+    while True:
+        last = (step == s.iterations or (stop_after is not None and step >= stop_after)
+                or (s.train_tokens and tokens >= s.train_tokens))
+        if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
+            job.sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0)  # non-overlapping: a curve, not the score
+            log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            job.sync()
+            t0 = time.perf_counter()
+        if last:
+            if exhausted:
+                log(f"stopping: the training data is used up, step:{step}/{s.iterations}")
+            elif s.train_tokens and tokens >= s.train_tokens:
+                log(f"stopping: TRAIN_TOKENS={s.train_tokens:,} reached, {tokens:,} tokens at step {step}")
+            elif stop_after is not None and step < s.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+            break
+
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        progress = training_progress(s, step, elapsed_ms, tokens)
+        schedule_progress = progress
+        if phases:
+            phases.advance_if_ended(batches, step, tokens, progress, elapsed_ms)
+            if job.results.get("schedule_progress") == "phase":
+                schedule_progress = phases.local_progress(step, tokens, progress)
+        warmdown = warmdown_fraction(s, step, elapsed_ms)
+        lr_mul = lr_multiplier(progress, warmdown)
+        if step == 10 and max_ms > 0 and not phases:
+            steps = min(s.iterations, int(max_ms * step / elapsed_ms))
+            log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
+                f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
+        if step == 10 and max_ms > 0 and warmdown > 0.9:
+            log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
+                f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
+                f"(configs/1xh100.env scales the step-based settings for one GPU)")
+        momentum_frac = min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+        for opt in job.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mul
+                if isinstance(opt, Muon):
+                    g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+        graphs = compiled_graphs()
+        try:
+            train_loss = train_step(job.model, job.base_model, job.optimizers, s, batches, schedule_progress,
+                                    max(1.0 - warmdown, 0.0), job.bf16)
+            recompiles += compiled_graphs() - graphs  # in the timed steps only: evaluation pauses the clock
+        except DataExhausted as e:  # a clean end: the partial step is undone, averaging and export follow
+            for opt in job.optimizers:
+                opt.zero_grad(set_to_none=True)
+            log(f"data: {e}; training ends at step {step}")
+            stop_after, exhausted = step, True
+            continue
+        step += 1
+        tokens += phases.stage.batch_tokens if phases else s.train_batch_tokens
+        for n in batches.new_wraps():
+            log(f"data: wrap step:{step} pass:{n} the training stream started over from its first shard; "
+                f"from here on every token has been read before")
+        for event in batches.new_events():
+            log(f"data: {event} step:{step}")
+
+        if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
+            if swa.state is None:
+                swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
+                log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
+            for k, v in job.base_model.state_dict().items():
+                swa.state[k] += v.float()
+            swa.count += 1
+
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
+            if job.distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
+                dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
+                train_loss /= s.world_size
+            log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
+                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "") if phases or s.train_tokens
+                   else "") + (phases.progress_text(step, tokens, progress) if phases else ""))
+        if s.curriculum.log_every and step % s.curriculum.log_every == 0:
+            log(batches.log_line(step, progress))
+        if max_ms > 0:
+            reached = approx_ms >= max_ms
+            if job.distributed:  # every rank stops at the same step
+                flag = torch.tensor(int(reached), device=job.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if reached and stop_after is None:
+                stop_after = step
+
+    if phases:
+        job.results["phases"] = phases.finish(batches, step, tokens, training_ms)
+    job.results["recompiles_after_warmup"] = recompiles
+    if s.torch_compile:
+        log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
+    data = batches.summary(step)
+    batches.close()
+    rows = [None] * s.world_size
+    if job.distributed:
+        dist.all_gather_object(rows, data["first_rows"])
+    else:
+        rows = [data["first_rows"]]
+    left = (f", {data['sequences_waiting']:,} still waiting" if data["sequences_waiting"] else
+            f", {data['sequences_discarded']:,} discarded ({data['tokens_discarded']:,} tokens)" if data["sequences_discarded"] else "")
+    log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step; rank 0 read {data['sequences_read']:,} sequences, trained on "
+        f"{data['sequences_trained']:,}{left}; {data['passes_read']:.3f} passes over the training shards")
+    job.results.update(steps=step, tokens_seen=tokens, train_time_ms=round(training_ms, 3),
+                       step_avg_ms=round(training_ms / max(step, 1), 4),
+                       stopped_early=stop_after is not None and step < s.iterations,
+                       data=data | dict(rank_first_rows=rows))
+    return swa
+
+
+def average_weights(job: Job, swa: Averaged) -> dict[str, tuple[float, float]]:
+    """SWA's average replaces the weights; then the pre-quant scores (sliding windows), whole
+    split and each VAL_SETS set."""
+    if swa.count:
+        state = job.base_model.state_dict()
+        job.base_model.load_state_dict({k: (v / swa.count).to(state[k].dtype) for k, v in swa.state.items()})
+    val_loss, val_bpb = job.evaluate(job.val_tokens)
+    job.log(f"swa:applied snapshots:{swa.count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}"
+            if swa.count else f"pre-quant val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+    job.results.update(val_loss=val_loss, val_bpb=val_bpb, swa_snapshots=swa.count)
+    return {name: job.evaluate(tokens) for name, tokens in job.val_sets.items()}
+
+
+def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) -> None:
+    """int6 + zstd-22 artifact, loaded back and scored: that round-trip val_bpb is the result."""
+    s, log = job.s, job.log
+    artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
+    if s.rank == 0:  # one rank compresses (zstd-22 is slow); every rank then loads the file back
+        keep_fp16 = tuple(p.strip() for p in s.fp16_keep_name_patterns.split(",") if p.strip())
+        write_atomic(artifact_path, serialize_artifact(quantize_state(job.base_model.state_dict(), keep_fp16)))
+    if job.distributed:
+        dist.barrier()
+    blob = artifact_path.read_bytes()
+    job.base_model.load_state_dict(dequantize_state(load_artifact(blob), job.base_model.state_dict()))
+    job.sync()
+    t_eval = time.perf_counter()
+    rt_loss, rt_bpb = job.evaluate(job.val_tokens)
+    eval_ms = 1000.0 * (time.perf_counter() - t_eval)
+    n_code = code_bytes()
+    total_bytes = len(blob) + n_code
+    log(f"Serialized model int6+zstd: {len(blob)} bytes")
+    log(f"Code size: {n_code} bytes")
+    log(f"Total submission size int6+zstd: {total_bytes} bytes")
+    if total_bytes > ARTIFACT_LIMIT:
+        log(f"WARNING: the artifact is {total_bytes} bytes, {total_bytes - ARTIFACT_LIMIT} over the "
+            f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
+    log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
+    log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
+    sets = {}
+    for name, tokens in job.val_sets.items():
+        set_rt_loss, set_rt_bpb = job.evaluate(tokens)
+        set_loss, set_bpb = set_scores[name]
+        sets[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb, roundtrip_val_loss=set_rt_loss,
+                          roundtrip_val_bpb=set_rt_bpb, sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
+        log(f"val_set:{name} tokens:{tokens.numel() - 1} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
+            f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
+    job.results.update(roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
+                       eval_stride=window_starts(job.val_tokens.numel() - 1, s.train_seq_len, s.eval_stride).step,
+                       artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
+                       artifact_limit=ARTIFACT_LIMIT, val_sets=sets)
+
+
+def write_summary(job: Job) -> None:
+    if job.s.rank == 0:
+        job.results["peak_memory_mb"] = round(peak_memory_mb(job.device), 1)
+        path = Path(job.s.log_dir) / f"{job.s.run_id}.json"
+        write_atomic(path, (json.dumps(job.results, indent=2) + "\n").encode())
+        job.log(f"logs: {job.log.path} and {path}")
+
+
+def main() -> None:
+    job = set_up(started=time.time())
+    warm_up_and_undo(job)
+    swa = train(job)
+    set_scores = average_weights(job, swa)
+    export_and_round_trip(job, set_scores)
+    write_summary(job)
+
+
+def shut_down_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive. A gloo worker thread can
+    still be dropping the last reference to a finished collective's tensors; if that happens
+    during interpreter finalisation it cannot take the GIL and the process aborts ("terminate
+    called without an active exception"). Collecting the DDP wrapper's reference cycles frees
+    the group now, and its destructor joins those threads first."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
+        rank = os.environ.get("RANK", "0")
+        if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own
+            print(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}", file=sys.stderr)
+        shut_down_distributed()
+        sys.exit(2)
+    shut_down_distributed()
