@@ -228,7 +228,7 @@ def mix_by_quarter_table(arms: list[Arm]) -> list[str]:
     """The share of trained rows per domain in each quarter of the run (the loader's windows,
     placed by the step each ends at, summed over an arm's runs). A schedule moves the mix over
     time: a whole-run share close to the stream's can hide a quarter spent on one domain, and the
-    last quarter is the warmdown's. Empty when no run recorded windows."""
+    last quarter is where the learning rate falls. Empty when no run recorded windows."""
     names, per_arm = [], []
     for a in arms:
         quarters = [dict() for _ in range(QUARTERS)]
