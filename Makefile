@@ -8,7 +8,7 @@ ARMS ?= baseline v
 MODE ?= time
 STEPS ?= 0
 
-.PHONY: setup extras sources data run test bench compare clean distclean
+.PHONY: setup extras sources data run test bench bench-cost compare clean distclean
 
 setup: $(VENV)/.core
 $(VENV)/.core: requirements.txt
@@ -37,6 +37,10 @@ test: data extras
 
 bench: data
 	$(PYTHON) -m tools.bench
+
+# Only the curriculum's cost in separate trainer processes, with its decomposition (section 7)
+bench-cost: data
+	$(PYTHON) -m tools.bench --cost-only
 
 compare: data extras
 	$(PYTHON) -m tools.experiment --arms $(ARMS) --seeds $(SEEDS) --mode $(MODE) --budget $(BUDGET) --steps $(STEPS)

@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -118,6 +119,7 @@ class Settings:
     # export and precision
     fp16_keep_name_patterns: str
     cpu_autocast: str
+    cpu_malloc: str
     # curriculum
     curriculum: CurriculumConfig
     # derived, not read
@@ -216,6 +218,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
         fp16_keep_name_patterns=e.env_str("FP16_KEEP_NAME_PATTERNS", "tok_emb,blocks.8.attn.c_k"),
         cpu_autocast=e.env_str("CPU_AUTOCAST", "auto", choices=("auto", "bf16", "off")),
+        cpu_malloc=e.env_str("CPU_MALLOC", "keep", choices=("keep", "system")),
         curriculum=read_curriculum(e),  # the plugin reads CURRICULUM* with the same function
         rank=rank, world_size=world_size, local_rank=local_rank,
     )
@@ -754,6 +757,35 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory(choice: str) -> str:
+    """CPU_MALLOC=keep: glibc's malloc keeps the memory a step frees for the next step.
+
+    By default glibc serves a large block with its own mmap and unmaps it when it is freed, and
+    gives the top of the heap back to the kernel beyond a threshold; both thresholds move with
+    the allocation history. A training step frees and re-allocates its activations and gradients
+    every time, so each step faulted in and zeroed about 60,000 fresh pages (235 MB): a quarter of
+    the step in kernel time on the 2-core VMs (make bench, section 7), and how much of it a run
+    paid depended on what else it had allocated, so two runs of one trainer differed by up to 12%.
+    With mmap off and the heap never trimmed, the pages stay mapped and are reused. On CUDA the
+    tensors live in PyTorch's caching allocator, which already keeps them: nothing to change."""
+    if choice == "system":
+        return "memory: glibc's default malloc (CPU_MALLOC=system)"
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version.restype = ctypes.c_char_p
+        version = libc.gnu_get_libc_version().decode()
+    except (OSError, AttributeError):
+        return "memory: not glibc, the allocator is left as it is (CPU_MALLOC=keep applies to glibc only)"
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+        return f"memory: WARNING: glibc {version} refused mallopt; freed memory goes back to the kernel every step"
+    return f"memory: glibc {version} keeps freed memory for reuse (CPU_MALLOC=keep: no mmap per block, no trimming)"
+
+
 
 def window_starts(n_targets: int, seq: int, stride: int) -> range:
     """Starts of the evaluation windows over n_targets target tokens: every multiple of the
@@ -952,7 +984,6 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak device memory on CUDA; peak resident memory of the process on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -1077,6 +1108,8 @@ def set_up(started: float) -> Job:
         + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
                                                  f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
     log(select_attention_kernel(s, device))
+    if device.type == "cpu":
+        log(keep_freed_memory(s.cpu_malloc))
     if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
         log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
             f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import TINY
 from tools import experiment
+from tools.runs import rotated
 from tools.envfile import ROOT
 
 
@@ -20,7 +21,7 @@ def test_the_shipped_arms_file_is_valid_and_every_arm_names_curriculum():
 
 def test_each_arm_takes_each_position_equally_often():
     arms = ["baseline", "v", "linear"]
-    positions = Counter((arm, pos) for i in range(6) for pos, arm in enumerate(experiment.rotated(arms, i)))
+    positions = Counter((arm, pos) for i in range(6) for pos, arm in enumerate(rotated(arms, i)))
     assert set(positions.values()) == {2} and len(positions) == 9
 
 

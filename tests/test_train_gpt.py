@@ -602,3 +602,36 @@ def test_the_cpu_examples_train_through_their_phases_at_the_right_progress(datas
                    dict(code=0.2, docs=0.2, prose=0.6)]
         for p, ws in zip(phases, weights):
             assert all(abs(p["trained"][d] - w * p["steps"] * 32) < 1 for d, w in ws.items()), p
+
+
+FAULTS_PER_BLOCK = '''
+import resource, sys
+import torch
+import train_gpt as tg
+line = tg.keep_freed_memory(sys.argv[1])
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):  # 64 MiB blocks, above glibc's largest mmap threshold, as a step's biggest tensors are
+    torch.ones(2**24).sum()
+before = faults()
+for _ in range(10):
+    torch.ones(2**24).sum()
+print(line)
+print((faults() - before) / 10)
+'''
+
+
+def test_cpu_malloc_keep_reuses_freed_blocks_where_glibc_would_fault_them_in_again():
+    import subprocess
+    import sys
+    out = {}
+    for choice in ("system", "keep"):
+        done = subprocess.run([sys.executable, "-c", FAULTS_PER_BLOCK, choice], capture_output=True, text=True,
+                              cwd=Path(tg.__file__).parent)
+        assert done.returncode == 0, done.stderr[-2000:]
+        line, faults = done.stdout.strip().splitlines()
+        if "not glibc" in line:
+            pytest.skip(line)
+        out[choice] = (line, float(faults))
+    assert out["system"][1] > 10_000  # 16,384 pages of 4 KiB, zeroed by the kernel, every time
+    assert out["keep"][1] < 100 and "keeps freed memory" in out["keep"][0]

@@ -22,11 +22,19 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    which tells whether the kept sequences' content makes the model's step slower.
 6. Evaluation: one pass over the validation split with the CPU configuration's model, for
    non-overlapping windows and sliding windows at strides 128 and 64, as ratios to the first.
-7. The trainer: short runs of train_gpt.py (configs/cpu.env, a fixed number of steps, no cap),
-   the arms interleaved so drift hits all: step time, time blocked waiting for data, the
-   reader's CPU time, peak memory.
+7. The trainer as a user runs it: separate train_gpt.py processes (configs/cpu.env, a fixed
+   number of steps), one per arm, taking turns step by step (tools/turns.py), one ring per
+   repeat with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI,
+   which runs one after the other cannot give on a machine that drifts by 10% in minutes. With
+   the decomposition (the default), controls in the same rings: the pool's work without its
+   content (pool_only), reading 2x alone (read_only), the fresh arm's recorded batches in a
+   baseline process (replay) and in a baseline-trained model (replay_on_baseline_state),
+   flush-to-zero (baseline_ftz), and glibc's default malloc (the *_system_malloc arms: the
+   page faults behind the 4-16% gap of issue 19, gone with CPU_MALLOC=keep); each arm's page
+   faults and kernel time per step, and torch.profiler's operators, fresh against baseline.
 
-    python -m tools.bench [--pairs 60] [--blocks 6] [--steps 60] [--repeats 2] [--skip-trainer] [--replay]
+    python -m tools.bench [--pairs 60] [--blocks 6] [--steps 40] [--repeats 3] [--skip-trainer] [--replay]
+                          [--cost-only] [--no-decompose]     # make bench-cost: section 7 alone
 """
 from __future__ import annotations
 
@@ -51,7 +59,9 @@ import train_gpt as tg  # the trainer's own settings, model, optimisers and step
 from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
 from curriculum.loader import SequentialRows, ShuffledRows, corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
+from tools import turns
 from tools.envfile import ROOT, read_env_file
+from tools.runs import rotated
 
 
 H100_MICRO_SEQS = 48  # 786,432 tokens per step / 8 micro-batches / 2048 tokens (SPEC.md, 1xH100)
@@ -73,7 +83,7 @@ def synchronize(device: torch.device) -> None:
 
 def arms_in_turn(k: int) -> tuple[str, ...]:
     """The arms in the k-th rotation, so that no arm always goes first."""
-    return ARMS[k % len(ARMS):] + ARMS[:k % len(ARMS)]
+    return tuple(rotated(list(ARMS), k))
 
 
 def train_files(s: tg.Settings) -> list[Path]:
@@ -300,33 +310,134 @@ def bench_eval_strides(s: tg.Settings) -> list[dict]:
     return rows
 
 
-def bench_trainer(env: dict, steps: int, repeats: int) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+# The ring of separate trainer processes (tools/turns.py): the arms a user compares, then the
+# controls that take the curriculum apart. `replay` arms train on the batches the fresh arm
+# recorded in an untimed run first.
+COST_ARMS = (turns.Arm("baseline", ARM_ENV["baseline"]),
+             turns.Arm("baseline_again", ARM_ENV["baseline"]),  # the A/A control: the method's own error
+             turns.Arm("fresh", ARM_ENV["fresh"]),
+             turns.Arm("carry", ARM_ENV["carry"]),
+             turns.Arm("random", ARM_ENV["fresh"] | dict(CURRICULUM_SCORE="random")))
+DECOMPOSITION_ARMS = (
+    turns.Arm("pool_only", ARM_ENV["fresh"], ("pool_only",)),
+    turns.Arm("read_only", ARM_ENV["fresh"], ("read_only",)),
+    turns.Arm("replay", ARM_ENV["baseline"], ("replay",)),
+    turns.Arm("replay_on_baseline_state", ARM_ENV["baseline"], ("replay", "pretrain")),
+    turns.Arm("baseline_ftz", ARM_ENV["baseline"], ("ftz",)),
+    # glibc's own malloc, as before CPU_MALLOC=keep: the step-time gap of separate runs (issue 19)
+    turns.Arm("baseline_system_malloc", ARM_ENV["baseline"] | dict(CPU_MALLOC="system")),
+    turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")))
+REFERENCE = ("baseline", "baseline_again")  # per round, the geometric mean of two baseline processes
+PROFILED_STEPS = 5  # the last timed steps of baseline and fresh, under torch.profiler (not in the ratios)
+
+
+def trainer_env(env: dict, steps: int) -> dict:
+    """The CPU configuration as a fixed number of steps with a token evaluation: only the steps are measured."""
+    return dict(os.environ) | env | dict(
+        ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3), VAL_MAX_TOKENS="8193",
+        VAL_SETS="", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0")
+
+
+def with_paths(arm: turns.Arm, steps: int, recorded: Path) -> turns.Arm:
+    """The variants with their values: the recorded batches, the pretraining length, the profiled steps."""
+    values = dict(replay=f"replay={recorded}", pretrain=f"pretrain={steps}")
+    variants = tuple(values.get(v, v) for v in arm.variants)
+    if arm.name in ("baseline", "fresh"):
+        variants += (f"profile={steps - PROFILED_STEPS}-{steps - 1}",)
+    return dataclasses.replace(arm, variants=variants)
+
+
+def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5) -> dict:
+    """Separate train_gpt.py processes per arm taking turns step by step, one ring per repeat
+    with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI, the
+    loader's own numbers from the runs' summaries, and the two profiled arms' operators."""
+    arms = list(COST_ARMS) + (list(DECOMPOSITION_ARMS) if decompose else [])
+    run_env = trainer_env(env, steps)
+    rings = []
     with tempfile.TemporaryDirectory() as tmp:
+        recorded = Path(tmp) / "fresh_batches.npy"
+        if decompose:  # the fresh arm's batches, recorded once without the model compiled (the batches are the same)
+            record = turns.Arm("record", ARM_ENV["fresh"] | dict(TORCH_COMPILE="0", WARMUP_STEPS="0"),
+                               (f"record={recorded}",))
+            turns.run_single(record, run_env, Path(tmp) / "record")
+        arms = [with_paths(arm, steps, recorded) for arm in arms]
         for r in range(repeats):
-            for arm in arms_in_turn(r):
-                run_env = dict(os.environ) | env | ARM_ENV[arm] | dict(
-                    ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3),
-                    VAL_MAX_TOKENS="32769", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0",
-                    RUN_ID=f"bench-{arm}-{r}", LOG_DIR=tmp)
-                out = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], env=run_env, cwd=ROOT,
-                                     capture_output=True, text=True)
-                if out.returncode:
-                    raise SystemExit(f"bench: the {arm} run failed:\n{out.stderr[-2000:]}")
-                summary = json.loads((Path(tmp) / f"bench-{arm}-{r}.json").read_text())
-                results[arm].append(summary)
-                print(f"bench: {arm} run {r + 1}/{repeats}: step_avg {summary['step_avg_ms']:.1f}ms, "
-                      f"data wait {summary['data']['data_wait_ms_per_step']:.3f}ms/step", flush=True)
-    return results
+            t0 = time.perf_counter()
+            rings.append(turns.run_ring(turns.ring_order(arms, r), run_env, Path(tmp) / f"ring{r}", tag=f"ring{r}"))
+            print(f"bench: ring {r + 1}/{repeats} of {len(arms)} processes, {steps} steps each, "
+                  f"{time.perf_counter() - t0:.0f}s", flush=True)
+    end = steps - PROFILED_STEPS
+    ratios = turns.ratios_in_turns(rings, REFERENCE, end=end, block=block)
+    ratios["baseline_again"] = turns.ratios_in_turns(rings, "baseline", end=end, block=block)["baseline_again"]
+    def mean(name, get):
+        return statistics.mean(get(ring[name]) for ring in rings)
+    loader = {a.name: dict(data_wait_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["data_wait_ms_per_step"]),
+                           reader_cpu_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["reader_cpu_ms_per_step"]),
+                           peak_memory_mb=mean(a.name, lambda r: r["summary"]["peak_memory_mb"]),
+                           faults_per_step=mean(a.name, lambda r: statistics.median(r["turns"]["steps_faults"])),
+                           kernel_ms_per_step=mean(a.name, lambda r: statistics.median(r["turns"]["steps_sys_ms"])))
+              for a in arms}
+    flush = {arm.name: rings[0][arm.name]["turns"]["flush_denormal"] for arm in arms if "ftz" in arm.variants}
+    profile = turns.profile_difference(rings, "baseline", "fresh")
+    return dict(steps=steps, repeats=repeats, block_rounds=block, arms=[a.name for a in arms], ratios=ratios,
+                loader=loader, flush_denormal_set=flush, profile=profile)
+
+
+def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
+    """Section 7: the curriculum's cost as a user meets it, separate trainer processes in turns."""
+    decompose = not args.no_decompose
+    print(f"== train_gpt.py, configs/cpu.env: separate processes taking turns step by step, {args.steps} steps, "
+          f"{args.repeats} rings (arms in a seeded order each){', with the decomposition' if decompose else ''}", flush=True)
+    cost = bench_trainer_in_turns(env, args.steps, args.repeats, decompose)
+    print(f"  {cpu_line()}")
+    print(f"  {'arm':<26}{'median ms':>10}{'ratio':>8}  {'95% CI':<17}{'costs nothing':>14}{'faults':>8}"
+          f"{'kernel ms':>10}{'data wait':>10}{'reader CPU':>11}{'peak MB':>8}  per ring")
+    for name in cost["arms"]:
+        r, l = cost["ratios"][name], cost["loader"][name]
+        verdict = "" if name in REFERENCE else ("yes" if turns.costs_nothing(r) else "no")
+        ci = "" if name == "baseline" else f"[{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]"
+        print(f"  {name:<26}{r['median_ms']:10.1f}{r['ratio']:8.3f}  {ci:<17}{verdict:>14}{l['faults_per_step']:8.0f}"
+              f"{l['kernel_ms_per_step']:10.1f}{l['data_wait_ms_per_step']:10.3f}{l['reader_cpu_ms_per_step']:11.3f}"
+              f"{l['peak_memory_mb']:8.0f}  {' '.join(f'{x:.3f}' for x in r['per_ring'])}")
+    print(f"  (ratio: against the two baseline processes' geometric mean, except baseline_again: against baseline, "
+          f"the A/A control, the method's own error; geometric mean over blocks of {cost['block_rounds']} rounds, "
+          f"every ring's blocks pooled; "
+          f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
+          f"kernel ms: the process's system time per step, medians)")
+    if cost["flush_denormal_set"]:
+        print(f"  flush-to-zero set in the ftz arms: {cost['flush_denormal_set']}")
+    print(f"  torch.profiler, the last {PROFILED_STEPS} steps: self CPU ms per step, fresh against baseline "
+          f"(largest differences)")
+    for row in cost["profile"]:
+        print(f"    {row['op'][:44]:<46}{row['base_ms']:9.2f}{row['arm_ms']:9.2f}{row['difference_ms']:+9.2f}")
+    return cost
+
+
+def cpu_line() -> str:
+    """The CPU's model and the flags that decide the trainer's kernels, for every figure printed."""
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (f"CPU: {tg.device_name(torch.device('cpu'))}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
+            f", torch {torch.__version__}, ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'default')}"
+            f", CPU_AUTOCAST={os.environ.get('CPU_AUTOCAST', 'auto')}")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per trainer process (section 7)")
+    ap.add_argument("--repeats", type=int, default=3, help="rings of trainer processes (section 7)")
     ap.add_argument("--pairs", type=int, default=60, help="rounds of one step per arm in one process")
     ap.add_argument("--blocks", type=int, default=6, help="blocks of 10 steps per arm for the breakdown")
     ap.add_argument("--skip-trainer", action="store_true")
+    ap.add_argument("--cost-only", action="store_true", help="only section 7: the trainer processes in turns")
+    ap.add_argument("--no-decompose", action="store_true", help="section 7 with the four arms only, no controls")
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
@@ -334,7 +445,12 @@ def main(argv=None) -> None:
     env = read_env_file(ROOT / "configs" / "cpu.env")
     s = cpu_settings(env)
     device = tg.pick_device(s)
-    report: dict = dict(device=str(device), torch=torch.__version__)
+    report: dict = dict(device=str(device), torch=torch.__version__, cpu=cpu_line())
+    if args.cost_only:
+        report["trainer_in_turns"] = trainer_cost(env, args, s)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return
 
     print("== each difficulty signal alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
     report["scorer"] = bench_scorer(s)
@@ -386,33 +502,7 @@ def main(argv=None) -> None:
         kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
         print(f"  {kind:<28} {row['seconds']:8.2f}s  ratio {row['ratio']:.2f}  ({row['tokens']:,} tokens)")
     if not args.skip_trainer:
-        print(f"== train_gpt.py, configs/cpu.env, {args.steps} steps x {args.repeats} interleaved runs per arm "
-              f"(means; ratios fresh, carry)")
-        runs = bench_trainer(env, args.steps, args.repeats)
-
-        def mean(arm, get):
-            return statistics.mean(get(run) for run in runs[arm])
-        metrics = {"step_avg_ms": lambda run: run["step_avg_ms"],
-                   "data_wait_ms_per_step": lambda run: run["data"]["data_wait_ms_per_step"],
-                   "reader_cpu_ms_per_step": lambda run: run["data"]["reader_cpu_ms_per_step"],
-                   "peak_memory_mb": lambda run: run["peak_memory_mb"]}
-        report["trainer"] = {}
-        for name, get in metrics.items():
-            values = {arm: mean(arm, get) for arm in ARMS}
-            b = values["baseline"]
-            report["trainer"][name] = values | {f"{arm}_ratio": values[arm] / b if b else float("nan") for arm in ARMS[1:]}
-            print(f"  {name:<24} " + "  ".join(f"{arm} {v:10.3f}" for arm, v in values.items())
-                  + "  ratios " + " ".join(f"{values[a] / b if b else float('nan'):.3f}" for a in ARMS[1:]))
-        # The loader's extra cost per step, against the measured step: the overhead the
-        # end-to-end ratio above cannot resolve when it is smaller than run-to-run noise.
-        ms = report["loader"][0]["ms"]
-        step = report["trainer"]["step_avg_ms"]["baseline"]
-        spread = [run["step_avg_ms"] for run in runs["baseline"]]
-        for arm in ARMS[1:]:
-            extra = (ms[arm] - ms["baseline"]) * s.grad_accum_steps
-            report["trainer"][f"{arm}_selection_ms_per_step"] = dict(ms=extra, fraction_of_step=extra / step)
-            print(f"  {arm} selection cost per step {extra:.3f}ms = {100 * extra / step:.3f}% of the baseline step")
-        print(f"  (baseline runs themselves spread {min(spread):.1f}..{max(spread):.1f}ms)")
+        report["trainer_in_turns"] = trainer_cost(env, args, s)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from curriculum.shards import write_atomic
 from tools.compare import write_report
 from tools.envfile import ROOT, read_env_file
-from tools.runs import trainer_defaults
+from tools.runs import rotated, trainer_defaults
 
 
 def read_arms(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -65,11 +65,6 @@ def experiment_id(base: dict, arms: dict, mode: str, amount: float, val_every: i
     plan = dict(settings={k: v for k, v in sorted(base.items()) if k in names}, arms=arms, mode=mode,
                 amount=amount, val_every=val_every, code=train_gpt.code_sha256())
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def rotated(arms: list[str], i: int) -> list[str]:
-    k = i % len(arms)
-    return arms[k:] + arms[:k]
 
 
 def main(argv=None) -> int:

@@ -6,35 +6,35 @@ the first ten steps, whose intervals hold compilation and per-step logging.
 """
 from __future__ import annotations
 
-import re
 import statistics
 from pathlib import Path
 
-VAL_LINE = re.compile(r"^step:(\d+)/\d+ val_loss:([\d.]+) val_bpb:([\d.]+) train_time:(\d+)ms", re.M)
-TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) train_time:(\d+)ms step_avg:([\d.]+)ms", re.M)
-CURRICULUM_LINE = re.compile(
-    r"^curriculum step:(\d+) progress:([\d.]+) target:([\d.]+) kept_score_mean:([\d.]+) kept_score_min:([\d.]+) "
-    r"kept_score_max:([\d.]+) pool_score_mean:([\d.]+) data_wait_ms:([\d.]+)", re.M)
+from tools.loglines import parse
+
 SPIKE_STEPS = 10  # the trainer logs every one of the first 10 steps
 
 
 def val_curve(run) -> list[tuple[int, float, float]]:
     """(step, train_time_s, val_bpb) for every evaluation in the log (pre-quant, before SWA)."""
-    return [(int(s), int(t) / 1000, float(bpb)) for s, _, bpb, t in VAL_LINE.findall(run.log_text)]
+    return [(int(v["step"]), int(v["ms"]) / 1000, float(v["bpb"])) for v in parse("val", run.log_text)]
 
 
 def train_curve(run) -> list[tuple[int, float]]:
-    return [(int(s), float(loss)) for s, loss, _, _ in TRAIN_LINE.findall(run.log_text)]
+    return [(int(t["step"]), float(t["loss"])) for t in parse("train", run.log_text)]
 
 
 def step_times(run) -> list[tuple[int, float]]:
     """(step, ms per step over the interval since the previous train line)."""
-    points = [(int(s), int(t)) for s, _, t, _ in TRAIN_LINE.findall(run.log_text)]
+    points = [(int(t["step"]), int(t["ms"])) for t in parse("train", run.log_text)]
     return [(s1, (t1 - t0) / (s1 - s0)) for (s0, t0), (s1, t1) in zip(points, points[1:]) if s1 > s0]
 
 
+CURVE_FIELDS = ("step", "progress", "target", "kept_mean", "kept_min", "kept_max", "pool_mean")
+
+
 def curriculum_curve(run) -> list[tuple[float, ...]]:
-    return [tuple(map(float, m)) for m in CURRICULUM_LINE.findall(run.log_text)]
+    """(step, progress, target, kept mean, kept min, kept max, pool mean) per curriculum line, either pool."""
+    return [tuple(float(c[k]) for k in CURVE_FIELDS) for c in parse("curriculum", run.log_text)]
 
 
 def tokens_per_step(run) -> float:

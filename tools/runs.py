@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curriculum import SCHEDULE_PARAMETERS
+from tools import loglines
 
 
 class CompareError(Exception):
@@ -95,6 +95,12 @@ def seed_order(seed) -> tuple:
     return str(type(seed)), seed
 
 
+def rotated(items: list, k: int) -> list:
+    """The items in the k-th rotation, so that no arm always goes first (or follows the same one)."""
+    k %= len(items)
+    return list(items[k:]) + list(items[:k])
+
+
 def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
     """(runs, failed runs, other problems): every file that is not a usable run is named once."""
     if not folder.is_dir():
@@ -136,27 +142,22 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
     return runs, failed, problems
 
 
-ENV_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$", re.M)
-FINAL_EXACT = re.compile(r"^final_\w+_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)", re.M)
-VAL_STEP = re.compile(r"^step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+)", re.M)
-TRAIN_STEP = re.compile(r"^step:(\d+)/\d+ train_loss:\S+ train_time:(\d+)ms step_avg:(\S+)ms", re.M)
-
-
 def challenge_log_summary(text: str, name: str, known: set[str]) -> dict | None:
     """A run summary from a plain log of the challenge's format, written by any script: the
     script's source, then the environment as KEY=VALUE lines, `step:` lines, and the
     `final_<format>_roundtrip_exact` line (SPEC.md). The settings are the environment's values
     of names in `known` (this trainer's settings) and CURRICULUM*; the code fingerprint is the
     sha256 of the text before the first of them. None when the final line is missing."""
-    final = FINAL_EXACT.findall(text)
+    final = [(f["loss"], f["bpb"]) for f in loglines.parse("final_exact", text)]
     if not final:
         return None
-    env = [(m.start(), m.group(1), m.group(2)) for m in ENV_LINE.finditer(text)
-           if m.group(1) in known or m.group(1).startswith(CURRICULUM_PREFIX)]
+    env = [(m.start(), m.group("name"), m.group("value")) for m in loglines.PATTERNS["env"].finditer(text)
+           if m.group("name") in known or m.group("name").startswith(CURRICULUM_PREFIX)]
     settings = {k: v for _, k, v in env}
     source = text[:env[0][0]].rstrip("\n") if env else ""
     rt_loss, rt_bpb = final[-1]
-    vals, steps = VAL_STEP.findall(text), TRAIN_STEP.findall(text)
+    vals = [(v["step"], v["loss"], v["bpb"]) for v in loglines.parse("val", text)]
+    steps = [(t["step"], t["ms"], t["avg"]) for t in loglines.parse("train", text)]
     summary = dict(run_id=settings.get("RUN_ID", name), settings=settings, plain_log=True,
                    roundtrip_val_loss=_number(rt_loss), roundtrip_val_bpb=_number(rt_bpb),
                    val_loss=_number(vals[-1][1]) if vals else _number(rt_loss),
