@@ -63,6 +63,8 @@ class Settings:
     data_order: str
     expected_step_ms: float
     log_dir: str
+    checkpoint_every: int
+    resume: str
     device: str
     torch_compile: bool
     # model
@@ -167,6 +169,8 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
         data_order=read_data_order(e),
         expected_step_ms=e.env_float("EXPECTED_STEP_MS", 0.0, minimum=0.0),
         log_dir=e.env_str("LOG_DIR", "logs"),
+        checkpoint_every=e.env_int("CHECKPOINT_EVERY", 0, minimum=0),
+        resume=e.env_str("RESUME", ""),
         device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
         torch_compile=e.env_bool("TORCH_COMPILE", True),
         vocab_size=e.env_int("VOCAB_SIZE", 1024, minimum=2),
@@ -289,6 +293,8 @@ def check_settings(s: Settings) -> list[str]:
     if s.phases:
         errors += check_phases(s)
     errors += check_log_dir(s.log_dir)
+    if s.resume and not os.path.isfile(s.resume):
+        errors.append(f"RESUME={s.resume!r}: no such file (a checkpoint that CHECKPOINT_EVERY wrote)")
     if not os.path.isfile(s.tokenizer_path):
         errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
     else:
@@ -969,7 +975,7 @@ class Logger:
         self.path = Path(s.log_dir) / f"{s.run_id}.txt"
         if self.master:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "w")
+            self.file = open(self.path, "a" if s.resume else "w")  # a resumed run goes on in its log
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if not self.master:
@@ -1059,6 +1065,7 @@ class Job:
     optimizers: list
     stages: list[Stage] | None = None   # CURRICULUM_PHASES, each phase as the loop runs it
     mixture: Mixture | None = None      # the phases' datasets
+    checkpoint: dict | None = None      # RESUME's contents, checked before any training
     results: dict = field(default_factory=dict)
 
     def sync(self) -> None:
@@ -1169,6 +1176,8 @@ def set_up(started: float) -> Job:
         tokenizer=s.tokenizer_path, tokenizer_sha256=hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest(),
         val_files=s.val_files, val_sha256=hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest(),
         train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)
+    if s.resume:
+        job.checkpoint = load_checkpoint(job)
     return job
 
 
@@ -1272,9 +1281,119 @@ class PhaseTracker:
             batches.reconfigure(self.stage.seq_len, self.stage.micro_batch_seqs, self.stage.config,
                                 list(self.stage.weights))
 
+    def state_dict(self) -> dict:
+        return dict(i=self.i, start=dict(self.start), done=list(self.done),
+                    mix_at_start=[m.tolist() for m in self.mix_at_start])
+
+    def load_state_dict(self, state: dict) -> None:
+        self.i, self.start, self.done = state["i"], dict(state["start"]), list(state["done"])
+        self.mix_at_start = tuple(np.asarray(m, dtype=np.int64) for m in state["mix_at_start"])
+
     def finish(self, batches: BatchSource, step: int, tokens: int, ms: float) -> list[dict]:
         self._record(batches, step, tokens, ms)
         return self.done
+
+
+# =============================================================================================
+# Checkpoints: CHECKPOINT_EVERY writes one, RESUME goes on from it, bit for bit
+# =============================================================================================
+
+CHECKPOINT_FORMAT = 1
+# settings a resumed run may change: where it logs, its name, and the checkpointing itself
+RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "RANK", "LOCAL_RANK")
+
+
+@dataclass
+class LoopState:
+    """Where the training loop stands between two steps."""
+    step: int = 0
+    tokens: int = 0
+    training_ms: float = 0.0
+    recompiles: int = 0
+
+
+def checkpoint_identity(job: Job) -> dict:
+    """What a checkpoint must share with the run that resumes it."""
+    settings = {k: v for k, v in job.s.env.items() if k not in RESUMABLE_CHANGES}
+    return dict(format=CHECKPOINT_FORMAT, code_sha256=job.results["provenance"]["code_sha256"],
+                train_data_sha256=job.results["provenance"]["train_data_sha256"],
+                tokenizer_sha256=job.results["tokenizer_sha256"], settings=settings)
+
+
+def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: BatchSource, phases) -> Path:
+    """Every rank's data path and rank 0's weights, optimisers, SWA sum, RNG states and loop
+    counters, in one file written atomically (a kill mid-write leaves the previous one)."""
+    # each rank's own: its data path, and its optimisers (Muon keeps momentum only for the
+    # matrices that rank orthogonalises)
+    mine = dict(data=batches.state_dict(), optimizers=[on_cpu(o.state_dict()) for o in job.optimizers])
+    ranks = [None] * job.s.world_size
+    if job.distributed:
+        dist.all_gather_object(ranks, mine)
+    else:
+        ranks = [mine]
+    path = Path(job.s.log_dir) / f"{job.s.run_id}.ckpt"
+    if job.s.rank == 0:
+        state = dict(identity=checkpoint_identity(job), loop=asdict(loop), model=job.base_model.state_dict(),
+                     ranks=ranks, swa=dict(state=swa.state, count=swa.count), phases=phases.state_dict() if phases else None,
+                     rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
+                              cuda=torch.cuda.get_rng_state_all() if job.device.type == "cuda" else None))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(path, buffer.getvalue())
+    if job.distributed:
+        dist.barrier()
+    return path
+
+
+def on_cpu(value):
+    """A state dict with every tensor copied to the host, to travel between ranks."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
+
+def load_checkpoint(job: Job) -> dict:
+    """The RESUME file, refused with every difference named when it belongs to other code,
+    data or settings."""
+    try:
+        state = torch.load(job.s.resume, map_location="cpu", weights_only=False)
+        saved = state["identity"]
+    except Exception as err:  # any unreadable file: one message, not a traceback
+        raise SettingsError(f"RESUME={job.s.resume!r}: not a checkpoint of this trainer ({type(err).__name__}: {err})")
+    ours = checkpoint_identity(job)
+    differences = [f"{k}: checkpoint {saved.get(k)!r}, this run {ours[k]!r}" for k in ours if k != "settings"
+                   and saved.get(k) != ours[k]]
+    theirs, mine = saved.get("settings", {}), ours["settings"]
+    differences += [f"{k}: checkpoint {theirs.get(k)!r}, this run {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine))
+                    if theirs.get(k) != mine.get(k)]
+    if differences:
+        raise SettingsError(f"RESUME={job.s.resume!r}: the checkpoint is of another run:\n    " + "\n    ".join(differences))
+    return state
+
+
+def resume(job: Job, state: dict, batches: BatchSource, phases, swa: Averaged) -> LoopState:
+    job.base_model.load_state_dict(state["model"])
+    mine = state["ranks"][job.s.rank]
+    for opt, saved in zip(job.optimizers, mine["optimizers"]):
+        opt.load_state_dict(saved)
+    saved_swa = state["swa"]["state"]
+    swa.state = None if saved_swa is None else {k: v.to(job.device) for k, v in saved_swa.items()}
+    swa.count = state["swa"]["count"]
+    batches.load_state_dict(mine["data"])
+    if phases:
+        phases.load_state_dict(state["phases"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    loop = LoopState(**state["loop"])
+    job.log(f"resume: from {job.s.resume} at step:{loop.step} tokens:{loop.tokens:,} train_time:{loop.training_ms:.0f}ms "
+            f"(log lines of later steps above this one belong to the interrupted run)")
+    return loop
 
 
 def train(job: Job) -> Averaged:
@@ -1284,12 +1403,18 @@ def train(job: Job) -> Averaged:
     phases = PhaseTracker(job.stages, log) if job.stages else None
     max_ms = 1000.0 * s.max_wallclock_seconds
     swa = Averaged()
-    training_ms, stop_after, step, tokens, recompiles, exhausted = 0.0, None, 0, 0, 0, False
     log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
         + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
-    if phases:
+    loop = LoopState()
+    if job.checkpoint is not None:
+        loop = resume(job, job.checkpoint, batches, phases, swa)
+        job.checkpoint = None
+    elif phases:
         phases.begin(batches)
+    training_ms, step, tokens, recompiles = loop.training_ms, loop.step, loop.tokens, loop.recompiles
+    stop_after, exhausted = None, False
     job.sync()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: what CPU_MALLOC saves
     t0 = time.perf_counter()
     while True:
         last = (step == s.iterations or (stop_after is not None and step >= stop_after)
@@ -1380,10 +1505,20 @@ def train(job: Job) -> Averaged:
                 reached = bool(flag.item())
             if reached and stop_after is None:
                 stop_after = step
+        if s.checkpoint_every and step % s.checkpoint_every == 0 and stop_after is None and step < s.iterations:
+            job.sync()  # the clock pauses while the checkpoint is written, as it does for evaluation
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            path = save_checkpoint(job, LoopState(step, tokens, training_ms, recompiles), swa, batches, phases)
+            log(f"checkpoint: step:{step} {path}")
+            t0 = time.perf_counter()
 
     if phases:
         job.results["phases"] = phases.finish(batches, step, tokens, training_ms)
     job.results["recompiles_after_warmup"] = recompiles
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    timed_steps = max(step - loop.step, 1)  # this piece's steps (and its evaluations; none by default)
+    job.results.update(minor_faults_per_step=round((usage.ru_minflt - usage0.ru_minflt) / timed_steps, 1),
+                       kernel_ms_per_step=round(1000 * (usage.ru_stime - usage0.ru_stime) / timed_steps, 3))
     if s.torch_compile:
         log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
     data = batches.summary(step)

@@ -20,6 +20,7 @@ the device until the trainer asks for a log line.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import queue
 import threading
@@ -122,8 +123,8 @@ class SequentialRows:
     def state(self):
         return self.stream.state()
 
-    def restore(self, state, seq_len: int) -> None:
-        self.stream.restore(state)
+    def restore(self, state, seq_len: int, exact: bool = False) -> None:
+        self.stream.restore(tuple(state))
         self.seq_len = seq_len
 
 
@@ -146,11 +147,13 @@ class ShuffledRows:
     def state(self) -> tuple[int, int]:
         return self.passes, self.cursor
 
-    def restore(self, state: tuple[int, int], seq_len: int) -> None:
+    def restore(self, state: tuple[int, int], seq_len: int, exact: bool = False) -> None:
         """Resume at a pass and position. Another seq_len cuts other slots, so it begins a new
-        permutation of them (the pass count goes on)."""
+        permutation of them (the pass count goes on), unless `exact`: the state was saved under
+        that seq_len (a resumed run), so its position in that permutation holds."""
         self.passes, self.cursor = state
         if getattr(self, "seq_len", None) != seq_len:
+            cursor = self.cursor
             self.seq_len = seq_len
             per_shard = slots_per_shard(self.lengths, seq_len)
             self.first_slot = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(np.int64)
@@ -158,7 +161,7 @@ class ShuffledRows:
             if self.num_slots < self.world_size:
                 raise DataError(f"DATA_ORDER=shuffled: the training shards hold {self.num_slots} whole sequences of "
                                 f"{seq_len + 1} tokens, fewer than the {self.world_size} ranks")
-            self.cursor = 0
+            self.cursor = cursor if exact else 0
         self.order = slot_order(self.num_slots, self.seed, self.passes)
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray, None]:
@@ -282,10 +285,10 @@ class MixedRows:
     def state(self):
         return tuple(r.state() for r in self.readers), tuple(self.credits), frozenset(self.dropped), tuple(self.base_weights)
 
-    def restore(self, state, seq_len: int) -> None:
+    def restore(self, state, seq_len: int, exact: bool = False) -> None:
         readers, credits, dropped, weights = state
         for r, st in zip(self.readers, readers):
-            r.restore(st, seq_len)
+            r.restore(st, seq_len, exact)
         self.seq_len = seq_len
         self._set(list(weights), set(dropped), list(credits))
 
@@ -294,6 +297,17 @@ class MixedRows:
         """The same streams under new weights (a new phase): the blend starts afresh."""
         readers, _, dropped, _ = state
         return readers, tuple(0 for _ in weights), dropped, tuple(weights)
+
+
+def plain(value):
+    """A reader's state (tuples, frozensets) as lists and numbers, so that it saves anywhere."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 @dataclass
@@ -409,16 +423,19 @@ class BatchSource:
         return score
 
     # ------------------------------------------------------------ shape and the read-ahead thread
-    def _start(self, seq_len: int, batch_seqs: int, state) -> None:
+    def _start(self, seq_len: int, batch_seqs: int, state, waiting: Pooled | None = None, exact: bool = False) -> None:
         self.seq_len, self.keep = seq_len, batch_seqs
         self.pool_size = self.config.pool_size(batch_seqs)
         self.pool = Pool(self.config.pool, batch_seqs) if self.config.enabled else None
-        self.rows.restore(state, seq_len)
+        if self.pool is not None:
+            self.pool.waiting = waiting
+        self.rows.restore(state, seq_len, exact)
         self._resume = state  # where the stream goes on after the last batch taken
         self._queue: queue.Queue = queue.Queue(maxsize=self.read_ahead)
         self._stop = threading.Event()
+        first = self.pool.fresh_needed(self.pool_size) if self.pool is not None else self.pool_size
         self._thread = threading.Thread(target=self._read_ahead, name="batch-read-ahead", daemon=True,
-                                        args=(seq_len, batch_seqs, self.pool_size, self._queue, self._stop))
+                                        args=(seq_len, batch_seqs, self.pool_size, first, self._queue, self._stop))
         self._thread.start()
 
     def set_shape(self, seq_len: int, batch_seqs: int) -> None:
@@ -444,12 +461,13 @@ class BatchSource:
         state = self._resume if weights is None else self.rows.with_weights(self._resume, weights)
         self._start(seq_len, batch_seqs, state)
 
-    def _read_ahead(self, seq_len: int, keep: int, pool_size: int, out: queue.Queue, stop: threading.Event) -> None:
+    def _read_ahead(self, seq_len: int, keep: int, pool_size: int, first: int, out: queue.Queue,
+                    stop: threading.Event) -> None:
         pin = self.device.type == "cuda"
         middle = (seq_len + 1) // 2
         carry = self.config.enabled and self.config.pool == "carry"
         try:
-            n = pool_size  # with carry, later pools are the waiting rows plus `keep` fresh ones
+            n = first  # with carry, later pools are the waiting rows plus `keep` fresh ones
             while not stop.is_set():
                 cpu0 = time.thread_time()
                 rows, positions, ids = self.rows.take(n)
@@ -629,6 +647,60 @@ class BatchSource:
             out |= dict(dataset_passes_begun=dict(zip(self.mixture.names, self.rows.dataset_passes)),
                         datasets_dropped=[self.mixture.names[d] for d in sorted(self.rows.dropped)])
         return out
+
+    # ------------------------------------------------------------ saved state
+    def state_dict(self) -> dict:
+        """Where the data path stands after the last batch taken, and what it has counted: with
+        `load_state_dict` on a loader made with the same arguments, the batches, log lines and
+        summary go on exactly as this loader's would. Host values and CPU tensors only (what was
+        read ahead is not saved: it is read again)."""
+        waiting = None
+        if self.pool is not None and self.pool.waiting is not None:
+            waiting = {k: None if t is None else t.cpu() for k, t in zip(("rows", "scores", "read_at", "domains"),
+                                                                         self.pool.waiting._fields())}
+        stats = None
+        if self.stats is not None:
+            stats = dict(acc=self.stats.acc.cpu(), kept_domains=None if self.stats.kept_domains is None
+                         else self.stats.kept_domains.cpu())
+        return dict(
+            rows=plain(self._resume), seq_len=self.seq_len, batch_seqs=self.keep, config=dataclasses.asdict(self.config),
+            waiting=waiting, stats=stats, micro_batches=self.micro_batches, counts=dict(self.counts),
+            wraps_reached=self.wraps_reached, tokens_consumed=self.tokens_consumed, wraps_told=self._wraps_told,
+            data_wait_ms=self.data_wait_ms, reader_cpu_ms=self.reader_cpu_ms,
+            read_positions=[p.tolist() for p in self.read_positions], last_target=self.last_target,
+            totals=dict(self.totals), mix_windows=list(self.mix_windows), events=list(self._events),
+            read_domains=self._read_domains.tolist(), window_read_domains=self._window_read_domains.tolist(),
+            trained_domains=self._trained_domains.tolist(), window=dict(self._window))
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from a `state_dict`: its shape, filter and mixture, its stream positions, the
+        carry pool's waiting rows and every count."""
+        self.close(wait=True)
+        config = CurriculumConfig(**state["config"])
+        if config != self.config:
+            self.config = config
+            self.score = self._bind_score() if config.enabled else None
+        if config.enabled and self.stats is None:
+            self.stats = WindowStats(self.device, len(self.domain_names))
+        if state["stats"] is not None:
+            self.stats.acc = state["stats"]["acc"].to(self.device)
+            if state["stats"]["kept_domains"] is not None:
+                self.stats.kept_domains = state["stats"]["kept_domains"].to(self.device)
+        self.micro_batches, self.counts = state["micro_batches"], dict(state["counts"])
+        self.wraps_reached, self.tokens_consumed = state["wraps_reached"], state["tokens_consumed"]
+        self._wraps_told, self.data_wait_ms, self.reader_cpu_ms = state["wraps_told"], state["data_wait_ms"], state["reader_cpu_ms"]
+        self.read_positions = [np.asarray(p, dtype=np.int64) for p in state["read_positions"]]
+        self.last_target, self.totals = state["last_target"], dict(state["totals"])
+        self.mix_windows, self._events = list(state["mix_windows"]), list(state["events"])
+        self._read_domains = np.asarray(state["read_domains"], dtype=np.int64)
+        self._window_read_domains = np.asarray(state["window_read_domains"], dtype=np.int64)
+        self._trained_domains = np.asarray(state["trained_domains"], dtype=np.int64)
+        self._window = dict(state["window"])
+        waiting = None
+        if state["waiting"] is not None:
+            waiting = Pooled(*(None if state["waiting"][k] is None else state["waiting"][k].to(self.device)
+                               for k in ("rows", "scores", "read_at", "domains")))
+        self._start(state["seq_len"], state["batch_seqs"], state["rows"], waiting, exact=True)
 
     def close(self, wait: bool = False) -> None:
         """Stop the read-ahead thread (what it read ahead is dropped)."""

@@ -1,0 +1,134 @@
+"""train_gpt.py's CHECKPOINT_EVERY and RESUME: a run killed with SIGKILL after a checkpoint and
+resumed ends with the uninterrupted run's per-step losses and artifact bytes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_trainer, summary, trainer_env
+from tools import loglines
+
+STEP_LOSS = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) ", re.M)
+
+
+def losses(text: str) -> dict[int, str]:
+    """Each step's logged train loss, as printed (4 decimals), the last line of a step winning."""
+    return {int(step): loss for step, loss in STEP_LOSS.findall(text)}
+
+
+def artifact_sha256(env: dict) -> str:
+    return hashlib.sha256((Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.int6.ptz").read_bytes()).hexdigest()
+
+
+def killed_after_a_checkpoint(env: dict, nproc: int) -> None:
+    """Start the run, SIGKILL it (every process of it) as soon as its log names a checkpoint."""
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc
+           else [sys.executable]) + [str(ROOT / "train_gpt.py")]
+    log = Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.txt"
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and loglines.parse("checkpoint", log.read_text()):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way: {proc.stderr.read()[-2000:]}"
+    assert not loglines.parse("final_exact", log.read_text())
+
+
+CASES = {
+    "one rank, phases (carry, then the curriculum off at a shorter seq_len), shuffled": (0, dict(DATA_ORDER="shuffled")),
+    "one rank, fresh pool, sequential": (0, dict(CURRICULUM="1", CURRICULUM_POOL="fresh")),
+    "one rank, curriculum off, shuffled": (0, dict(DATA_ORDER="shuffled")),
+    "two ranks (gloo), carry pool, shuffled": (2, dict(CURRICULUM="1", CURRICULUM_POOL="carry", DATA_ORDER="shuffled")),
+}
+
+
+def phases_file(tmp_path: Path, dataset: dict) -> str:
+    path = tmp_path / "phases.toml"
+    path.write_text(f'''
+[datasets.docs]
+files = "{dataset["folders"]["embedded_docs_sp1024"]}/*train_*.bin"
+[datasets.code]
+files = "{dataset["folders"]["embedded_code_sp1024"]}/*train_*.bin"
+[[phase]]
+name = "carry"
+steps = 14
+mixture = {{ docs = 0.6, code = 0.4 }}
+curriculum = true
+pool = "carry"
+[[phase]]
+name = "short"
+seq_len = 32
+mixture = {{ docs = 0.3, code = 0.7 }}
+''')
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_killed_run_resumed_from_its_checkpoint_ends_bit_for_bit_as_the_uninterrupted_one(dataset, tmp_path, case):
+    nproc, overrides = CASES[case]
+    if "phases" in case:
+        overrides = overrides | dict(CURRICULUM_PHASES=phases_file(tmp_path, dataset))
+    common = dict(ITERATIONS="40", WARMDOWN_ITERS="15", SWA_EVERY="4", CHECKPOINT_EVERY="5", **overrides)
+    if nproc:
+        common["GRAD_ACCUM_STEPS"] = "1"
+    whole = trainer_env(dataset, tmp_path, RUN_ID="whole", **common)
+    out = run_trainer(whole, nproc=nproc)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    piece = trainer_env(dataset, tmp_path, RUN_ID="piece", **common)
+    killed_after_a_checkpoint(piece, nproc)
+    checkpoint = Path(piece["LOG_DIR"]) / "piece.ckpt"
+    resumed = dict(piece, RESUME=str(checkpoint))
+    out = run_trainer(resumed, nproc=nproc)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    text = (Path(piece["LOG_DIR"]) / "piece.txt").read_text()
+    at = loglines.parse("resume", text)
+    assert len(at) == 1, "the log does not say where the run resumed"
+    start = int(at[0]["step"])
+    assert start >= 5 and start % 5 == 0 and start < 40
+    expected = losses((Path(whole["LOG_DIR"]) / "whole.txt").read_text())
+    after = losses(loglines.after_last_resume(text))
+    assert sorted(after) == list(range(start + 1, 41))
+    assert after == {k: v for k, v in expected.items() if k > start}
+    assert artifact_sha256(resumed) == artifact_sha256(whole)
+    a, b = summary(whole), summary(resumed)
+    assert b["steps"] == a["steps"] == 40 and b["tokens_seen"] == a["tokens_seen"]
+    assert b["data"]["sequences_read"] == a["data"]["sequences_read"]
+    assert b["roundtrip_val_bpb"] == a["roundtrip_val_bpb"]
+    if "phases" in case:
+        assert [(p["name"], p["steps"], p["trained"]) for p in b["phases"]] == \
+            [(p["name"], p["steps"], p["trained"]) for p in a["phases"]]
+
+
+def test_a_checkpoint_of_other_settings_or_no_checkpoint_is_refused_before_training(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, ITERATIONS="6", CHECKPOINT_EVERY="3", RUN_ID="first")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    checkpoint = Path(env["LOG_DIR"]) / "first.ckpt"
+    other = trainer_env(dataset, tmp_path, ITERATIONS="6", MATRIX_LR="0.01", SEED="5", RUN_ID="second",
+                        RESUME=str(checkpoint))
+    out = run_trainer(other)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "the checkpoint is of another run" in out.stderr
+    assert "MATRIX_LR: checkpoint 0.04, this run 0.01" in out.stderr and "SEED: checkpoint 1337, this run 5" in out.stderr
+    assert "step:1/" not in (Path(env["LOG_DIR"]) / "second.txt").read_text()
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    out = run_trainer(trainer_env(dataset, tmp_path, RESUME=str(junk), RUN_ID="third"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a checkpoint of this trainer" in out.stderr
+    out = run_trainer(trainer_env(dataset, tmp_path, RESUME=str(tmp_path / "missing.ckpt"), RUN_ID="fourth"))
+    assert out.returncode == 2 and "RESUME=" in out.stderr and "no such file" in out.stderr
