@@ -775,7 +775,7 @@ def keep_freed_memory(choice: str) -> str:
     the allocation history. A training step frees and re-allocates its activations and gradients
     every time, so each step faulted in and zeroed about 60,000 fresh pages (235 MB): a quarter of
     the step in kernel time on the 2-core VMs (make bench, section 7), and how much of it a run
-    paid depended on what else it had allocated, so two runs of one trainer differed by up to 12%.
+    paid depended on what else it had allocated, so two runs of one trainer differed by up to 13%.
     With mmap off and the heap never trimmed, the pages stay mapped and are reused. On CUDA the
     tensors live in PyTorch's caching allocator, which already keeps them: nothing to change."""
     if choice == "system":
