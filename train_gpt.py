@@ -792,7 +792,6 @@ def keep_freed_memory(choice: str) -> str:
     return f"memory: glibc {version} keeps freed memory for reuse (CPU_MALLOC=keep: no mmap per block, no trimming)"
 
 
-
 def window_starts(n_targets: int, seq: int, stride: int) -> range:
     """Starts of the evaluation windows over n_targets target tokens: every multiple of the
     stride (non-overlapping when the stride is 0 or at least seq)."""

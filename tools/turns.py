@@ -254,6 +254,12 @@ class RingError(RuntimeError):
     pass
 
 
+def child_environment(arm: Arm, env: dict, workdir: Path, run_id: str) -> dict:
+    """A trainer process's environment: the run's settings, the arm's, and where its output goes."""
+    return dict(env) | arm.env | dict(TURNS_VARIANTS=",".join(arm.variants), RUN_ID=run_id, LOG_DIR=str(workdir),
+                                      TURNS_OUT=str(workdir / f"{run_id}.turns.json"))
+
+
 def run_ring(arms: list[Arm], env: dict, workdir: Path, tag: str, timeout_s: float = 1800) -> dict[str, dict]:
     """Launch one process per arm, start the token when all have compiled and warmed up, and
     return each arm's turns output and trainer summary."""
@@ -266,9 +272,7 @@ def run_ring(arms: list[Arm], env: dict, workdir: Path, tag: str, timeout_s: flo
         for i, arm in enumerate(arms):
             fds = (pipes[i][0], pipes[(i + 1) % n][1], ready_w)
             run_id = f"{tag}-{i}-{arm.name}"
-            child_env = dict(env) | arm.env | dict(
-                TURNS_FDS=",".join(map(str, fds)), TURNS_VARIANTS=",".join(arm.variants),
-                TURNS_OUT=str(workdir / f"{run_id}.turns.json"), RUN_ID=run_id, LOG_DIR=str(workdir))
+            child_env = child_environment(arm, env, workdir, run_id) | dict(TURNS_FDS=",".join(map(str, fds)))
             log = open(workdir / f"{run_id}.stderr", "w")
             procs.append((arm, run_id, log, subprocess.Popen(
                 [sys.executable, "-m", "tools.turns"], env=child_env, cwd=ROOT, pass_fds=fds,
@@ -339,8 +343,7 @@ def ring_order(arms: list[Arm], k: int) -> list[Arm]:
 def run_single(arm: Arm, env: dict, workdir: Path) -> dict:
     """One process on its own, no ring (the recording run): its turns output."""
     workdir.mkdir(parents=True, exist_ok=True)
-    child_env = dict(env) | arm.env | dict(TURNS_VARIANTS=",".join(arm.variants), RUN_ID=arm.name,
-                                           TURNS_OUT=str(workdir / f"{arm.name}.turns.json"), LOG_DIR=str(workdir))
+    child_env = child_environment(arm, env, workdir, arm.name)
     child_env.pop("TURNS_FDS", None)
     done = subprocess.run([sys.executable, "-m", "tools.turns"], env=child_env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
