@@ -5,7 +5,8 @@
 
 Every setting comes from the environment (README.md lists them all). The file reads top to
 bottom: settings, data, model, optimiser, evaluation, export, training loop. The curriculum
-(package `curriculum/`) meets the loop at one seam: `batches.next_batch(progress, ...)`.
+(package `curriculum/`) meets the loop at one seam, `curriculum.DataPath`: `next_batch`,
+`drain_log`, `summary`, `state_dict`, `load_state_dict` and `close`.
 """
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, CurriculumConfig, DataError, DataExhausted, Mixture, ShardFormatError, open_shard,
-                        shard_token_count, shards_fingerprint, write_atomic)
+from curriculum import (BatchSource, CurriculumConfig, DataError, DataExhausted, DataPath, Position, ShardFormatError,
+                        open_shard, shard_token_count, shards_fingerprint, write_atomic)
 from curriculum.config import EnvReader, read_curriculum, read_data_order
-from curriculum.phases import PhasePlan, load_phases
+from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
 
 HERE = Path(__file__).resolve().parent
 
@@ -138,7 +139,7 @@ class Settings:
     @property
     def micro_batch_seqs(self) -> int:
         """Sequences each rank trains on per micro-batch."""
-        return self.train_batch_tokens // (self.world_size * self.grad_accum_steps * self.train_seq_len)
+        return micro_batch_seqs(self.train_batch_tokens, self.world_size, self.grad_accum_steps, self.train_seq_len)
 
 
 def read_settings(environ=os.environ) -> Settings:
@@ -291,7 +292,8 @@ def check_settings(s: Settings) -> list[str]:
                       f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
     if s.phases:
-        errors += check_phases(s)
+        errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
+                                                                  s.grad_accum_steps))
     errors += check_log_dir(s.log_dir)
     if s.resume and not os.path.isfile(s.resume):
         errors.append(f"RESUME={s.resume!r}: no such file (a checkpoint that CHECKPOINT_EVERY wrote)")
@@ -324,50 +326,6 @@ def check_log_dir(log_dir: str) -> list[str]:
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
     return []
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One phase as the loop runs it (CURRICULUM_PHASES; without it, one stage: the run)."""
-    name: str
-    seq_len: int
-    batch_tokens: int
-    micro_batch_seqs: int
-    weights: tuple[float, ...]      # over the plan's datasets, in their order
-    config: CurriculumConfig
-    end: tuple[str, float] | None   # ("until_progress", p), ("steps", n) or ("tokens", n); epochs become steps
-
-
-def plan_stages(s: Settings, plan: PhasePlan, dataset_tokens: dict[str, int]) -> list[Stage]:
-    """The phases with the run's defaults filled in and `epochs` of a dataset converted to steps:
-    epochs x the dataset's tokens / (its weight x the phase's batch tokens)."""
-    names = list(plan.datasets)
-    stages = []
-    for p in plan.phases:
-        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
-        end = p.end
-        if end and end[0] == "epochs":
-            end = ("steps", float(math.ceil(end[1] * dataset_tokens[p.epochs_of] / (p.mixture[p.epochs_of] * batch))))
-        stages.append(Stage(p.name, seq_len, batch, batch // (s.world_size * s.grad_accum_steps * seq_len),
-                            tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
-    return stages
-
-
-def check_phases(s: Settings) -> list[str]:
-    """The phases file and what it names: every problem, with its phase."""
-    plan, errors = load_phases(s.phases, s.curriculum)
-    if plan is None:
-        return errors
-    for d in plan.datasets.values():
-        if not glob.glob(d.files):
-            errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
-    for i, p in enumerate(plan.phases, 1):
-        seq_len, batch = p.seq_len or s.train_seq_len, p.batch_tokens or s.train_batch_tokens
-        per_micro = s.world_size * s.grad_accum_steps * seq_len
-        if per_micro and batch % per_micro:
-            errors.append(f"CURRICULUM_PHASES: phase {i} ({p.name}): batch_tokens={batch}: must be a multiple of "
-                          f"WORLD_SIZE x GRAD_ACCUM_STEPS x seq_len = {per_micro}")
-    return errors
 
 
 def check_val_sets(raw: str) -> list[str]:
@@ -992,14 +950,16 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: BatchSource,
-               progress: float, warmdown_start: float, bf16: bool) -> Tensor:
-    """One optimiser step over GRAD_ACCUM_STEPS micro-batches; the mean loss, left on the device."""
-    losses = []
+def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: DataPath,
+               at: Position, bf16: bool) -> tuple[Tensor, int]:
+    """One optimiser step over GRAD_ACCUM_STEPS micro-batches: the mean loss, left on the
+    device, and the tokens trained on (every rank's)."""
+    losses, tokens = [], 0
     for micro in range(s.grad_accum_steps):
         if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
             model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
-        x, y = batches.next_batch(progress, warmdown_start)  # the curriculum's seam
+        x, y = batches.next_batch(at)  # the data path's seam
+        tokens += x.numel() * s.world_size
         with autocast(x.device, bf16):
             loss = model(x, y).mean()
         (loss / s.grad_accum_steps).backward()
@@ -1010,7 +970,7 @@ def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings,
         opt.step()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    return torch.stack(losses).mean()
+    return torch.stack(losses).mean(), tokens
 
 
 def pick_device(s: Settings) -> torch.device:
@@ -1062,8 +1022,6 @@ class Job:
     model_compiled: nn.Module
     model: nn.Module
     optimizers: list
-    stages: list[Stage] | None = None   # CURRICULUM_PHASES, each phase as the loop runs it
-    mixture: Mixture | None = None      # the phases' datasets
     checkpoint: dict | None = None      # RESUME's contents, checked before any training
     results: dict = field(default_factory=dict)
 
@@ -1074,19 +1032,13 @@ class Job:
     def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
         return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
 
-    def make_batches(self) -> BatchSource:
+    def make_batches(self, warm_up_steps: int = 0) -> DataPath:
+        """The data path; with `warm_up_steps`, one that spreads them over every phase."""
         s = self.s
-        if self.stages:
-            first = self.stages[0]
-            return BatchSource(None, mixture=self.mixture, seq_len=first.seq_len, batch_seqs=first.micro_batch_seqs,
-                               rank=s.rank, world_size=s.world_size, vocab_size=s.vocab_size, device=self.device,
-                               config=first.config, order=s.data_order, seed=s.seed)
         return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
-                           order=s.data_order, seed=s.seed)
-
-    def enter(self, batches: BatchSource, stage: Stage) -> None:
-        batches.reconfigure(stage.seq_len, stage.micro_batch_seqs, stage.config, list(stage.weights))
+                           order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
+                           warm_up_steps=warm_up_steps)
 
 
 def set_up(started: float) -> Job:
@@ -1158,17 +1110,6 @@ def set_up(started: float) -> Job:
         f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
     job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
               model_compiled, model, optimizers)
-    if s.phases:
-        plan, _ = load_phases(s.phases, s.curriculum)
-        files = {n: tuple(Path(p) for p in sorted(glob.glob(d.files))) for n, d in plan.datasets.items()}
-        tokens = {n: sum(shard_token_count(p) for p in f) for n, f in files.items()}
-        job.stages = plan_stages(s, plan, tokens)
-        job.mixture = Mixture(tuple(plan.datasets), tuple(files.values()),
-                              tuple(d.on_exhaust for d in plan.datasets.values()), job.stages[0].weights)
-        log(f"phases: {s.phases} sha256 {plan.sha256[:16]}, {len(job.stages)} phases over datasets "
-            + ", ".join(f"{n} ({tokens[n]:,} tokens, on_exhaust {d.on_exhaust})" for n, d in plan.datasets.items())
-            + f"; the filter's schedule runs over the {plan.schedule_progress}")
-        job.results.update(phases_sha256=plan.sha256, schedule_progress=plan.schedule_progress)
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
@@ -1187,14 +1128,10 @@ def warm_up_and_undo(job: Job) -> None:
         return
     initial_model = {k: v.detach().clone() for k, v in job.base_model.state_dict().items()}
     initial_opts = [copy.deepcopy(o.state_dict()) for o in job.optimizers]
-    batches = job.make_batches()
+    batches = job.make_batches(warm_up_steps=s.warmup_steps)  # every phase's shapes compile here, before the clock
     t0 = time.perf_counter()
-    stages = job.stages or [None]
-    for stage in stages:  # every phase's shapes compile here, before the clock starts
-        if stage is not None:
-            job.enter(batches, stage)
-        for _ in range(max(1, s.warmup_steps // len(stages))):
-            train_step(job.model, job.base_model, job.optimizers, s, batches, 0.0, 1.0, job.bf16)
+    for k in range(s.warmup_steps):
+        train_step(job.model, job.base_model, job.optimizers, s, batches, Position(step=k), job.bf16)
     job.sync()
     batches.close()
     job.base_model.load_state_dict(initial_model)
@@ -1216,81 +1153,6 @@ class Averaged:
     """SWA's running sum of snapshots, and how many."""
     state: dict | None = None
     count: int = 0
-
-
-class PhaseTracker:
-    """Which phase the loop is in, when it ends, and what each phase did (CURRICULUM_PHASES)."""
-
-    def __init__(self, stages: list[Stage], log: Logger):
-        self.stages, self.log, self.i, self.done = stages, log, 0, []
-        self.start = dict(step=0, tokens=0, progress=0.0, ms=0.0)
-
-    @property
-    def stage(self) -> Stage:
-        return self.stages[self.i]
-
-    def begin(self, batches: BatchSource) -> None:
-        self.log_phase(batches, 0, 0)  # make_batches began with this phase
-        self.mix_at_start = batches.mix_totals()
-
-    def log_phase(self, batches: BatchSource, step: int, tokens: int) -> None:
-        st, names = self.stage, batches.domain_names
-        self.log(f"phase:{self.i + 1}/{len(self.stages)} name:{st.name} step:{step} tokens:{tokens:,} seq_len:{st.seq_len} "
-                 f"batch_tokens:{st.batch_tokens} mixture:" + ",".join(f"{n}={w:.2f}" for n, w in zip(names, st.weights))
-                 + f" curriculum:{int(st.config.enabled)}" + (f" ends:{st.end[0]}={st.end[1]:g}" if st.end else ""))
-
-    def ended(self, step: int, tokens: int, progress: float) -> bool:
-        end = self.stage.end
-        if end is None or self.i == len(self.stages) - 1:  # the last phase runs until the run ends
-            return False
-        kind, value = end
-        if kind == "until_progress":
-            return progress >= value
-        return (step - self.start["step"] if kind == "steps" else tokens - self.start["tokens"]) >= value
-
-    def local_progress(self, step: int, tokens: int, progress: float) -> float:
-        """How far through its own phase the run is, in [0, 1]."""
-        end, start = self.stage.end, self.start
-        if end is None or self.i == len(self.stages) - 1:
-            return min(max((progress - start["progress"]) / max(1.0 - start["progress"], 1e-9), 0.0), 1.0)
-        kind, value = end
-        done = (progress - start["progress"]) / max(value - start["progress"], 1e-9) if kind == "until_progress" else \
-            (step - start["step"] if kind == "steps" else tokens - start["tokens"]) / value
-        return min(max(done, 0.0), 1.0)
-
-    def progress_text(self, step: int, tokens: int, progress: float) -> str:
-        return f" phase:{self.i + 1}/{len(self.stages)} phase_progress:{self.local_progress(step, tokens, progress):.1%}"
-
-    def _record(self, batches: BatchSource, step: int, tokens: int, ms: float) -> None:
-        read, trained = batches.mix_totals()
-        names = list(batches.domain_names)
-        self.done.append(dict(
-            name=self.stage.name, steps=step - self.start["step"], tokens=tokens - self.start["tokens"],
-            time_ms=round(ms - self.start["ms"], 3), seq_len=self.stage.seq_len, batch_tokens=self.stage.batch_tokens,
-            read=dict(zip(names, (read - self.mix_at_start[0]).tolist())),
-            trained=dict(zip(names, (trained - self.mix_at_start[1]).tolist()))))
-        self.mix_at_start = (read, trained)
-
-    def advance_if_ended(self, batches: BatchSource, step: int, tokens: int, progress: float, ms: float) -> None:
-        while self.ended(step, tokens, progress):
-            self._record(batches, step, tokens, ms)
-            self.i += 1
-            self.start = dict(step=step, tokens=tokens, progress=progress, ms=ms)
-            self.log_phase(batches, step, tokens)
-            batches.reconfigure(self.stage.seq_len, self.stage.micro_batch_seqs, self.stage.config,
-                                list(self.stage.weights))
-
-    def state_dict(self) -> dict:
-        return dict(i=self.i, start=dict(self.start), done=list(self.done),
-                    mix_at_start=[m.tolist() for m in self.mix_at_start])
-
-    def load_state_dict(self, state: dict) -> None:
-        self.i, self.start, self.done = state["i"], dict(state["start"]), list(state["done"])
-        self.mix_at_start = tuple(np.asarray(m, dtype=np.int64) for m in state["mix_at_start"])
-
-    def finish(self, batches: BatchSource, step: int, tokens: int, ms: float) -> list[dict]:
-        self._record(batches, step, tokens, ms)
-        return self.done
 
 
 # =============================================================================================
@@ -1319,7 +1181,7 @@ def checkpoint_identity(job: Job) -> dict:
                 tokenizer_sha256=job.results["tokenizer_sha256"], settings=settings)
 
 
-def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: BatchSource, phases) -> Path:
+def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: DataPath) -> Path:
     """Every rank's data path and rank 0's weights, optimisers, SWA sum, RNG states and loop
     counters, in one file written atomically (a kill mid-write leaves the previous one)."""
     # each rank's own: its data path, and its optimisers (Muon keeps momentum only for the
@@ -1333,7 +1195,7 @@ def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: BatchSour
     path = Path(job.s.log_dir) / f"{job.s.run_id}.ckpt"
     if job.s.rank == 0:
         state = dict(identity=checkpoint_identity(job), loop=asdict(loop), model=job.base_model.state_dict(),
-                     ranks=ranks, swa=dict(state=swa.state, count=swa.count), phases=phases.state_dict() if phases else None,
+                     ranks=ranks, swa=dict(state=swa.state, count=swa.count),
                      rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
                               cuda=torch.cuda.get_rng_state_all() if job.device.type == "cuda" else None))
         buffer = io.BytesIO()
@@ -1374,7 +1236,7 @@ def load_checkpoint(job: Job) -> dict:
     return state
 
 
-def resume(job: Job, state: dict, batches: BatchSource, phases, swa: Averaged) -> LoopState:
+def resume(job: Job, state: dict, batches: DataPath, swa: Averaged) -> LoopState:
     job.base_model.load_state_dict(state["model"])
     mine = state["ranks"][job.s.rank]
     for opt, saved in zip(job.optimizers, mine["optimizers"]):
@@ -1383,8 +1245,6 @@ def resume(job: Job, state: dict, batches: BatchSource, phases, swa: Averaged) -
     swa.state = None if saved_swa is None else {k: v.to(job.device) for k, v in saved_swa.items()}
     swa.count = state["swa"]["count"]
     batches.load_state_dict(mine["data"])
-    if phases:
-        phases.load_state_dict(state["phases"])
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     if state["rng"]["cuda"] is not None:
@@ -1399,17 +1259,16 @@ def train(job: Job) -> Averaged:
     """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
     s, log = job.s, job.log
     batches = job.make_batches()
-    phases = PhaseTracker(job.stages, log) if job.stages else None
     max_ms = 1000.0 * s.max_wallclock_seconds
     swa = Averaged()
     log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
         + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
     loop = LoopState()
     if job.checkpoint is not None:
-        loop = resume(job, job.checkpoint, batches, phases, swa)
+        loop = resume(job, job.checkpoint, batches, swa)
         job.checkpoint = None
-    elif phases:
-        phases.begin(batches)
+    for line in batches.drain_log(loop.step):  # the phases, where the run begins in them
+        log(line)
     training_ms, step, tokens, recompiles = loop.training_ms, loop.step, loop.tokens, loop.recompiles
     stop_after, exhausted = None, False
     job.sync()
@@ -1437,14 +1296,9 @@ def train(job: Job) -> Averaged:
 
         elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
         progress = training_progress(s, step, elapsed_ms, tokens)
-        schedule_progress = progress
-        if phases:
-            phases.advance_if_ended(batches, step, tokens, progress, elapsed_ms)
-            if job.results.get("schedule_progress") == "phase":
-                schedule_progress = phases.local_progress(step, tokens, progress)
         warmdown = warmdown_fraction(s, step, elapsed_ms)
         lr_mul = lr_multiplier(progress, warmdown)
-        if step == 10 and max_ms > 0 and not phases:
+        if step == 10 and max_ms > 0 and not s.phases:
             steps = min(s.iterations, int(max_ms * step / elapsed_ms))
             log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
                 f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
@@ -1460,8 +1314,8 @@ def train(job: Job) -> Averaged:
                     g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
         graphs = compiled_graphs()
         try:
-            train_loss = train_step(job.model, job.base_model, job.optimizers, s, batches, schedule_progress,
-                                    max(1.0 - warmdown, 0.0), job.bf16)
+            at = Position(progress, max(1.0 - warmdown, 0.0), step, tokens, elapsed_ms)
+            train_loss, step_tokens = train_step(job.model, job.base_model, job.optimizers, s, batches, at, job.bf16)
             recompiles += compiled_graphs() - graphs  # in the timed steps only: evaluation pauses the clock
         except DataExhausted as e:  # a clean end: the partial step is undone, averaging and export follow
             for opt in job.optimizers:
@@ -1470,12 +1324,9 @@ def train(job: Job) -> Averaged:
             stop_after, exhausted = step, True
             continue
         step += 1
-        tokens += phases.stage.batch_tokens if phases else s.train_batch_tokens
-        for n in batches.new_wraps():
-            log(f"data: wrap step:{step} pass:{n} the training stream started over from its first shard; "
-                f"from here on every token has been read before")
-        for event in batches.new_events():
-            log(f"data: {event} step:{step}")
+        tokens += step_tokens
+        for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
+            log(line)
 
         if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
             if swa.state is None:
@@ -1492,10 +1343,8 @@ def train(job: Job) -> Averaged:
                 train_loss /= s.world_size
             log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
                 f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
-                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "") if phases or s.train_tokens
-                   else "") + (phases.progress_text(step, tokens, progress) if phases else ""))
-        if s.curriculum.log_every and step % s.curriculum.log_every == 0:
-            log(batches.log_line(step, progress))
+                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "")
+                   if s.phases or s.train_tokens else ""))
         if max_ms > 0:
             reached = approx_ms >= max_ms
             if job.distributed:  # every rank stops at the same step
@@ -1507,12 +1356,10 @@ def train(job: Job) -> Averaged:
         if s.checkpoint_every and step % s.checkpoint_every == 0 and stop_after is None and step < s.iterations:
             job.sync()  # the clock pauses while the checkpoint is written, as it does for evaluation
             training_ms += 1000.0 * (time.perf_counter() - t0)
-            path = save_checkpoint(job, LoopState(step, tokens, training_ms, recompiles), swa, batches, phases)
+            path = save_checkpoint(job, LoopState(step, tokens, training_ms, recompiles), swa, batches)
             log(f"checkpoint: step:{step} {path}")
             t0 = time.perf_counter()
 
-    if phases:
-        job.results["phases"] = phases.finish(batches, step, tokens, training_ms)
     job.results["recompiles_after_warmup"] = recompiles
     usage = resource.getrusage(resource.RUSAGE_SELF)
     timed_steps = max(step - loop.step, 1)  # this piece's steps (and its evaluations; none by default)
@@ -1520,21 +1367,14 @@ def train(job: Job) -> Averaged:
                        kernel_ms_per_step=round(1000 * (usage.ru_stime - usage0.ru_stime) / timed_steps, 3))
     if s.torch_compile:
         log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
-    data = batches.summary(step)
+    job.results.update(batches.summary(Position(training_progress(s, step, training_ms, tokens), 1.0, step, tokens,
+                                                training_ms)))
+    for line in batches.drain_log(step):
+        log(line)
     batches.close()
-    rows = [None] * s.world_size
-    if job.distributed:
-        dist.all_gather_object(rows, data["first_rows"])
-    else:
-        rows = [data["first_rows"]]
-    left = (f", {data['sequences_waiting']:,} still waiting" if data["sequences_waiting"] else
-            f", {data['sequences_discarded']:,} discarded ({data['tokens_discarded']:,} tokens)" if data["sequences_discarded"] else "")
-    log(f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step; rank 0 read {data['sequences_read']:,} sequences, trained on "
-        f"{data['sequences_trained']:,}{left}; {data['passes_read']:.3f} passes over the training shards")
     job.results.update(steps=step, tokens_seen=tokens, train_time_ms=round(training_ms, 3),
                        step_avg_ms=round(training_ms / max(step, 1), 4),
-                       stopped_early=stop_after is not None and step < s.iterations,
-                       data=data | dict(rank_first_rows=rows))
+                       stopped_early=stop_after is not None and step < s.iterations)
     return swa
 
 

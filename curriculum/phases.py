@@ -22,13 +22,17 @@ every problem (named by phase and key) out.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .config import CurriculumConfig
+from .shards import shard_token_count
 
 ENDS = ("until_progress", "steps", "tokens", "epochs")
 FILTER_KEYS = {"curriculum": "enabled", "score": "score", "schedule": "schedule", "peak": "peak",
@@ -170,3 +174,167 @@ def load_phases(path: str | Path, base: CurriculumConfig) -> tuple[PhasePlan | N
         return None, [f"{prefix}: not valid TOML ({e})"]
     plan, errors = parse_phases(table, base, hashlib.sha256(raw).hexdigest())
     return plan, [f"{prefix}: {e}" for e in errors]
+
+
+# ---------------------------------------------------------------------------------------------
+# A plan as a run follows it
+# ---------------------------------------------------------------------------------------------
+
+
+def micro_batch_seqs(batch_tokens: int, world_size: int, grad_accum_steps: int, seq_len: int) -> int:
+    """Sequences each rank trains on per micro-batch: the one formula, for the run and each phase."""
+    return batch_tokens // (world_size * grad_accum_steps * seq_len)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase as the loop runs it."""
+    name: str
+    seq_len: int
+    batch_tokens: int
+    micro_batch_seqs: int
+    weights: tuple[float, ...]      # over the plan's datasets, in their order
+    config: CurriculumConfig
+    end: tuple[str, float] | None   # ("until_progress", p), ("steps", n) or ("tokens", n); epochs become steps
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The run's defaults a phase falls back on, and how a batch splits over ranks and micro-batches."""
+    seq_len: int
+    batch_tokens: int
+    world_size: int
+    grad_accum_steps: int
+
+
+def phase_problems(path: str, base: CurriculumConfig, run: RunShape) -> list[str]:
+    """The phases file and what it names: every problem, with its phase."""
+    plan, errors = load_phases(path, base)
+    if plan is None:
+        return errors
+    for d in plan.datasets.values():
+        if not glob.glob(d.files):
+            errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
+    for i, p in enumerate(plan.phases, 1):
+        seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
+        per_micro = run.world_size * run.grad_accum_steps * seq_len
+        if per_micro and batch % per_micro:
+            errors.append(f"CURRICULUM_PHASES: phase {i} ({p.name}): batch_tokens={batch}: must be a multiple of "
+                          f"WORLD_SIZE x GRAD_ACCUM_STEPS x seq_len = {per_micro}")
+    return errors
+
+
+@dataclass(frozen=True)
+class RunPhases:
+    """A checked plan with its files found and counted: the stages, the datasets' mixture."""
+    path: str
+    plan: PhasePlan
+    stages: tuple[Stage, ...]
+    names: tuple[str, ...]
+    files: tuple[tuple[Path, ...], ...]
+    tokens: tuple[int, ...]
+
+    @classmethod
+    def open(cls, path: str, base: CurriculumConfig, run: RunShape) -> "RunPhases":
+        """The plan with the run's defaults filled in and `epochs` of a dataset converted to
+        steps: epochs x the dataset's tokens / (its weight x the phase's batch tokens)."""
+        errors = phase_problems(path, base, run)
+        if errors:
+            raise ValueError("\n".join(errors))
+        plan, _ = load_phases(path, base)
+        names = tuple(plan.datasets)
+        files = tuple(tuple(Path(p) for p in sorted(glob.glob(plan.datasets[n].files))) for n in names)
+        tokens = tuple(sum(shard_token_count(f) for f in fs) for fs in files)
+        stages = []
+        for p in plan.phases:
+            seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
+            end = p.end
+            if end and end[0] == "epochs":
+                of = tokens[names.index(p.epochs_of)]
+                end = ("steps", float(math.ceil(end[1] * of / (p.mixture[p.epochs_of] * batch))))
+            stages.append(Stage(p.name, seq_len, batch, micro_batch_seqs(batch, run.world_size, run.grad_accum_steps, seq_len),
+                                tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
+        return cls(str(path), plan, tuple(stages), names, files, tokens)
+
+    def describe(self) -> str:
+        return (f"phases: {self.path} sha256 {self.plan.sha256[:16]}, {len(self.stages)} phases over datasets "
+                + ", ".join(f"{n} ({t:,} tokens, on_exhaust {self.plan.datasets[n].on_exhaust})"
+                            for n, t in zip(self.names, self.tokens))
+                + f"; the filter's schedule runs over the {self.plan.schedule_progress}")
+
+
+@dataclass
+class PhaseState:
+    index: int = 0
+    start: dict = field(default_factory=lambda: dict(step=0, tokens=0, progress=0.0, ms=0.0))
+    done: list = field(default_factory=list)
+    mix_at_start: list = field(default_factory=list)   # [read, trained] per domain when the phase began
+
+
+class PhaseTracker:
+    """Which phase the run is in, when it ends, and what each phase did. Bookkeeping only: the
+    loader switches its shape, filter and mixture when `advance` says so."""
+
+    def __init__(self, phases: RunPhases):
+        self.phases, self.stages = phases, phases.stages
+        self.s = PhaseState()
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.s.index]
+
+    def line(self, step: int, tokens: int) -> str:
+        st = self.stage
+        return (f"phase:{self.s.index + 1}/{len(self.stages)} name:{st.name} step:{step} tokens:{tokens:,} "
+                f"seq_len:{st.seq_len} batch_tokens:{st.batch_tokens} mixture:"
+                + ",".join(f"{n}={w:.2f}" for n, w in zip(self.phases.names, st.weights))
+                + f" curriculum:{int(st.config.enabled)}" + (f" ends:{st.end[0]}={st.end[1]:g}" if st.end else ""))
+
+    def _is_last(self) -> bool:
+        return self.stage.end is None or self.s.index == len(self.stages) - 1  # the last runs until the run ends
+
+    def ended(self, step: int, tokens: int, progress: float) -> bool:
+        if self._is_last():
+            return False
+        kind, value = self.stage.end
+        if kind == "until_progress":
+            return progress >= value
+        return (step - self.s.start["step"] if kind == "steps" else tokens - self.s.start["tokens"]) >= value
+
+    def local_progress(self, step: int, tokens: int, progress: float) -> float:
+        """How far through its own phase the run is, in [0, 1]."""
+        start = self.s.start
+        if self._is_last():
+            return min(max((progress - start["progress"]) / max(1.0 - start["progress"], 1e-9), 0.0), 1.0)
+        kind, value = self.stage.end
+        done = (progress - start["progress"]) / max(value - start["progress"], 1e-9) if kind == "until_progress" else \
+            (step - start["step"] if kind == "steps" else tokens - start["tokens"]) / value
+        return min(max(done, 0.0), 1.0)
+
+    def schedule_progress(self, step: int, tokens: int, progress: float) -> float:
+        """The progress the filter's schedule follows: the run's, or the phase's own."""
+        return self.local_progress(step, tokens, progress) if self.phases.plan.schedule_progress == "phase" else progress
+
+    def progress_text(self, step: int, tokens: int, progress: float) -> str:
+        return f" phase:{self.s.index + 1}/{len(self.stages)} phase_progress:{self.local_progress(step, tokens, progress):.1%}"
+
+    def record(self, mix: tuple, step: int, tokens: int, ms: float) -> None:
+        """The phase that ends here: its steps, tokens, time and what it read and trained per dataset."""
+        read, trained = mix
+        before = self.s.mix_at_start or [[0] * len(read), [0] * len(trained)]
+        self.s.done.append(dict(
+            name=self.stage.name, steps=step - self.s.start["step"], tokens=tokens - self.s.start["tokens"],
+            time_ms=round(ms - self.s.start["ms"], 3), seq_len=self.stage.seq_len, batch_tokens=self.stage.batch_tokens,
+            read=dict(zip(self.phases.names, (np.asarray(read) - before[0]).tolist())),
+            trained=dict(zip(self.phases.names, (np.asarray(trained) - before[1]).tolist()))))
+        self.s.mix_at_start = [np.asarray(read).tolist(), np.asarray(trained).tolist()]
+
+    def next_phase(self, step: int, tokens: int, progress: float, ms: float) -> None:
+        self.s.index += 1
+        self.s.start = dict(step=step, tokens=tokens, progress=progress, ms=ms)
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self.s)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.s = PhaseState(**state)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .config import CurriculumConfig, EnvReader, read_curriculum, read_data_order
-from .loader import BatchSource
+from .loader import BatchSource, Position
 
 
 class CurriculumSettingsError(ValueError):
@@ -73,7 +73,7 @@ class CurriculumTokenLoader:
         else:
             self.source.set_shape(seq_len, local // seq_len)
         self._accum = grad_accum_steps
-        return self.source.next_batch(self.progress, self.warmdown_start)
+        return self.source.next_batch(Position(self.progress, self.warmdown_start))
 
     def log_line(self, step: int) -> str:
         return self.source.log_line(step, self.progress) if self.source else f"data step:{step} (no batch yet)"
@@ -81,7 +81,7 @@ class CurriculumTokenLoader:
     def summary(self) -> dict:
         if self.source is None:
             return {}
-        return self.source.summary(max(self.source.micro_batches // self._accum, 1))
+        return self.source.summary(Position(step=max(self.source.micro_batches // self._accum, 1)))["data"]
 
     def close(self) -> None:
         if self.source is not None:

@@ -10,6 +10,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from curriculum.loader import Position
 from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, unigram_entropy,
                         write_shard, write_sidecar)
 from data.sources import SOURCES
@@ -56,7 +57,7 @@ def test_curriculum_off_gives_exactly_the_plain_loaders_batches(dataset, tmp_pat
         batches = source(files, rank=rank)
         try:
             for x_ref, y_ref in plain_batches(tokens, rank, 2, 4, 40):
-                x, y = batches.next_batch(progress=0.3)
+                x, y = batches.next_batch(Position(0.3))
                 assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
         finally:
             batches.close()
@@ -71,7 +72,7 @@ def test_two_ranks_read_disjoint_rows_and_select_only_from_them(dataset, tmp_pat
         batches = source(files, config=cfg, rank=rank)
         rows = []
         for k in range(10):
-            x, y = batches.next_batch(progress=k / 10)
+            x, y = batches.next_batch(Position(k / 10))
             rows.append(torch.cat([x, y[:, -1:]], dim=1))
         positions = batches.read_positions[:10]
         batches.close()
@@ -89,7 +90,7 @@ def test_same_inputs_select_identical_tokens(dataset, tmp_path):
     runs = []
     for _ in range(2):
         batches = source(files, config=cfg, world=1, seqs=5)
-        runs.append([batches.next_batch(progress=k / 23, warmdown_start=0.6) for k in range(23)])
+        runs.append([batches.next_batch(Position(k / 23, 0.6)) for k in range(23)])
         batches.close()
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*runs))
 
@@ -128,7 +129,7 @@ def test_v_schedule_keeps_easier_sequences_early_and_late_than_in_the_middle(dat
     for progress in (0.0, 0.45, 1.0):
         scores, rows = [], []
         for _ in range(10):
-            x, y = batches.next_batch(progress)
+            x, y = batches.next_batch(Position(progress))
             full = torch.cat([x, y[:, -1:]], 1)
             scores += unigram_entropy(full, 1024).tolist()
             rows += [tuple(r) for r in x.tolist()]
@@ -143,18 +144,18 @@ def test_log_line_and_summary_report_device_statistics(dataset, tmp_path):
     files = write_stream(tmp_path, real_tokens(dataset, 20000), [20000])
     batches = source(files, config=CurriculumConfig(enabled=True), world=1)
     for k in range(6):
-        batches.next_batch(progress=0.0)
+        batches.next_batch(Position(0.0))
     line = batches.log_line(step=3, progress=0.0)
     m = re.fullmatch(r"curriculum step:3 progress:0\.0000 target:0\.0000 kept_score_mean:([\d.]+) "
                      r"kept_score_min:([\d.]+) kept_score_max:([\d.]+) pool_score_mean:([\d.]+) data_wait_ms:[\d.]+", line)
     assert m
     kept_mean, kept_min, kept_max, pool_mean = map(float, m.groups())
     assert kept_min <= kept_mean <= kept_max and kept_mean < pool_mean  # target 0 keeps the easier half
-    s = batches.summary(steps=3)
+    s = batches.summary(Position(step=3))['data']
     batches.close()
     assert s["sequences_read"] == 6 * 8 and s["sequences_trained"] == 6 * 4 and s["sequences_discarded"] == 6 * 4 and s["kept_score_mean"] == pytest.approx(kept_mean, abs=1e-4)
     plain = source(files, world=1)
-    plain.next_batch(0.5)
+    plain.next_batch(Position(0.5))
     assert re.fullmatch(r"data step:1 progress:0\.5000 data_wait_ms:[\d.]+", plain.log_line(1, 0.5))
     plain.close()
 
@@ -172,7 +173,7 @@ def test_a_token_beyond_the_vocabulary_met_by_the_read_ahead_thread_is_raised_in
     batches = source(files, world=1, vocab=500)  # the real text uses ids up to 1023
     with pytest.raises(DataError, match=r"token id \d+ near position .* but VOCAB_SIZE=500"):
         for _ in range(100):
-            batches.next_batch(0.0)
+            batches.next_batch(Position(0.0))
     batches.close()
 
 
@@ -192,10 +193,10 @@ def test_carry_trains_every_row_read_once_or_leaves_it_waiting(dataset, tmp_path
     batches = source(files, config=cfg, rank=rank, seqs=4)  # pools of 10: 6 waiting, 4 fresh
     trained = []
     for k in range(30):
-        trained += trained_rows(*batches.next_batch(progress=k / 30))
+        trained += trained_rows(*batches.next_batch(Position(k / 30)))
     read = [p for block in batches.read_positions[:30] for p in block.tolist()]
-    waiting = [tuple(r) for r in batches.pool.waiting.rows.tolist()]
-    s = batches.summary(steps=30)
+    waiting = [tuple(r) for r in batches.selector.pool.waiting.rows.tolist()]
+    s = batches.summary(Position(step=30))['data']
     batches.close()
     assert [len(b) for b in batches.read_positions[:3]] == [10, 4, 4]  # the stream is read at the baseline's rate
     assert len(waiting) == 4 * (2.5 - 1) == s["sequences_waiting"]
@@ -214,7 +215,7 @@ def test_carry_at_the_constant_median_keeps_the_middle_of_each_pool(dataset, tmp
     batches = source(files, config=cfg, world=1, seqs=4)
     waiting: list[tuple] = []
     for k in range(12):
-        kept = trained_rows(*batches.next_batch(progress=k / 12))
+        kept = trained_rows(*batches.next_batch(Position(k / 12)))
         pool = waiting + rows_at(tokens, batches.read_positions[k].tolist())
         h = [float(v) for v in unigram_entropy(torch.tensor(pool), 1024)]
         ranked = sorted(range(len(pool)), key=lambda i: (h[i], i))
@@ -229,7 +230,7 @@ def test_carry_with_no_oversampling_is_the_plain_loader(dataset, tmp_path):
     batches = source(files, config=CurriculumConfig(enabled=True, pool="carry", oversample=1.0), rank=1)
     try:
         for x_ref, y_ref in plain_batches(tokens, 1, 2, 4, 40):
-            x, y = batches.next_batch(progress=0.7)
+            x, y = batches.next_batch(Position(0.7))
             assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
     finally:
         batches.close()
@@ -243,7 +244,7 @@ def test_same_inputs_select_identical_batches_in_every_pool_and_order(dataset, t
     for _ in range(2):
         batches = BatchSource(files, seq_len=T, batch_seqs=5, rank=0, world_size=1, vocab_size=1024,
                               device=torch.device("cpu"), config=cfg, order=order, seed=11)
-        runs.append([batches.next_batch(progress=k / 23, warmdown_start=0.6) for k in range(23)])
+        runs.append([batches.next_batch(Position(k / 23, 0.6)) for k in range(23)])
         batches.close()
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*runs))
 
@@ -262,7 +263,7 @@ def test_shuffled_visits_every_slot_once_per_pass_ranks_disjoint(dataset, tmp_pa
     for rank in (0, 1):
         batches = shuffled_source(files, rank, seed=5)
         for k in range(per_pass):
-            x, y = batches.next_batch(0.0)
+            x, y = batches.next_batch(Position(0.0))
             assert trained_rows(x, y) == rows_at(tokens, batches.read_positions[k].tolist())  # the rows are real slots
         taken[rank] = [p for b in batches.read_positions[:per_pass] for p in b.tolist()]
         batches.close()
@@ -272,8 +273,8 @@ def test_shuffled_visits_every_slot_once_per_pass_ranks_disjoint(dataset, tmp_pa
     # over whole passes every slot comes once per pass, in another order each pass
     batches = shuffled_source(files, 0, seed=5, seqs=31, world=1)
     for _ in range(36):
-        batches.next_batch(0.0)
-    s = batches.summary(36)
+        batches.next_batch(Position(0.0))
+    s = batches.summary(Position(step=36))['data']
     batches.close()
     visits = [p for b in batches.read_positions for p in b.tolist()]
     passes = [visits[i * 279:(i + 1) * 279] for i in range(4)]
@@ -286,7 +287,7 @@ def test_shuffled_order_follows_the_seed(dataset, tmp_path):
     first = {}
     for seed in (1, 1, 2):
         batches = shuffled_source(files, 0, seed)
-        batches.next_batch(0.0)
+        batches.next_batch(Position(0.0))
         first.setdefault(seed, []).append(batches.read_positions[0].tolist())
         batches.close()
     assert first[1][0] == first[1][1] != first[2][0]
@@ -306,9 +307,9 @@ def test_domain_mix_of_read_and_kept_rows_is_counted_from_sidecars(dataset, tmp_
         batches = source(files, config=cfg, world=1, seqs=4)
         kept = []
         for k in range(20):
-            kept += trained_rows(*batches.next_batch(progress=0.5))
+            kept += trained_rows(*batches.next_batch(Position(0.5)))
         line = batches.log_line(20, 0.5)
-        s = batches.summary(20)
+        s = batches.summary(Position(step=20))['data']
         batches.close()
         read = [p for b in batches.read_positions[:20] for p in b.tolist()]
         by_tokens = {r: domain(p) for r, p in zip(rows_at(tokens, read), read)}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from curriculum.loader import Position
 from curriculum import BatchSource, CurriculumConfig, Mixture, open_shard, write_shard
 
 T = 32
@@ -45,7 +46,7 @@ def make(files, *, config=CurriculumConfig(), order="sequential", rank=0, world=
 def take(batches, n: int, start: int, total: int) -> list[torch.Tensor]:
     out = []
     for k in range(start, start + n):
-        x, y = batches.next_batch(k / total)
+        x, y = batches.next_batch(Position(k / total))
         out.append(torch.cat([x, y[:, -1:]], dim=1))
     return out
 
@@ -68,7 +69,7 @@ def check_resume(factory, before: int, after: int, change=None, change_at: int |
             if k == before:
                 state = saved(reference.state_dict())
             expected += take(reference, 1, k, total)
-        ref_line, ref_summary = reference.log_line(total, 1.0), comparable(reference.summary(total))
+        ref_line, ref_summary = reference.log_line(total, 1.0), comparable(reference.summary(Position(step=total))['data'])
         restored.load_state_dict(state)
         got = []
         for k in range(before, total):
@@ -81,7 +82,7 @@ def check_resume(factory, before: int, after: int, change=None, change_at: int |
         ref_wait = ref_line.split("data_wait_ms:")
         new_wait = restored.log_line(total, 1.0).split("data_wait_ms:")
         assert new_wait[0] == ref_wait[0] and new_wait[1].split(" ", 1)[1:] == ref_wait[1].split(" ", 1)[1:]
-        assert comparable(restored.summary(total)) == ref_summary
+        assert comparable(restored.summary(Position(step=total))['data']) == ref_summary
     finally:
         reference.close()
         restored.close()

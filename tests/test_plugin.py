@@ -135,7 +135,7 @@ def test_invalid_settings_are_reported_together(tiny_shards, clean_env):
 def test_close_ends_the_read_ahead_thread(tiny_shards, clean_env):
     loader = CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
     loader.next_batch(256, 16, 1)
-    thread = loader.source._thread
+    thread = loader.source._read_ahead._thread
     assert thread.is_alive()
     loader.close()
     assert not thread.is_alive()

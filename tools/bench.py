@@ -57,7 +57,9 @@ import torch
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
 from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
-from curriculum.loader import SequentialRows, ShuffledRows, corpus_surprisal
+from curriculum.loader import Position
+from curriculum.rows import SequentialRows, ShuffledRows
+from curriculum.selector import corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools import turns
 from tools.envfile import ROOT, read_env_file
@@ -99,11 +101,11 @@ def make_source(s: tg.Settings, seq_len: int, seqs: int, arm: str, device) -> Ba
 def loader_ms_per_batch(source: BatchSource, batches: int, device) -> float:
     try:
         for _ in range(3):  # fill the read-ahead queue, warm the allocator
-            source.next_batch(0.3)
+            source.next_batch(Position(0.3))
         synchronize(device)
         t0 = time.perf_counter()
         for k in range(batches):
-            source.next_batch(k / batches)
+            source.next_batch(Position(k / batches))
         synchronize(device)
         return 1000 * (time.perf_counter() - t0) / batches
     finally:
@@ -188,7 +190,7 @@ class StepModel:
         """One training step, in ms."""
         synchronize(self.device)
         t0 = time.perf_counter()
-        tg.train_step(self.step_model, self.model, self.optimizers, self.s, source, progress, 1.0, self.bf16)
+        tg.train_step(self.step_model, self.model, self.optimizers, self.s, source, Position(progress), self.bf16)
         synchronize(self.device)
         return 1000 * (time.perf_counter() - t0)
 
@@ -210,7 +212,7 @@ def bench_paired_steps(s: tg.Settings, steps: int) -> dict:
         for i in range(steps):
             for arm in arms_in_turn(i):
                 times[arm].append(m.step(sources[arm], i / steps))
-        read = {arm: sources[arm].summary(steps + 3)["sequences_read"] for arm in ARMS}
+        read = {arm: sources[arm].summary(Position(step=steps + 3))["data"]["sequences_read"] for arm in ARMS}
     finally:
         for source in sources.values():
             source.close()
@@ -224,9 +226,9 @@ class TimedSource:
     def __init__(self, source: BatchSource, device):
         self.source, self.device, self.ms = source, device, 0.0
 
-    def next_batch(self, progress: float, warmdown_start: float = 1.0):
+    def next_batch(self, at: Position):
         t0 = time.perf_counter()
-        out = self.source.next_batch(progress, warmdown_start)
+        out = self.source.next_batch(at)
         synchronize(self.device)
         self.ms += 1000 * (time.perf_counter() - t0)
         return out
@@ -265,7 +267,7 @@ class Replay:
     def __init__(self, batches: list):
         self.batches, self.i = batches, 0
 
-    def next_batch(self, progress: float, warmdown_start: float = 1.0):
+    def next_batch(self, at: Position):
         self.i += 1
         return self.batches[(self.i - 1) % len(self.batches)]
 
@@ -277,7 +279,7 @@ def bench_replay(s: tg.Settings, blocks: int) -> dict:
     recorded = {}
     for arm in ("baseline", "fresh"):
         source = make_source(s, s.train_seq_len, s.micro_batch_seqs, arm, m.device)
-        recorded[arm] = [source.next_batch(k / 40) for k in range(40)]
+        recorded[arm] = [source.next_batch(Position(k / 40)) for k in range(40)]
         source.close()
     times: dict[str, list[float]] = {arm: [] for arm in recorded}
     for b in range(blocks + 1):

@@ -106,9 +106,9 @@ class ReplayedBatches:
     def __init__(self, inner, path: str):
         self.inner, self.recorded, self.i = inner, np.load(path, mmap_mode="r"), 0
 
-    def next_batch(self, progress: float, warmdown_start: float = 1.0):
+    def next_batch(self, at):
         import torch
-        x, _ = self.inner.next_batch(progress, warmdown_start)
+        x, _ = self.inner.next_batch(at)
         row = self.recorded[self.i % len(self.recorded)]
         self.i += 1
         pair = torch.from_numpy(row.astype(np.int64)).to(x.device)
@@ -124,8 +124,8 @@ class RecordedBatches:
     def __init__(self, inner):
         self.inner, self.batches = inner, []
 
-    def next_batch(self, progress: float, warmdown_start: float = 1.0):
-        x, y = self.inner.next_batch(progress, warmdown_start)
+    def next_batch(self, at):
+        x, y = self.inner.next_batch(at)
         self.batches.append(np.stack([x.cpu().numpy(), y.cpu().numpy()]).astype(np.uint16))
         return x, y
 
@@ -138,7 +138,8 @@ def child_main() -> None:
     import torch
     ftz = torch.set_flush_denormal(True) if "ftz" in variants else None  # before any thread is made
     import train_gpt as tg
-    from curriculum.loader import BatchSource
+    from curriculum.loader import Position
+    from curriculum.selector import Selector
 
     fds = os.environ.get("TURNS_FDS")
     turns = Turns(*map(int, fds.split(","))) if fds else None
@@ -146,18 +147,18 @@ def child_main() -> None:
     profile_span = tuple(int(v) for v in variants["profile"].split("-")) if "profile" in variants else None
 
     if "pool_only" in variants or "read_only" in variants:
-        select = BatchSource._select
+        choose = Selector.choose
 
-        def first_rows(self, rows, block, progress, warmdown_start):
+        def first_rows(self, rows, domains, micro_batch, progress, warmdown_start):
             if "pool_only" in variants:
-                select(self, rows, block, progress, warmdown_start)  # all of the work, none of the content
-            return rows[:self.keep]
-        BatchSource._select = first_rows
+                choose(self, rows, domains, micro_batch, progress, warmdown_start)  # all of the work, none of the content
+            return rows[:self.batch_seqs], rows.size(0)
+        Selector.choose = first_rows
 
     make_batches = tg.Job.make_batches
 
-    def timed_loop_batches(job):
-        batches = make_batches(job)
+    def timed_loop_batches(job, warm_up_steps=0):
+        batches = make_batches(job, warm_up_steps)
         if state["timed"] and "replay" in variants:
             return ReplayedBatches(batches, variants["replay"])
         if state["timed"] and "record" in variants:
@@ -174,7 +175,7 @@ def child_main() -> None:
         if n:
             batches = make_batches(job)
             for k in range(n):
-                tg.train_step(job.model, job.base_model, job.optimizers, job.s, batches, k / n, 1.0, job.bf16)
+                tg.train_step(job.model, job.base_model, job.optimizers, job.s, batches, Position(k / n), job.bf16)
             batches.close()
             job.log(f"turns: {n} untimed steps on the baseline's batches before the timed steps")
     tg.warm_up_and_undo = warm_up_then_pretrain
@@ -201,7 +202,7 @@ def child_main() -> None:
             profiler.__enter__()
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        loss = train_step(model, base_model, optimizers, s, batches, *args)
+        loss, tokens = train_step(model, base_model, optimizers, s, batches, *args)
         if loss.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()  # CLOCK_MONOTONIC: one clock for every process of the machine
@@ -219,7 +220,7 @@ def child_main() -> None:
             if state["step"] == s.iterations:  # one more round: nobody evaluates while another still steps
                 turns.wait()
                 turns.hand_on(last=True)
-        return loss
+        return loss, tokens
     tg.train_step = step_in_turn
 
     tg.main()
