@@ -18,14 +18,9 @@ import io
 import json
 import math
 import os
-import platform
-import re
 import resource
-import socket
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,310 +31,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, CurriculumConfig, DataError, DataExhausted, DataPath, Position, ShardFormatError,
-                        open_shard, shard_token_count, shards_fingerprint, write_atomic)
-from curriculum.config import EnvReader, read_curriculum, read_data_order
-from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
-
-HERE = Path(__file__).resolve().parent
+from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
+                        write_atomic)
+from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
+from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
+from trainer.settings import Settings, SettingsError, check_log_dir, parse_settings, read_settings  # noqa: F401
 
 # =============================================================================================
-# Settings: every knob, read from the environment and validated in one place
+# Settings: every knob is declared once in trainer/settings.py, read from the environment and
+# validated there before any work is done
 # =============================================================================================
 
-
-class SettingsError(Exception):
-    """Invalid settings; the message lists every problem found."""
-
-
-@dataclass
-class Settings:
-    # data and run
-    data_path: str
-    train_files: str
-    val_files: str
-    tokenizer_path: str
-    run_id: str
-    seed: int
-    data_order: str
-    expected_step_ms: float
-    log_dir: str
-    checkpoint_every: int
-    resume: str
-    device: str
-    torch_compile: bool
-    # model
-    vocab_size: int
-    num_layers: int
-    model_dim: int
-    num_heads: int
-    num_kv_heads: int
-    mlp_mult: int
-    tie_embeddings: bool
-    rope_base: float
-    logit_softcap: float
-    qk_gain_init: float
-    tied_embed_init_std: float
-    bigram_vocab_size: int
-    bigram_dim: int
-    # batch and schedule
-    train_seq_len: int
-    train_batch_tokens: int
-    train_tokens: int
-    phases: str
-    grad_accum_steps: int
-    iterations: int
-    warmup_steps: int
-    warmdown_iters: int
-    max_wallclock_seconds: float
-    val_loss_every: int
-    val_batch_size: int
-    val_max_tokens: int
-    val_sets: str
-    eval_stride: int
-    eval_batch_seqs: int
-    train_log_every: int
-    # optimiser
-    matrix_lr: float
-    scalar_lr: float
-    tied_embed_lr: float
-    embed_lr: float
-    head_lr: float
-    muon_momentum: float
-    muon_momentum_warmup_start: float
-    muon_momentum_warmup_steps: int
-    muon_backend_steps: int
-    beta1: float
-    beta2: float
-    adam_eps: float
-    weight_decay: float
-    muon_weight_decay: float
-    grad_clip_norm: float
-    # weight averaging
-    swa_enabled: bool
-    swa_start_frac: float
-    swa_every: int
-    # export and precision
-    fp16_keep_name_patterns: str
-    cpu_autocast: str
-    cpu_malloc: str
-    # curriculum
-    curriculum: CurriculumConfig
-    # derived, not read
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    env: dict = field(default_factory=dict)
-
-    @property
-    def val_set_patterns(self) -> dict[str, str]:
-        """VAL_SETS as {name: shard glob}; check_settings has vetted the syntax."""
-        return dict(part.split("=", 1) for part in self.val_sets.split(",") if part.strip())
-
-    @property
-    def micro_batch_seqs(self) -> int:
-        """Sequences each rank trains on per micro-batch."""
-        return micro_batch_seqs(self.train_batch_tokens, self.world_size, self.grad_accum_steps, self.train_seq_len)
-
-
-def read_settings(environ=os.environ) -> Settings:
-    """All settings, with every invalid one reported together before any work is done."""
-    s, errors = parse_settings(environ)
-    errors += check_settings(s)
-    if errors:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
-    return s
-
-
-def parse_settings(environ) -> tuple[Settings, list[str]]:
-    """Typed settings and the problems of each value on its own (no file is looked at).
-    Defaults are the stronger stack's 8xH100 configuration (SPEC.md); `s.env` holds every
-    value, defaults included, as the run's summary records it."""
-    e = EnvReader(environ)
-    rank = e.env_int("RANK", 0, minimum=0)
-    world_size = e.env_int("WORLD_SIZE", 1, minimum=1)
-    local_rank = e.env_int("LOCAL_RANK", 0, minimum=0)
-    data_path = e.env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
-    s = Settings(
-        data_path=data_path,
-        train_files=e.env_str("TRAIN_FILES", os.path.join(data_path, "*train_*.bin")),
-        val_files=e.env_str("VAL_FILES", os.path.join(data_path, "*val_*.bin")),
-        tokenizer_path=e.env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"),
-        run_id=e.env_str("RUN_ID", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]),
-        seed=e.env_int("SEED", 1337),
-        data_order=read_data_order(e),
-        expected_step_ms=e.env_float("EXPECTED_STEP_MS", 0.0, minimum=0.0),
-        log_dir=e.env_str("LOG_DIR", "logs"),
-        checkpoint_every=e.env_int("CHECKPOINT_EVERY", 0, minimum=0),
-        resume=e.env_str("RESUME", ""),
-        device=e.env_str("DEVICE", "auto", choices=("auto", "cpu", "cuda")),
-        torch_compile=e.env_bool("TORCH_COMPILE", True),
-        vocab_size=e.env_int("VOCAB_SIZE", 1024, minimum=2),
-        num_layers=e.env_int("NUM_LAYERS", 9, minimum=1),
-        model_dim=e.env_int("MODEL_DIM", 512, minimum=2),
-        num_heads=e.env_int("NUM_HEADS", 8, minimum=1),
-        num_kv_heads=e.env_int("NUM_KV_HEADS", 4, minimum=1),
-        mlp_mult=e.env_int("MLP_MULT", 3, minimum=1),
-        tie_embeddings=e.env_bool("TIE_EMBEDDINGS", True),
-        rope_base=e.env_float("ROPE_BASE", 10000.0, minimum=1.0),
-        logit_softcap=e.env_float("LOGIT_SOFTCAP", 30.0, minimum=0.0),
-        qk_gain_init=e.env_float("QK_GAIN_INIT", 1.5),
-        tied_embed_init_std=e.env_float("TIED_EMBED_INIT_STD", 0.005, minimum=0.0),
-        bigram_vocab_size=e.env_int("BIGRAM_VOCAB_SIZE", 4096, minimum=0),
-        bigram_dim=e.env_int("BIGRAM_DIM", 128, minimum=1),
-        train_seq_len=e.env_int("TRAIN_SEQ_LEN", 2048, minimum=1),
-        train_batch_tokens=e.env_int("TRAIN_BATCH_TOKENS", 786_432, minimum=1),
-        train_tokens=e.env_int("TRAIN_TOKENS", 0, minimum=0),
-        phases=e.env_str("CURRICULUM_PHASES", ""),
-        grad_accum_steps=e.env_int("GRAD_ACCUM_STEPS", 8 // world_size if 8 % world_size == 0 else 0, minimum=1),
-        iterations=e.env_int("ITERATIONS", 20_000, minimum=1),
-        warmup_steps=e.env_int("WARMUP_STEPS", 20, minimum=0),
-        warmdown_iters=e.env_int("WARMDOWN_ITERS", 3000, minimum=0),
-        max_wallclock_seconds=e.env_float("MAX_WALLCLOCK_SECONDS", 600.0, minimum=0.0),
-        val_loss_every=e.env_int("VAL_LOSS_EVERY", 1000, minimum=0),
-        val_batch_size=e.env_int("VAL_BATCH_SIZE", 524_288, minimum=1),
-        val_max_tokens=e.env_int("VAL_MAX_TOKENS", 0, minimum=0),
-        val_sets=e.env_str("VAL_SETS", ""),
-        eval_stride=e.env_int("EVAL_STRIDE", 64, minimum=0),
-        eval_batch_seqs=e.env_int("EVAL_BATCH_SEQS", 32, minimum=1),
-        train_log_every=e.env_int("TRAIN_LOG_EVERY", 200, minimum=0),
-        matrix_lr=e.env_float("MATRIX_LR", 0.02, minimum=0.0),
-        scalar_lr=e.env_float("SCALAR_LR", 0.02, minimum=0.0),
-        tied_embed_lr=e.env_float("TIED_EMBED_LR", 0.03, minimum=0.0),
-        embed_lr=e.env_float("EMBED_LR", 0.6, minimum=0.0),
-        head_lr=e.env_float("HEAD_LR", 0.008, minimum=0.0),
-        muon_momentum=e.env_float("MUON_MOMENTUM", 0.99, minimum=0.0, maximum=1.0),
-        muon_momentum_warmup_start=e.env_float("MUON_MOMENTUM_WARMUP_START", 0.92, minimum=0.0, maximum=1.0),
-        muon_momentum_warmup_steps=e.env_int("MUON_MOMENTUM_WARMUP_STEPS", 1500, minimum=0),
-        muon_backend_steps=e.env_int("MUON_BACKEND_STEPS", 5, minimum=1),
-        beta1=e.env_float("BETA1", 0.9, minimum=0.0, maximum=1.0),
-        beta2=e.env_float("BETA2", 0.95, minimum=0.0, maximum=1.0),
-        adam_eps=e.env_float("ADAM_EPS", 1e-8, minimum=0.0),
-        weight_decay=e.env_float("WEIGHT_DECAY", 0.01, minimum=0.0),
-        muon_weight_decay=e.env_float("MUON_WEIGHT_DECAY", 0.04, minimum=0.0),
-        grad_clip_norm=e.env_float("GRAD_CLIP_NORM", 0.3, minimum=0.0),
-        swa_enabled=e.env_bool("SWA_ENABLED", True),
-        swa_start_frac=e.env_float("SWA_START_FRAC", 0.5, minimum=0.0, maximum=1.0),
-        swa_every=e.env_int("SWA_EVERY", 50, minimum=1),
-        fp16_keep_name_patterns=e.env_str("FP16_KEEP_NAME_PATTERNS", "tok_emb,blocks.8.attn.c_k"),
-        cpu_autocast=e.env_str("CPU_AUTOCAST", "auto", choices=("auto", "bf16", "off")),
-        cpu_malloc=e.env_str("CPU_MALLOC", "keep", choices=("keep", "system")),
-        curriculum=read_curriculum(e),  # the plugin reads CURRICULUM* with the same function
-        rank=rank, world_size=world_size, local_rank=local_rank,
-    )
-    s.env = e.values
-    return s, e.errors
-
-
-def check_settings(s: Settings) -> list[str]:
-    """Rules between settings and against the files on disk (no model, no data read)."""
-    errors = list(s.curriculum.problems())
-    if s.rank >= s.world_size:
-        errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
-    if s.model_dim % s.num_heads:
-        errors.append(f"NUM_HEADS={s.num_heads}: must divide MODEL_DIM={s.model_dim}")
-    elif (s.model_dim // s.num_heads) % 2:
-        errors.append(f"MODEL_DIM/NUM_HEADS={s.model_dim // s.num_heads}: head size must be even for rotary embeddings")
-    if s.num_heads % s.num_kv_heads:
-        errors.append(f"NUM_KV_HEADS={s.num_kv_heads}: must divide NUM_HEADS={s.num_heads}")
-    if s.vocab_size > 65536:
-        errors.append(f"VOCAB_SIZE={s.vocab_size}: shards hold uint16 tokens, so at most 65536")
-    if s.grad_accum_steps == 0:
-        errors.append(f"WORLD_SIZE={s.world_size}: the default GRAD_ACCUM_STEPS is 8 / world size, "
-                      f"which is not whole; set GRAD_ACCUM_STEPS")
-    per_micro = s.world_size * s.grad_accum_steps * s.train_seq_len
-    if per_micro and s.train_batch_tokens % per_micro:
-        errors.append(f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}: must be a multiple of WORLD_SIZE x "
-                      f"GRAD_ACCUM_STEPS x TRAIN_SEQ_LEN = {s.world_size} x {s.grad_accum_steps} x "
-                      f"{s.train_seq_len} = {per_micro}")
-    if 0 < s.eval_stride < s.train_seq_len and s.train_seq_len % s.eval_stride:
-        errors.append(f"EVAL_STRIDE={s.eval_stride}: must divide TRAIN_SEQ_LEN={s.train_seq_len} "
-                      f"(or be 0 or >= it: non-overlapping windows)")
-    if s.bigram_vocab_size == 1:
-        errors.append("BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2 (one row is kept for position 0)")
-    if 0 < s.val_max_tokens <= s.train_seq_len:
-        errors.append(f"VAL_MAX_TOKENS={s.val_max_tokens}: must exceed TRAIN_SEQ_LEN={s.train_seq_len} (0: all)")
-    if s.device == "cuda" and not torch.cuda.is_available():
-        errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
-    errors += check_val_sets(s.val_sets)
-    shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
-    if not any("VAL_SETS" in e for e in errors):
-        shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
-    tokens = {}
-    for name, pattern in shard_globs:
-        files = sorted(glob.glob(pattern))
-        if not files:
-            errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
-                          f"`make data` builds the embedded default)")
-        for path in files:
-            try:
-                tokens[name] = tokens.get(name, 0) + shard_token_count(path)
-            except ShardFormatError as err:
-                errors.append(f"{name}: {err}")
-    train_tokens = tokens.get("TRAIN_FILES")
-    if train_tokens == 0:
-        errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
-    elif train_tokens and not s.grad_accum_steps == 0:
-        read = s.world_size * (s.curriculum.pool_size(s.micro_batch_seqs) * s.train_seq_len + 1)
-        if read > train_tokens:  # one micro-batch would wrap the whole stream around, again and again
-            culprit = (f"CURRICULUM_OVERSAMPLE={s.curriculum.oversample:g} with " if s.curriculum.enabled else "") + \
-                f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}"
-            errors.append(f"{culprit}: one micro-batch would read {read:,} tokens, more than the {train_tokens:,} "
-                          f"the training shards hold")
-    logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
-    if logits_bytes > EVAL_LOGITS_LIMIT:
-        errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
-                      f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
-                      f"TRAIN_SEQ_LEN={s.train_seq_len}")
-    if s.phases:
-        errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
-                                                                  s.grad_accum_steps))
-    errors += check_log_dir(s.log_dir)
-    if s.resume and not os.path.isfile(s.resume):
-        errors.append(f"RESUME={s.resume!r}: no such file (a checkpoint that CHECKPOINT_EVERY wrote)")
-    if not os.path.isfile(s.tokenizer_path):
-        errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: no such file")
-    else:
-        import sentencepiece as spm
-        try:
-            sp_vocab = spm.SentencePieceProcessor(model_file=s.tokenizer_path).vocab_size()
-        except (OSError, RuntimeError) as err:
-            errors.append(f"TOKENIZER_PATH={s.tokenizer_path!r}: not a SentencePiece model ({err})")
-        else:
-            if sp_vocab != s.vocab_size:
-                errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
-    return errors
-
-
-EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
 CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
-
-
-def check_log_dir(log_dir: str) -> list[str]:
-    """LOG_DIR must be a folder this process can write, or creatable: logs and the artifact go there."""
-    path = Path(log_dir)
-    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-    if existing == path and not path.is_dir():
-        return [f"LOG_DIR={log_dir!r}: is a file; must be a folder (or not exist yet)"]
-    if not existing.is_dir():
-        return [f"LOG_DIR={log_dir!r}: {existing} is a file, so the folder cannot be made"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
-    return []
-
-
-def check_val_sets(raw: str) -> list[str]:
-    """VAL_SETS is `name=glob,name=glob`: names unique, made of letters, digits, '_' or '-'."""
-    errors, seen = [], set()
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        name, sep, pattern = part.partition("=")
-        if not sep or not pattern or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            errors.append(f"VAL_SETS={raw!r}: {part!r} must be name=shard_glob (a name of letters, digits, _ or -)")
-        elif name in seen:
-            errors.append(f"VAL_SETS={raw!r}: the name {name!r} is given twice")
-        seen.add(name)
-    return errors
-
 
 # =============================================================================================
 # Data: validation tokens and the byte counts behind val_bpb
@@ -699,17 +402,6 @@ def lr_multiplier(progress: float, warmdown: float) -> float:
 # =============================================================================================
 
 
-def cpu_has_native_bf16() -> bool:
-    """bf16 matmuls in hardware (AVX-512 BF16 or AMX); elsewhere autocast emulates them and a
-    step takes about twice as long as in fp32. oneDNN's own check answers yes on CPUs that only
-    emulate, so the CPU's flags decide."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
-
-
 def use_bf16(s: Settings, device: torch.device) -> bool:
     """CUDA always computes in bf16; a CPU as CPU_AUTOCAST says, `auto` where it is native."""
     if device.type == "cuda":
@@ -719,35 +411,6 @@ def use_bf16(s: Settings, device: torch.device) -> bool:
 
 def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-
-
-def keep_freed_memory(choice: str) -> str:
-    """CPU_MALLOC=keep: glibc's malloc keeps the memory a step frees for the next step.
-
-    By default glibc serves a large block with its own mmap and unmaps it when it is freed, and
-    gives the top of the heap back to the kernel beyond a threshold; both thresholds move with
-    the allocation history. A training step frees and re-allocates its activations and gradients
-    every time, so each step faulted in and zeroed about 60,000 fresh pages (235 MB): a quarter of
-    the step in kernel time on the 2-core VMs (make bench, section 7), and how much of it a run
-    paid depended on what else it had allocated, so two runs of one trainer differed by up to 13%.
-    With mmap off and the heap never trimmed, the pages stay mapped and are reused. On CUDA the
-    tensors live in PyTorch's caching allocator, which already keeps them: nothing to change."""
-    if choice == "system":
-        return "memory: glibc's default malloc (CPU_MALLOC=system)"
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.gnu_get_libc_version.restype = ctypes.c_char_p
-        version = libc.gnu_get_libc_version().decode()
-    except (OSError, AttributeError):
-        return "memory: not glibc, the allocator is left as it is (CPU_MALLOC=keep applies to glibc only)"
-    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
-        return f"memory: WARNING: glibc {version} refused mallopt; freed memory goes back to the kernel every step"
-    return f"memory: glibc {version} keeps freed memory for reuse (CPU_MALLOC=keep: no mmap per block, no trimming)"
 
 
 def window_starts(n_targets: int, seq: int, stride: int) -> range:
@@ -856,69 +519,6 @@ def load_artifact(blob: bytes) -> dict:
     return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
 
 
-def code_files() -> list[Path]:
-    """train_gpt.py and every file of curriculum/: the code an artifact needs."""
-    return [HERE / "train_gpt.py"] + [p for p in sorted((HERE / "curriculum").rglob("*"))
-                                      if p.is_file() and "__pycache__" not in p.parts]
-
-
-def code_bytes() -> int:
-    return sum(p.stat().st_size for p in code_files())
-
-
-# =============================================================================================
-# Provenance: what a run needs so that it is never pooled with a run of other code, data or device
-# =============================================================================================
-
-
-def code_sha256() -> str:
-    h = hashlib.sha256()
-    for path in code_files():
-        h.update(f"{path.relative_to(HERE).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
-    return h.hexdigest()
-
-
-def git_commit() -> str | None:
-    """HEAD, with '-dirty' when the trainer's code differs from it; None outside a checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "train_gpt.py", "curriculum"], cwd=HERE,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode:
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def run_provenance(s: Settings, device: torch.device, train_files: list[Path], started: float) -> dict:
-    manifest = train_files[0].parent / "manifest.json"
-    try:
-        corpus = json.loads(manifest.read_text()).get("corpus_fingerprint")
-    except (OSError, ValueError, AttributeError):
-        corpus = None
-    return dict(
-        code_sha256=code_sha256(), git_commit=git_commit(), torch=torch.__version__,
-        python=platform.python_version(), device_kind=device.type, device_name=device_name(device),
-        threads=torch.get_num_threads(), host=socket.gethostname(),
-        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), cwd=os.getcwd(),
-        train_shards=[dict(file=str(p.resolve()), bytes=p.stat().st_size) for p in train_files],
-        train_data_sha256=shards_fingerprint(train_files), corpus_fingerprint=corpus)
-
-
 # =============================================================================================
 # Training
 # =============================================================================================
@@ -977,32 +577,6 @@ def pick_device(s: Settings) -> torch.device:
     if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", s.local_rank)
-
-
-def select_attention_kernel(s: Settings, device: torch.device) -> str:
-    """On CUDA, allow only the flash kernel (the one that also runs GQA natively), so that a
-    silent fallback to the math kernel cannot halve the speed. A probe with the model's head
-    shapes checks that flash can run here; when it cannot, every kernel is allowed again and
-    the returned line says so."""
-    if device.type != "cuda":
-        return "attention: PyTorch's CPU kernel"
-    backends = torch.backends.cuda
-    toggles = [getattr(backends, name) for name in ("enable_mem_efficient_sdp", "enable_math_sdp", "enable_cudnn_sdp")
-               if hasattr(backends, name)]
-    backends.enable_flash_sdp(True)
-    for toggle in toggles:
-        toggle(False)
-    head_dim = s.model_dim // s.num_heads
-    q = torch.zeros(1, s.num_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
-    kv = torch.zeros(1, s.num_kv_heads, 16, head_dim, device=device, dtype=torch.bfloat16)
-    try:
-        F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=s.num_kv_heads != s.num_heads)
-    except RuntimeError as err:
-        for toggle in toggles:
-            toggle(True)
-        return f"attention: WARNING: flash attention cannot run here ({str(err).splitlines()[0][:160]}); " \
-               f"PyTorch chooses the kernel, which may be several times slower"
-    return "attention: flash attention only (training and evaluation)"
 
 
 @dataclass

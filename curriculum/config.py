@@ -24,23 +24,12 @@ class CurriculumConfig:
     log_every: int = 50             # CURRICULUM_LOG_EVERY: steps between loader log lines
 
     def problems(self) -> list[str]:
-        """Every invalid setting, named by its environment variable."""
-        out = []
-        if self.score not in SCORES:
-            out.append(f"CURRICULUM_SCORE={self.score!r}: must be one of {', '.join(SCORES)}")
-        if self.schedule not in SCHEDULES:
-            out.append(f"CURRICULUM_SCHEDULE={self.schedule!r}: must be one of {', '.join(SCHEDULES)}")
-        if self.peak != "warmdown" and not (isinstance(self.peak, float) and 0.0 <= self.peak <= 1.0):
-            out.append(f"CURRICULUM_PEAK={self.peak!r}: must be a number in [0, 1] or 'warmdown'")
-        if not 0.0 <= self.target <= 1.0:
-            out.append(f"CURRICULUM_TARGET={self.target!r}: must be in [0, 1]")
-        if not (math.isfinite(self.oversample) and self.oversample >= 1.0):
-            out.append(f"CURRICULUM_OVERSAMPLE={self.oversample!r}: must be a number >= 1")
-        if self.pool not in POOLS:
-            out.append(f"CURRICULUM_POOL={self.pool!r}: must be one of {', '.join(POOLS)}")
-        if self.log_every < 0:
-            out.append(f"CURRICULUM_LOG_EVERY={self.log_every!r}: must be >= 0 (0: never)")
-        return out
+        """Every invalid setting, named by its environment variable (the rules of
+        CURRICULUM_SETTINGS: a phases file's values are checked by the same)."""
+        out = [st.problem(getattr(self, st.attribute)) for st in CURRICULUM_SETTINGS]
+        if not math.isfinite(self.oversample):
+            out.append(f"CURRICULUM_OVERSAMPLE={self.oversample!r}: must be >= 1")
+        return [p for p in out if p]
 
     def pool_size(self, keep: int) -> int:
         """Sequences read per micro-batch to keep `keep`: exactly `keep` when off."""
@@ -62,61 +51,126 @@ def _zero_or_one(raw: str) -> bool:
     return raw == "1"
 
 
+def _peak(raw: str) -> float | str:
+    return raw if raw == "warmdown" else _finite_float(raw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable, declared once: parsing, its rule, its README row come from here."""
+    name: str
+    kind: str                          # "int", "float", "bool", "text", or "peak" (a number or 'warmdown')
+    default: object                    # a value, or a function of the values read before it
+    meaning: str                       # the README's one line
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    shown_default: str = ""            # the README's default where `default` is computed
+    field: str = ""                    # the attribute it fills, when not the lower-cased name
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name.lower()
+
+    def rule(self) -> str:
+        """What is allowed, in words ("" when any value of the kind is)."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.minimum is not None and self.maximum is not None:
+            return f"in [{self.minimum:g}, {self.maximum:g}]"
+        if self.minimum is not None:
+            return f">= {self.minimum:g}"
+        return "a number in [0, 1] or 'warmdown'" if self.kind == "peak" else ""
+
+    def problem(self, value) -> str | None:
+        """The message for a value that breaks the rule, or None."""
+        ok = ((self.choices is None or value in self.choices)
+              and (self.minimum is None or isinstance(value, str) or value >= self.minimum)
+              and (self.maximum is None or isinstance(value, str) or value <= self.maximum)
+              and (self.kind != "peak" or value == "warmdown" or (isinstance(value, float) and 0.0 <= value <= 1.0)))
+        return None if ok else f"{self.name}={value!r}: must be {self.rule()}"
+
+    def shown(self) -> str:
+        """The default as the README shows it."""
+        if self.shown_default:
+            return self.shown_default
+        if isinstance(self.default, bool):
+            return str(int(self.default))
+        if self.default == "":
+            return "empty"
+        return f"`{self.default}`" if isinstance(self.default, str) else f"{self.default:g}" if isinstance(
+            self.default, float) else str(self.default)
+
+
+PARSERS = {"int": (int, "an integer"), "float": (_finite_float, "a finite number"), "bool": (_zero_or_one, "0 or 1"),
+           "text": (str, "text"), "peak": (_peak, "a number or 'warmdown'")}
+
+
 class EnvReader:
     """Reads typed settings from an environment mapping, collecting every problem."""
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ, self.errors, self.values = environ, [], {}
 
-    def _read(self, name: str, default, parse, expected: str, allowed=lambda v: True, rule: str = ""):
-        raw = (self.environ.get(name) or "").strip()
+    def read(self, setting: Setting, check: bool = True):
+        """The setting's value (its default when unset or invalid); with `check`, a value that
+        breaks the rule is an error here (the curriculum's are checked by its config instead)."""
+        raw = (self.environ.get(setting.name) or "").strip()
+        default = setting.default(self.values) if callable(setting.default) else setting.default
         value = default
         if raw:
+            parse, expected = PARSERS[setting.kind]
             try:
                 value = parse(raw)
             except ValueError:
-                self.errors.append(f"{name}={raw!r}: must be {expected}")
+                self.errors.append(f"{setting.name}={raw!r}: must be {expected}")
             else:
-                if not allowed(value):
-                    self.errors.append(f"{name}={raw!r}: must be {rule}")
-        self.values[name] = value
+                problem = setting.problem(value) if check else None
+                if problem:
+                    self.errors.append(f"{setting.name}={raw!r}: must be {setting.rule()}")
+        self.values[setting.name] = value
         return value
 
-    def env_int(self, name: str, default: int, minimum: int | None = None) -> int:
-        return self._read(name, default, int, "an integer", lambda v: minimum is None or v >= minimum, f">= {minimum}")
+    def read_all(self, settings: tuple[Setting, ...], check: bool = True) -> dict:
+        """{attribute: value} for every setting, in order (a computed default sees those before)."""
+        return {st.attribute: self.read(st, check) for st in settings}
 
-    def env_float(self, name: str, default: float, minimum: float = -math.inf, maximum: float = math.inf) -> float:
-        return self._read(name, default, _finite_float, "a finite number", lambda v: minimum <= v <= maximum,
-                          f"in [{minimum}, {maximum}]")
 
-    def env_bool(self, name: str, default: bool) -> bool:
-        return self._read(name, default, _zero_or_one, "0 or 1")
-
-    def env_str(self, name: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        return self._read(name, default, str, "text", lambda v: choices is None or v in choices,
-                          f"one of {', '.join(choices or ())}")
+CURRICULUM_SETTINGS = (
+    Setting("CURRICULUM", "bool", False, "0: exactly the baseline's batches; 1: select from an oversampled pool",
+            field="enabled"),
+    Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`): "
+            "`unigram_entropy`, `distinct_ratio`, `repeat_bigram_rate`, `unigram_rarity`, or `random` (the control)",
+            choices=tuple(SCORES), field="score"),
+    Setting("CURRICULUM_SCHEDULE", "text", "v", "`v` (easy, hardest at the peak, easy again), `linear` (easy to hard), "
+            "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule"),
+    Setting("CURRICULUM_PEAK", "peak", 0.45, "progress where the V turns, or `warmdown`: where the LR starts to fall",
+            field="peak"),
+    Setting("CURRICULUM_TARGET", "float", 0.5, "percentile of the `constant` schedule", minimum=0.0, maximum=1.0,
+            field="target"),
+    Setting("CURRICULUM_OVERSAMPLE", "float", 2.0, "pool size / sequences kept; any value >= 1", minimum=1.0,
+            field="oversample", shown_default="2.0"),
+    Setting("CURRICULUM_POOL", "text", "fresh", "`fresh`: every pool is read anew and what is not kept is discarded; "
+            "`carry`: what is not kept waits on the device for the next micro-batch, whose pool is the waiting "
+            "sequences plus `keep` fresh ones", choices=POOLS, field="pool"),
+    Setting("CURRICULUM_LOG_EVERY", "int", 50, "steps between loader lines (both arms; 0: never)", minimum=0,
+            field="log_every"),
+)
+DATA_ORDER = Setting(
+    "DATA_ORDER", "text", "sequential", "`sequential`: the challenge's loader, the shards in order, each micro-batch "
+    "the next span; `shuffled`: every shard cut into slots of `TRAIN_SEQ_LEN + 1` tokens, all visited once per pass "
+    "in a permutation seeded by (`SEED`, pass), each rank its disjoint share (baseline and curriculum alike)",
+    choices=DATA_ORDERS)
+SEED = Setting("SEED", "int", 1337, "model initialisation, and the slot order of `DATA_ORDER=shuffled` (the sequential "
+               "order and the selection have no randomness)")
 
 
 def read_curriculum(e: EnvReader) -> CurriculumConfig:
     """The CURRICULUM* settings; a value that does not parse is in `e.errors`, one that breaks a
     rule in the config's `problems()`."""
-    peak_raw = e.env_str("CURRICULUM_PEAK", "0.45")
-    try:
-        peak: float | str = peak_raw if peak_raw == "warmdown" else float(peak_raw)
-    except ValueError:
-        peak = peak_raw
-    return CurriculumConfig(
-        enabled=e.env_bool("CURRICULUM", False),
-        score=e.env_str("CURRICULUM_SCORE", "unigram_entropy"),
-        schedule=e.env_str("CURRICULUM_SCHEDULE", "v"),
-        peak=peak,
-        target=e.env_float("CURRICULUM_TARGET", 0.5),
-        oversample=e.env_float("CURRICULUM_OVERSAMPLE", 2.0),
-        pool=e.env_str("CURRICULUM_POOL", "fresh"),
-        log_every=e.env_int("CURRICULUM_LOG_EVERY", 50),
-    )
+    return CurriculumConfig(**e.read_all(CURRICULUM_SETTINGS, check=False))
 
 
 def read_data_order(e: EnvReader) -> str:
     """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
-    return e.env_str("DATA_ORDER", "sequential", choices=DATA_ORDERS)
+    return e.read(DATA_ORDER)
