@@ -139,8 +139,8 @@ class EnvReader:
 CURRICULUM_SETTINGS = (
     Setting("CURRICULUM", "bool", False, "0: exactly the baseline's batches; 1: select from an oversampled pool",
             field="enabled"),
-    Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`): "
-            "`unigram_entropy`, `distinct_ratio`, `repeat_bigram_rate`, `unigram_rarity`, or `random` (the control)",
+    Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`); `random` is "
+            "the control",
             choices=tuple(SCORES), field="score"),
     Setting("CURRICULUM_SCHEDULE", "text", "v", "`v` (easy, hardest at the peak, easy again), `linear` (easy to hard), "
             "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule"),
@@ -148,7 +148,7 @@ CURRICULUM_SETTINGS = (
             field="peak"),
     Setting("CURRICULUM_TARGET", "float", 0.5, "percentile of the `constant` schedule", minimum=0.0, maximum=1.0,
             field="target"),
-    Setting("CURRICULUM_OVERSAMPLE", "float", 2.0, "pool size / sequences kept; any value >= 1", minimum=1.0,
+    Setting("CURRICULUM_OVERSAMPLE", "float", 2.0, "pool size / sequences kept", minimum=1.0,
             field="oversample", shown_default="2.0"),
     Setting("CURRICULUM_POOL", "text", "fresh", "`fresh`: every pool is read anew and what is not kept is discarded; "
             "`carry`: what is not kept waits on the device for the next micro-batch, whose pool is the waiting "

@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import CurriculumConfig, EnvReader, read_curriculum, read_data_order
+from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_order
 from .loader import BatchSource, Position
 
 
@@ -35,7 +35,7 @@ def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | 
     e = EnvReader(environ)
     config = read_curriculum(e) if config is None else config
     order = read_data_order(e)
-    seed = e.env_int("SEED", 1337)
+    seed = e.read(SEED)
     errors = e.errors + config.problems()
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tools import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,12 +42,7 @@ def trainer_env(dataset: dict, tmp_path: Path, **overrides) -> dict:
 
 
 def run_trainer(env: dict, nproc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    if nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(ROOT / "train_gpt.py")]
-    else:
-        cmd = [sys.executable, str(ROOT / "train_gpt.py")]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return launch.run_trainer(env, nproc, capture_output=True, text=True, timeout=timeout)
 
 
 def summary(env: dict) -> dict:

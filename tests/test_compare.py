@@ -236,7 +236,7 @@ def test_report_from_real_runs_answers_the_question(real_logs, tmp_path):
     assert len(rows) == 3
     # provenance: the real code hash, device and mode
     run = c.arm.runs[0]
-    assert f"code (sha256 of train_gpt.py + curriculum/): {run.provenance['code_sha256'][:16]}" in text
+    assert f"code (sha256 of the artifact code: train_gpt.py, curriculum/, trainer/): {run.provenance['code_sha256'][:16]}" in text
     assert f"device: {run.provenance['device_name']}" in text
     assert "mode: step-matched: 20 steps per run, no wallclock cap" in text
     assert "`CURRICULUM`" in text  # the setting that separates the arms is named
@@ -294,7 +294,7 @@ def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
 
 def snapshot_sha256(folder: Path) -> str:
     """train_gpt.code_sha256's definition, applied to a record's copy of the code."""
-    files = [folder / "train_gpt.py"] + [p for p in sorted((folder / "curriculum").rglob("*"))
+    files = [folder / "train_gpt.py"] + [p for package in ("curriculum", "trainer") for p in sorted((folder / package).rglob("*"))
                                          if p.is_file() and "__pycache__" not in p.parts]
     h = hashlib.sha256()
     for path in files:

@@ -10,7 +10,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from curriculum.loader import Position
+from curriculum.loader import DataPath, Position
 from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, unigram_entropy,
                         write_shard, write_sidecar)
 from data.sources import SOURCES
@@ -82,6 +82,24 @@ def test_two_ranks_read_disjoint_rows_and_select_only_from_them(dataset, tmp_pat
             assert all(any(torch.equal(row, r) for r in pool) for row in kept)  # kept rows come from this pool
         seen[rank] = {i for read in positions for p in read.tolist() for i in range(p, p + T + 1)}
     assert not seen[0] & seen[1]
+
+
+def test_the_loader_is_the_trainers_data_path_and_a_stand_in_without_a_seam_method_is_not(dataset, tmp_path):
+    batches = source(write_stream(tmp_path, real_tokens(dataset, 5000), [5000]), world=1)
+    try:
+        assert isinstance(batches, DataPath)
+        batches.next_batch(Position(0.0, 1.0, 0, 0, 0.0))
+        assert batches.drain_log(1) == [] and batches.drain_log(50)[0].startswith("data step:50 ")
+
+        class NoLog:  # a loader that cannot report: the trainer could not log what it does
+            def next_batch(self, at): ...
+            def summary(self, at): ...
+            def state_dict(self): ...
+            def load_state_dict(self, state): ...
+            def close(self): ...
+        assert not isinstance(NoLog(), DataPath)
+    finally:
+        batches.close()
 
 
 def test_same_inputs_select_identical_tokens(dataset, tmp_path):

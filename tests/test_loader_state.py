@@ -125,3 +125,70 @@ def test_a_restore_inside_a_phase_and_across_a_phase_change(dataset, tmp_path, s
     for order in ("sequential", "shuffled"):
         check_resume(lambda: make(None, config=CurriculumConfig(enabled=True), order=order, mixture=mix),
                      before=10, after=14, change=enter_phase_2, change_at=14 if save_before_change else 6)
+
+
+PHASES = '''
+schedule_progress = "phase"
+[datasets.docs]
+files = "{docs}"
+[datasets.code]
+files = "{code}"
+on_exhaust = "drop"
+[[phase]]
+name = "carry"
+steps = 6
+mixture = {{ docs = 0.6, code = 0.4 }}
+curriculum = true
+pool = "carry"
+[[phase]]
+name = "short"
+seq_len = 16
+mixture = {{ docs = 0.3, code = 0.7 }}
+'''
+
+
+@pytest.mark.parametrize("order", ["sequential", "shuffled"])
+@pytest.mark.parametrize("save_at", [3, 9])  # inside the first phase, and after the change at step 6
+def test_a_loader_following_a_phases_file_restores_its_phase_and_goes_on_across_the_change(dataset, tmp_path, order,
+                                                                                          save_at):
+    phases = tmp_path / "phases.toml"
+    phases.write_text(PHASES.format(docs=domain_files(dataset, "docs")[0], code=small_stream(dataset, tmp_path, "code", 900)[0]))
+
+    def loader():
+        return BatchSource(domain_files(dataset, "prose"), seq_len=T, batch_seqs=SEQS, rank=0, world_size=1,
+                           vocab_size=1024, device=torch.device("cpu"), config=CurriculumConfig(), order=order, seed=3,
+                           phases=str(phases), grad_accum_steps=2)
+
+    def steps(batches, first: int, last: int) -> tuple[list, list]:
+        rows, lines = [], []
+        for step in range(first, last):
+            at = Position(step / 16, 1.0, step, step * 2 * SEQS * T, 10.0 * step)
+            for _ in range(2):  # GRAD_ACCUM_STEPS micro-batches per step
+                x, y = batches.next_batch(at)
+                rows.append(torch.cat([x, y[:, -1:]], dim=1))
+            lines += batches.drain_log(step + 1)
+        return rows, lines
+
+    def end(batches) -> dict:
+        out = batches.summary(Position(1.0, 1.0, 16, 16 * 2 * SEQS * T, 160.0))
+        out["data"] = comparable(out["data"])
+        return out
+
+    reference, restored = loader(), loader()
+    try:
+        rows, lines = steps(reference, 0, save_at)
+        state = saved(reference.state_dict())
+        more, more_lines = steps(reference, save_at, 16)
+        expected = end(reference)
+        restored.load_state_dict(state)
+        got, got_lines = steps(restored, save_at, 16)
+        assert len(got) == len(more) and all(torch.equal(a, b) for a, b in zip(more, got))
+        assert got[-1].shape[1] == 17 and rows[0].shape[1] == T + 1  # the second phase's shorter rows
+        assert [line.split(" data_wait_ms:")[0] for line in got_lines] == \
+            [line.split(" data_wait_ms:")[0] for line in more_lines]
+        assert any(line.startswith("phase:2/2 name:short step:6") for line in lines + more_lines)
+        assert end(restored) == expected and [p["name"] for p in expected["phases"]] == ["carry", "short"]
+        assert expected["phases"][0]["steps"] == 6 and "code" in expected["data"]["datasets_dropped"]
+    finally:
+        reference.close()
+        restored.close()

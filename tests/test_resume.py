@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_trainer, summary, trainer_env
-from tools import loglines
+from tests.conftest import run_trainer, summary, trainer_env
+from tools import launch, loglines
 
 STEP_LOSS = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) ", re.M)
 
@@ -30,11 +29,8 @@ def artifact_sha256(env: dict) -> str:
 
 def killed_after_a_checkpoint(env: dict, nproc: int) -> None:
     """Start the run, SIGKILL it (every process of it) as soon as its log names a checkpoint."""
-    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc
-           else [sys.executable]) + [str(ROOT / "train_gpt.py")]
     log = Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.txt"
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = launch.start_trainer(env, nproc, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if log.exists() and loglines.parse("checkpoint", log.read_text()):

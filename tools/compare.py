@@ -287,7 +287,7 @@ def provenance_block(arms: list[Arm]) -> list[str]:
         + (" (a plain challenge log gives settings from its logged environment and its script's hash as the code; "
            "no device, torch or data fingerprints)" if plain else ""),
         f"- seeds: {values(lambda r: r.seed)}",
-        f"- code (sha256 of train_gpt.py + curriculum/): {values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}",
+        f"- code (sha256 of the artifact code: train_gpt.py, curriculum/, trainer/): {values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}",
         f"- git commit: {values(lambda r: r.provenance.get('git_commit') or 'unknown')}",
         f"- torch: {values(lambda r: r.provenance.get('torch') or 'unknown')}; python: "
         f"{values(lambda r: r.provenance.get('python') or 'unknown')}",

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from curriculum.shards import write_atomic
 from tools.compare import write_report
+from tools import launch
 from tools.envfile import ROOT, read_env_file
 from tools.runs import rotated, trainer_defaults
 
@@ -131,8 +132,7 @@ def main(argv=None) -> int:
         env = base | arms[arm] | budget | dict(SEED=str(seed), RUN_ID=run_id, LOG_DIR=str(logs),
                                                 VAL_LOSS_EVERY=str(args.val_every))
         print(f"{head} training ({time.time() - t0:.0f}s elapsed)", flush=True)
-        out = subprocess.run([sys.executable, str(ROOT / "train_gpt.py")], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        out = launch.run_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if out.returncode:
             failed.append(run_id)
             print(f"{head} FAILED (exit {out.returncode}); going on with the others:\n{out.stderr[-2000:]}",

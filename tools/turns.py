@@ -36,14 +36,13 @@ import os
 import random
 import resource
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tools.envfile import ROOT
+from tools import launch
 
 SETTLE_MS = 25.0  # the pause between one process's step and the next one's (see Turns.wait)
 VARIANTS = ("ftz", "pool_only", "read_only", "record", "replay", "pretrain", "profile")
@@ -275,9 +274,8 @@ def run_ring(arms: list[Arm], env: dict, workdir: Path, tag: str, timeout_s: flo
             run_id = f"{tag}-{i}-{arm.name}"
             child_env = child_environment(arm, env, workdir, run_id) | dict(TURNS_FDS=",".join(map(str, fds)))
             log = open(workdir / f"{run_id}.stderr", "w")
-            procs.append((arm, run_id, log, subprocess.Popen(
-                [sys.executable, "-m", "tools.turns"], env=child_env, cwd=ROOT, pass_fds=fds,
-                stdout=subprocess.DEVNULL, stderr=log)))
+            procs.append((arm, run_id, log, launch.start_trainer(
+                child_env, entry=("-m", "tools.turns"), pass_fds=fds, stdout=subprocess.DEVNULL, stderr=log)))
         first_write = pipes[0][1]
         for r, w in pipes:  # only the ring's processes hold the ends now, so a death breaks it
             os.close(r)
@@ -346,7 +344,7 @@ def run_single(arm: Arm, env: dict, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     child_env = child_environment(arm, env, workdir, arm.name)
     child_env.pop("TURNS_FDS", None)
-    done = subprocess.run([sys.executable, "-m", "tools.turns"], env=child_env, cwd=ROOT, capture_output=True, text=True)
+    done = launch.run_trainer(child_env, entry=("-m", "tools.turns"), capture_output=True, text=True)
     if done.returncode:
         raise RingError(f"tools.turns: the {arm.name} run failed:\n{done.stderr[-2000:]}")
     return json.loads((workdir / f"{arm.name}.turns.json").read_text())

@@ -89,8 +89,6 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("TRAIN_TOKENS", "int", 0, "end the run after this many trained tokens (0: no target); progress is then the "
           "larger of the wallclock (or step) fraction and the token fraction, as the log's `progress:` line says",
           minimum=0),
-        S("CURRICULUM_PHASES", "text", "", "a phases file (Phases and blending): the run in stages with their own "
-          "sequence length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases"),
         S("GRAD_ACCUM_STEPS", "int", _grad_accum_default, "micro-batches per step and rank", minimum=1,
           shown_default="8 / world size"),
         S("ITERATIONS", "int", 20_000, "steps, when no wallclock cap stops the run first", minimum=1),
@@ -150,11 +148,14 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "4–16% cost between separate runs: see Measured); `system`: glibc's default. The log's `memory:` line says "
           "which, the summary has `minor_faults_per_step` and `kernel_ms_per_step`", choices=("keep", "system")),
     ),
-    "Curriculum": CURRICULUM_SETTINGS,
+    "Curriculum": CURRICULUM_SETTINGS + (
+        S("CURRICULUM_PHASES", "text", "", "a phases file (Phases and blending): the run in stages with their own "
+          "sequence length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases"),
+    ),
 }
 del S
-TRAINER_SETTINGS = tuple(st for name, group in GROUPS.items() if name != "Curriculum" for st in group)
 SETTINGS = tuple(st for group in GROUPS.values() for st in group)  # every variable the trainer reads
+TRAINER_SETTINGS = tuple(st for st in SETTINGS if st not in CURRICULUM_SETTINGS)  # CurriculumConfig has the rest
 
 
 class SettingsBase:

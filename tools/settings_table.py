@@ -1,0 +1,59 @@
+"""The README's settings tables, written from the declaration (trainer/settings.py's GROUPS).
+
+    python -m tools.settings_table          # print the tables
+    python -m tools.settings_table --write  # replace them in README.md, between the markers
+
+tests/test_settings_table.py fails when the README and the declaration disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from curriculum.config import PARSERS
+from trainer.settings import GROUPS
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- settings: begin (python -m tools.settings_table --write) -->", "<!-- settings: end -->"
+
+
+def tables() -> str:
+    out = []
+    for group, settings in GROUPS.items():
+        out += [f"### {group}", "", "| name | default | allowed | meaning |", "|---|---|---|---|"]
+        out += [f"| `{st.name}` | {st.shown()} | {st.rule() or PARSERS[st.kind][1]} | {st.meaning} |" for st in settings]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def readme_tables(text: str) -> str:
+    """What the README holds between the markers."""
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"README.md: the markers {BEGIN!r} and {END!r} are missing")
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+def write(path: Path) -> None:
+    text = path.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{head}{BEGIN}\n{tables()}{END}{tail}")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace the tables in README.md")
+    args = parser.parse_args(argv)
+    if args.write:
+        write(ROOT / "README.md")
+    else:
+        sys.stdout.write(tables())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
