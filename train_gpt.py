@@ -129,15 +129,16 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
         self.rotary = Rotary(self.head_dim, rope_base)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """mask: None (causal) or [B, 1, T, T] booleans, True where a query may attend a key."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.heads, self.head_dim)
         k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
         v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                           is_causal=mask is None, enable_gqa=self.kv_heads != self.heads)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -163,19 +164,22 @@ class Block(nn.Module):
         # how much of the running stream and of the embedding stream enter the block
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, mask: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), mask)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
-def bigram_rows(idx: Tensor, rows: int) -> Tensor:
+def bigram_rows(idx: Tensor, rows: int, starts: Tensor | None = None) -> Tensor:
     """The hash table row of each (previous, current) token pair, in int32 as the record has it:
-    (36313 t[i] XOR 27191 t[i-1]) mod (rows - 1); the last row is position 0's, which has no pair."""
+    (36313 t[i] XOR 27191 t[i-1]) mod (rows - 1); the last row is position 0's, which has no pair,
+    and with `starts` (ATTENTION_MASK=document) every document start's, whose pair would cross
+    into the document before."""
     t = idx.to(torch.int32)
     h = torch.remainder(torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), rows - 1)
-    return torch.cat((torch.full_like(t[:, :1], rows - 1), h), dim=1)
+    h = torch.cat((torch.full_like(t[:, :1], rows - 1), h), dim=1)
+    return h if starts is None else h.masked_fill(starts, rows - 1)
 
 
 class BigramHash(nn.Module):
@@ -191,21 +195,25 @@ class BigramHash(nn.Module):
         nn.init.zeros_(self.table.weight)
         nn.init.zeros_(self.proj.weight)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        return self.scale * self.proj(self.table(bigram_rows(idx, self.rows)))
+    def forward(self, idx: Tensor, starts: Tensor | None = None) -> Tensor:
+        return self.scale * self.proj(self.table(bigram_rows(idx, self.rows, starts)))
 
 
 class SmearGate(nn.Module):
     """Blend each position with the one before it, per channel: x <- (1 - g) x + g x_prev,
-    g = sigmoid(w), w starting at 0; position 0 blends with zeros."""
+    g = sigmoid(w), w starting at 0; position 0 blends with zeros, and so does every document
+    start when `starts` is given (ATTENTION_MASK=document)."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.gate = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, starts: Tensor | None = None) -> Tensor:
         g = torch.sigmoid(self.gate).to(x.dtype)
-        return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
+        before = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if starts is not None:
+            before = before.masked_fill(starts[..., None], 0.0)
+        return (1 - g) * x + g * before
 
 
 def orthogonal_init(model: nn.Module, num_layers: int) -> None:
@@ -221,10 +229,25 @@ def orthogonal_init(model: nn.Module, num_layers: int) -> None:
                 w.mul_(1.0 / math.sqrt(2 * num_layers))
 
 
+BOS_ID = 1  # the challenge's tokenizers begin every document with it
+
+
+def document_mask(idx: Tensor) -> tuple[Tensor, Tensor]:
+    """(each position whether it starts a document [B, T], and the attention mask [B, 1, T, T]:
+    a query attends the keys at or before it in its own document). A document begins at each
+    BOS; the tokens before a row's first BOS are one more document."""
+    starts = idx == BOS_ID
+    doc = torch.cumsum(starts, dim=1)
+    t = idx.size(1)
+    causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
+    return starts, ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
 class GPT(nn.Module):
     def __init__(self, s: Settings):
         super().__init__()
         self.softcap = s.logit_softcap
+        self.document_mask = s.attention_mask == "document"
         self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
         self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
         self.smear = SmearGate(s.model_dim)
@@ -242,18 +265,19 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
         """Per-token cross-entropy [B, T] in nats: training takes the mean, evaluation picks
         the positions each sliding window scores (one compiled graph for both)."""
+        starts, mask = document_mask(idx) if self.document_mask else (None, None)  # nothing crosses a BOS
         x = self.tok_emb(idx)
         if self.bigram is not None:
-            x = x + self.bigram(idx).to(x.dtype)
-        x = x0 = self.smear(rms_norm(x))
+            x = x + self.bigram(idx, starts).to(x.dtype)
+        x = x0 = self.smear(rms_norm(x), starts)
         skips = []
         for block in self.blocks[:self.n_encoder]:
-            x = block(x, x0)
+            x = block(x, x0, mask)
             skips.append(x)
         for i, block in enumerate(self.blocks[self.n_encoder:]):
             if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0)
+            x = block(x, x0, mask)
         x = rms_norm(x)
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight.to(x.dtype)).float()

@@ -635,3 +635,52 @@ def test_cpu_malloc_keep_reuses_freed_blocks_where_glibc_would_fault_them_in_aga
         out[choice] = (line, float(faults))
     assert out["system"][1] > 10_000  # 16,384 pages of 4 KiB, zeroed by the kernel, every time
     assert out["keep"][1] < 100 and "keeps freed memory" in out["keep"][0]
+
+
+# ------------------------------------------------------------------------- ATTENTION_MASK=document
+
+
+def documents_model(mask: str) -> "tg.GPT":
+    s = tg.parse_settings(dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", BIGRAM_VOCAB_SIZE="512",
+                               ATTENTION_MASK=mask))[0]
+    torch.manual_seed(0)
+    model = tg.GPT(s)
+    with torch.no_grad():  # away from the zero-initialised start, so that every path carries signal
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_document_sees_nothing_of_the_documents_before_it_in_its_row(compiled):
+    model = documents_model("document")
+    run = torch.compile(model, dynamic=False) if compiled else model
+    idx = torch.randint(3, 1000, (2, 48), generator=torch.Generator().manual_seed(1))
+    idx[:, 0] = tg.BOS_ID
+    idx[0, 20] = idx[0, 33] = idx[1, 10] = tg.BOS_ID  # row 0: documents at 0, 20, 33; row 1: at 0, 10
+    targets = torch.randint(3, 1000, (2, 48), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = run(idx, targets)
+        for row, position, first_later in ((0, 5, 20), (0, 19, 20), (0, 25, 33), (1, 9, 10)):
+            changed = idx.clone()
+            changed[row, position] = 7 if idx[row, position] != 7 else 8
+            after = run(changed, targets)
+            assert torch.equal(after[row, first_later:], before[row, first_later:]), (row, position)
+            assert not torch.equal(after[row, :first_later], before[row, :first_later])  # the document itself changed
+            assert torch.equal(after[1 - row], before[1 - row])
+    causal = documents_model("causal")
+    with torch.no_grad():  # the causal model does carry the earlier document into the later one
+        assert not torch.equal(causal(changed, targets)[1, 10:], causal(idx, targets)[1, 10:])
+
+
+def test_with_one_document_per_row_the_document_mask_is_the_causal_model():
+    idx = torch.randint(3, 1000, (3, 64), generator=torch.Generator().manual_seed(3))
+    idx[:, 0] = tg.BOS_ID
+    targets = torch.randint(3, 1000, (3, 64), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        document, causal = documents_model("document")(idx, targets), documents_model("causal")(idx, targets)
+    torch.testing.assert_close(document, causal, rtol=1e-5, atol=1e-5)
+    idx[:, 0] = 5  # no BOS at all: the row is one document, the tokens before the first BOS
+    with torch.no_grad():
+        torch.testing.assert_close(documents_model("document")(idx, targets), documents_model("causal")(idx, targets),
+                                   rtol=1e-5, atol=1e-5)

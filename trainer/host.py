@@ -58,8 +58,12 @@ def select_attention_kernel(s: Settings, device: torch.device) -> str:
     shapes checks that flash can run here; when it cannot, every kernel is allowed again and
     the returned line says so."""
     if device.type != "cuda":
-        return "attention: PyTorch's CPU kernel"
+        return "attention: PyTorch's CPU kernel" + (", with a dense document mask (ATTENTION_MASK=document)"
+                                                     if s.attention_mask == "document" else "")
     backends = torch.backends.cuda
+    if s.attention_mask == "document":  # flash takes no mask: PyTorch picks a kernel that does
+        return "attention: ATTENTION_MASK=document: a dense [B, 1, T, T] mask, PyTorch chooses the kernel " \
+               "(memory-efficient or cuDNN; flash takes no mask)"
     toggles = [getattr(backends, name) for name in ("enable_mem_efficient_sdp", "enable_math_sdp", "enable_cudnn_sdp")
                if hasattr(backends, name)]
     backends.enable_flash_sdp(True)

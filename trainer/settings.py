@@ -81,6 +81,9 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("BIGRAM_VOCAB_SIZE", "int", 4096, "rows of the BigramHash table (one is position 0's); 0 turns BigramHash off",
           minimum=0),
         S("BIGRAM_DIM", "int", 128, "width of a BigramHash row, projected to `MODEL_DIM`", minimum=1),
+        S("ATTENTION_MASK", "text", "causal", "`causal`: every position attends all earlier ones in its row; "
+          "`document`: only those of its own document (one begins at each BOS, id 1), and neither SmearGate nor "
+          "BigramHash mixes across a document start; training and evaluation alike", choices=("causal", "document")),
     ),
     "Batch, schedule, evaluation": (
         S("TRAIN_SEQ_LEN", "int", 2048, "sequence length (training and evaluation windows)", minimum=1),
