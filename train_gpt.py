@@ -636,7 +636,7 @@ class Job:
         return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
                            order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
-                           warm_up_steps=warm_up_steps)
+                           warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens)
 
 
 def set_up(started: float) -> Job:

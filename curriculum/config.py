@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .order import DATA_ORDERS
+
+DATA_ALIGNS = ("none", "bos")  # curriculum/rows.py reads the rows as these say
 from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
@@ -161,6 +163,13 @@ DATA_ORDER = Setting(
     "the next span; `shuffled`: every shard cut into slots of `TRAIN_SEQ_LEN + 1` tokens, all visited once per pass "
     "in a permutation seeded by (`SEED`, pass), each rank its disjoint share (baseline and curriculum alike)",
     choices=DATA_ORDERS)
+DATA_ALIGN = Setting(
+    "DATA_ALIGN", "text", "none", "`none`: rows are spans of the stream wherever they fall; `bos`: every row begins "
+    "at a document's BOS and holds it and the next documents, each cut to `DOC_MAX_TOKENS`, cut at the row's end; "
+    "the next row begins at the next document, and every token skipped is counted (log and summary); with "
+    "`shuffled` the permuted unit is the aligned row", choices=DATA_ALIGNS)
+DOC_MAX_TOKENS = Setting("DOC_MAX_TOKENS", "int", 0, "with `DATA_ALIGN=bos`, the most tokens of a document a row "
+                         "holds (0: the row's length)", minimum=0)
 SEED = Setting("SEED", "int", 1337, "model initialisation, and the slot order of `DATA_ORDER=shuffled` (the sequential "
                "order and the selection have no randomness)")
 
@@ -174,3 +183,8 @@ def read_curriculum(e: EnvReader) -> CurriculumConfig:
 def read_data_order(e: EnvReader) -> str:
     """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
     return e.read(DATA_ORDER)
+
+
+def read_data_align(e: EnvReader) -> tuple[str, int]:
+    """DATA_ALIGN and DOC_MAX_TOKENS: where rows begin, for the baseline and the curriculum alike."""
+    return e.read(DATA_ALIGN), e.read(DOC_MAX_TOKENS)

@@ -38,7 +38,7 @@ from .domains import DomainIndex
 from .order import DATA_ORDERS
 from .phases import PhaseTracker, RunPhases, RunShape
 from .read_ahead import Block, ReadAhead
-from .rows import DataError, DataExhausted, Mixture, MixedRows, open_rows
+from .rows import DATA_ALIGNS, DataError, DataExhausted, Mixture, MixedRows, open_rows
 from .selector import Selector, WindowStats
 from .shards import shard_token_count
 from .statistics import DataStatistics
@@ -88,9 +88,12 @@ class BatchSource:
     def __init__(self, files: list[Path] | None, *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
                  vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
                  seed: int = 0, read_ahead: int = 4, mixture: Mixture | None = None, phases: str | None = None,
-                 grad_accum_steps: int = 1, warm_up_steps: int = 0):
+                 grad_accum_steps: int = 1, warm_up_steps: int = 0, align: str = "none", doc_max_tokens: int = 0):
         if order not in DATA_ORDERS:
             raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
+        if align not in DATA_ALIGNS:
+            raise ValueError(f"DATA_ALIGN={align!r}: must be one of {', '.join(DATA_ALIGNS)}")
+        self.align = align
         self.rank, self.world_size, self.depth, self.order = rank, world_size, read_ahead, order
         self.vocab_size, self.device = vocab_size, torch.device(device)
         self.tracker, self.warm_up_steps = None, warm_up_steps
@@ -112,11 +115,11 @@ class BatchSource:
             self.files = list(files)
             self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files])
             self.domain_names = self.domain_index.names if self.domain_index else ()
-        self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed)
+        self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens)
         self.total_tokens = self.rows.total_tokens
         self.window_stats: WindowStats | None = None
         self.statistics = DataStatistics(self.domain_names, None)
-        self.statistics.pending += pending
+        self.statistics.pending += pending + self.rows.describe()
         self.config, self.selector, self._read_ahead = None, None, None
         self._at = Position()
         self._start(seq_len, batch_seqs, config, self.rows.state())
@@ -192,7 +195,7 @@ class BatchSource:
         wait_ms = 1000.0 * (time.perf_counter() - t0)
         self._resume = block.state_after
         self.statistics.taken(len(block.positions), self.batch_seqs, self.seq_len, block.positions, block.domain_counts,
-                              block.tokens_consumed, block.events, wait_ms)
+                              block.tokens_consumed, block.tokens_skipped, block.events, wait_ms)
         rows = block.tokens.to(self.device, non_blocking=True).long()
         if self.selector is not None:
             progress = at.progress if self.tracker is None else \
@@ -246,7 +249,7 @@ class BatchSource:
         s, steps = self.statistics, at.step
         s.c.reader_cpu_ms, self._read_ahead.cpu_ms = self.reader_cpu_ms, 0.0
         carry = self.config.enabled and self.config.pool == "carry"
-        data = s.summary(steps, order=self.order, pool=self.config.pool if self.config.enabled else None, carry=carry,
+        data = s.summary(steps, order=self.order, align=self.align, pool=self.config.pool if self.config.enabled else None, carry=carry,
                          waiting=self.selector.waiting_rows() if carry else 0, pool_size=self.pool_size,
                          batch_seqs=self.batch_seqs, seq_len=self.seq_len, total_tokens=self.total_tokens,
                          dataset_names=self.mixture.names if self.mixture is not None else None)

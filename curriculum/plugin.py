@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_order
+from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order
 from .loader import BatchSource, Position
 
 
@@ -29,23 +29,24 @@ class CurriculumSettingsError(ValueError):
 
 
 def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
-                         ) -> tuple[CurriculumConfig, str, int]:
-    """(the curriculum, DATA_ORDER, SEED) from the environment, every problem reported at once;
-    a `config` given by the caller replaces the CURRICULUM* variables."""
+                         ) -> tuple[CurriculumConfig, str, int, str, int]:
+    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS) from the environment, every
+    problem reported at once; a `config` given by the caller replaces the CURRICULUM* variables."""
     e = EnvReader(environ)
     config = read_curriculum(e) if config is None else config
     order = read_data_order(e)
     seed = e.read(SEED)
+    align, doc_max = read_data_align(e)
     errors = e.errors + config.problems()
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
-    return config, order, seed
+    return config, order, seed, align, doc_max
 
 
 class CurriculumTokenLoader:
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
                  config: CurriculumConfig | None = None, vocab_size: int | None = None):
-        config, self.order, self.seed = read_loader_settings(os.environ, config)
+        config, self.order, self.seed, self.align, self.doc_max = read_loader_settings(os.environ, config)
         self.files = [Path(p) for p in sorted(glob.glob(pattern))]
         if not self.files:
             raise FileNotFoundError(f"No files found for pattern: {pattern}")
@@ -69,7 +70,8 @@ class CurriculumTokenLoader:
         if self.source is None:
             self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
                                       world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
-                                      config=self.config, order=self.order, seed=self.seed)
+                                      config=self.config, order=self.order, seed=self.seed, align=self.align,
+                                      doc_max_tokens=self.doc_max)
         else:
             self.source.set_shape(seq_len, local // seq_len)
         self._accum = grad_accum_steps

@@ -29,6 +29,7 @@ class Block:
     domains: Tensor | None         # [n] int64 domain of each row's middle token
     domain_counts: np.ndarray | None
     tokens_consumed: int           # tokens of the stream read so far, every rank's share included
+    tokens_skipped: int            # DATA_ALIGN=bos: of the stream, in this rank's rows' stretches, not in them
     state_after: object            # the reader's state after this block: where to resume
     events: list[DataEvent]        # what the reader did while reading it (passes begun, drops)
 
@@ -48,7 +49,6 @@ class ReadAhead:
         self._thread.start()
 
     def _run(self, first: int, then: int) -> None:
-        middle = (self.rows.state().seq_len + 1) // 2
         try:
             n = first
             while not self._stop.is_set():
@@ -60,14 +60,14 @@ class ReadAhead:
                 host = torch.from_numpy(rows.astype(np.int32))
                 domains = counts = None
                 if ids is None and self.domain_index is not None:
-                    ids = self.domain_index.domains_at(positions + middle)
+                    ids = self.domain_index.domains_at(positions + self.rows.domain_offset)
                 if ids is not None:
                     domains, counts = torch.from_numpy(ids), np.bincount(ids, minlength=self.domains)
                 if self.pin:
                     host = host.pin_memory()
                 self.cpu_ms += 1000.0 * (time.thread_time() - cpu0)
-                self._put(Block(host, positions, domains, counts, self.rows.tokens_consumed, self.rows.state(),
-                                self.rows.new_events()))
+                self._put(Block(host, positions, domains, counts, self.rows.tokens_consumed, self.rows.tokens_skipped,
+                                self.rows.state(), self.rows.new_events()))
                 n = then
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(e)

@@ -10,12 +10,14 @@ did worth a log line (a pass begun, a dataset dropped) comes out as `DataEvent`s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
 from .blend import blend, integer_weights, renormalised
 from .order import locate_slots, slot_order, slots_per_shard
 from .shards import open_shard, shard_token_count
@@ -65,6 +67,10 @@ class Rows(Protocol):
     def state_from(self, saved: dict): ...
     def new_events(self) -> list[DataEvent]: ...
     def where(self) -> str: ...
+    def describe(self) -> list[str]: ...   # lines for the log when the reader is made
+
+    domain_offset: int          # a row's domain is that of its token at this offset
+    tokens_skipped: int         # of the stream, in this rank's rows' stretches, not in its rows
 
     @property
     def tokens_consumed(self) -> int: ...
@@ -121,8 +127,11 @@ class SequentialRows:
     tokens of the stream and rank r the r-th part, cut into n rows that overlap by one token
     (a row's last target is the next row's first input)."""
 
+    tokens_skipped = 0
+
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, dataset: str | None = None):
         self.stream, self.seq_len, self.rank, self.world_size = TokenStream(files), seq_len, rank, world_size
+        self.domain_offset = (seq_len + 1) // 2
         self.total_tokens = sum(shard_token_count(f) for f in files)
         self.dataset, self.events = dataset, []
 
@@ -146,6 +155,9 @@ class SequentialRows:
     def where(self) -> str:
         return f"{self.stream.files[self.stream.shard_index]} or the shard before it"
 
+    def describe(self) -> list[str]:
+        return []
+
     def new_events(self) -> list[DataEvent]:
         events, self.events = self.events, []
         return events
@@ -156,7 +168,7 @@ class SequentialRows:
 
     def restore(self, state: StreamState) -> None:
         self.stream.seek(state.shard_index, state.position, state.offset, state.wraps)
-        self.seq_len = state.seq_len
+        self.seq_len, self.domain_offset = state.seq_len, (state.seq_len + 1) // 2
 
     @staticmethod
     def reshaped(state: StreamState, seq_len: int) -> StreamState:
@@ -180,6 +192,8 @@ class ShuffledRows:
     (curriculum/order.py); each micro-batch takes the next world_size x n slots and rank r the
     r-th n."""
 
+    tokens_skipped = 0
+
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, seed: int,
                  dataset: str | None = None):
         self.files, self.rank, self.world_size, self.seed = files, rank, world_size, seed
@@ -199,7 +213,7 @@ class ShuffledRows:
 
     def restore(self, state: ShuffledState) -> None:
         if state.seq_len != self.seq_len:  # another length cuts other slots
-            self.seq_len = state.seq_len
+            self.seq_len, self.domain_offset = state.seq_len, (state.seq_len + 1) // 2
             per_shard = slots_per_shard(self.lengths, state.seq_len)
             self.first_slot = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(np.int64)
             self.num_slots = int(per_shard.sum())
@@ -242,9 +256,188 @@ class ShuffledRows:
         shard, _ = locate_slots(self.last_slots, self.first_slot)
         return ", ".join(sorted({str(self.files[i]) for i in shard.tolist()}))
 
+    def describe(self) -> list[str]:
+        return []
+
     def new_events(self) -> list[DataEvent]:
         events, self.events = self.events, []
         return events
+
+
+BOS_ID = 1  # every document of the challenge's shards begins with it
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """`DATA_ALIGN=bos`: rows of seq_len + 1 tokens that each begin at a document's BOS. A row
+    holds that document and the next ones in stream order, each cut to `doc_max` tokens, and
+    ends at seq_len + 1 tokens, cutting its last document there; the next row begins at the next
+    document. So no document is in two rows, and every token not in a row is counted: past a
+    document's cut, past a row's end, or at a shard's ends (before its first BOS, or documents
+    too few to fill a last row)."""
+    seq_len: int
+    row_shard: np.ndarray        # [R] the shard of each row
+    row_start: np.ndarray        # [R] the row's first token (its BOS), a position in the training stream
+    row_skipped: np.ndarray      # [R] tokens of the row's stretch of the stream that it does not hold
+    row_documents: np.ndarray    # [R] documents it holds (its last one may be cut)
+    first_segment: np.ndarray    # [R + 1] the row's segments: seg_start[first_segment[r]:first_segment[r + 1]]
+    seg_start: np.ndarray        # position within the shard
+    seg_length: np.ndarray
+    documents: int
+    skipped: dict                # tokens skipped in one pass: {"cut": ..., "row_end": ..., "shard_ends": ...}
+
+    @classmethod
+    def build(cls, shards: list[np.ndarray], seq_len: int, doc_max: int) -> "RowTable":
+        width = seq_len + 1
+        doc_max = doc_max or width
+        shard, start, skipped, documents, first, seg_start, seg_length = [], [], [], [], [0], [], []
+        counts = dict(cut=0, row_end=0, shard_ends=0)
+        offset, n_docs = 0, 0
+        for i, tokens in enumerate(shards):
+            bos = np.flatnonzero(np.asarray(tokens) == BOS_ID)
+            lengths = (np.append(bos[1:], len(tokens)) - bos).tolist()
+            bos_list, n = bos.tolist(), len(bos)
+            n_docs += n
+            covered, j = 0, 0
+            while j < n:
+                first_doc, fill, segments = j, 0, []
+                while j < n and fill < width:
+                    k = min(lengths[j], doc_max, width - fill)
+                    segments.append((bos_list[j], k))
+                    fill += k
+                    j += 1
+                if fill < width:  # the shard's last documents cannot fill a row
+                    break
+                whole = lengths[first_doc:j]
+                cut = sum(whole) - sum(min(d, doc_max) for d in whole)
+                shard.append(i)
+                start.append(offset + bos_list[first_doc])
+                skipped.append(sum(whole) - width)  # = what the cuts dropped + the last document past the row's end
+                counts["cut"] += cut
+                counts["row_end"] += sum(whole) - cut - width
+                documents.append(j - first_doc)
+                for b, k in segments:
+                    seg_start.append(b)
+                    seg_length.append(k)
+                first.append(len(seg_start))
+                covered += sum(whole)
+            counts["shard_ends"] += len(tokens) - covered
+            offset += len(tokens)
+        if not start:
+            raise DataError(f"DATA_ALIGN=bos: no row of {width} tokens can be made (documents start at BOS id "
+                            f"{BOS_ID}; the shards hold {n_docs} documents)")
+        as64 = lambda v: np.asarray(v, dtype=np.int64)
+        return cls(seq_len, np.asarray(shard, dtype=np.int32), as64(start), as64(skipped), as64(documents), as64(first),
+                   as64(seg_start), as64(seg_length), n_docs, counts)
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_start)
+
+    def row(self, shards: list[np.ndarray], r: int) -> np.ndarray:
+        tokens = shards[int(self.row_shard[r])]
+        a, b = int(self.first_segment[r]), int(self.first_segment[r + 1])
+        parts = [tokens[s:s + k] for s, k in zip(self.seg_start[a:b].tolist(), self.seg_length[a:b].tolist())]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def describe(self, total_tokens: int, doc_max: int, dataset: str | None = None) -> str:
+        kept = self.rows * (self.seq_len + 1)
+        sk = self.skipped
+        return (f"data: DATA_ALIGN=bos{'' if dataset is None else f' dataset:{dataset}'}: {self.rows:,} rows of "
+                f"{self.seq_len + 1} tokens from {self.documents:,} documents ({self.row_documents.mean():.2f} per row), "
+                f"a pass holds {kept:,} of the {total_tokens:,} tokens; skipped: {sk['cut']:,} past "
+                f"DOC_MAX_TOKENS={doc_max or self.seq_len + 1}, {sk['row_end']:,} past a row's end, "
+                f"{sk['shard_ends']:,} at the shards' ends")
+
+
+@functools.lru_cache(maxsize=8)
+def row_table(files: tuple[Path, ...], seq_len: int, doc_max: int) -> RowTable:
+    """Built once per shards, length and cut (the warm-up's loader and the run's share it)."""
+    return RowTable.build([open_shard(f) for f in files], seq_len, doc_max)
+
+
+@dataclass(frozen=True)
+class AlignedState:
+    seq_len: int
+    passes: int = 0
+    cursor: int = 0
+    tokens_skipped: int = 0   # in the stretches of this rank's rows taken so far
+
+
+class AlignedRows:
+    """`DATA_ALIGN=bos`: the row table's rows in table order (`sequential`) or in a seeded
+    permutation per pass (`shuffled`: the permuted unit is the aligned row); each micro-batch
+    takes the next world_size x n rows and rank r the r-th n."""
+    domain_offset = 1  # a row's domain is its first document's
+
+    def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, order: str, seed: int,
+                 doc_max: int, dataset: str | None = None):
+        self.files, self.rank, self.world_size, self.order, self.seed = list(files), rank, world_size, order, seed
+        self.doc_max, self.dataset, self.events = doc_max, dataset, []
+        self.shards = [open_shard(f) for f in self.files]
+        self.total_tokens = sum(len(t) for t in self.shards)
+        self.last_rows = np.zeros(0, dtype=np.int64)
+        self.seq_len = None
+        self.restore(AlignedState(seq_len))
+
+    def _order(self) -> np.ndarray:
+        n = self.table.rows
+        return slot_order(n, self.seed, self.passes) if self.order == "shuffled" else np.arange(n)
+
+    def restore(self, state: AlignedState) -> None:
+        if state.seq_len != self.seq_len:
+            self.seq_len, self.table = state.seq_len, row_table(tuple(self.files), state.seq_len, self.doc_max)
+            if self.table.rows < self.world_size:
+                raise DataError(f"DATA_ALIGN=bos: {self.table.rows} aligned rows of {state.seq_len + 1} tokens, fewer "
+                                f"than the {self.world_size} ranks")
+        self.passes, self.cursor, self.tokens_skipped = state.passes, state.cursor, state.tokens_skipped
+        self.row_order = self._order()
+
+    def state(self) -> AlignedState:
+        return AlignedState(self.seq_len, self.passes, self.cursor, self.tokens_skipped)
+
+    @staticmethod
+    def reshaped(state: AlignedState, seq_len: int) -> AlignedState:
+        """Another length makes another table: a new pass of it begins (the pass count goes on)."""
+        return state if seq_len == state.seq_len else AlignedState(seq_len, state.passes, 0, state.tokens_skipped)
+
+    @staticmethod
+    def state_from(saved: dict) -> AlignedState:
+        return AlignedState(**saved)
+
+    def fits_in_pass(self, n: int) -> bool:
+        return self.world_size * n <= self.table.rows - self.cursor
+
+    def take(self, n: int) -> Taken:
+        parts, need = [], self.world_size * n
+        while need:
+            if self.cursor == self.table.rows:
+                self.passes += 1
+                self.cursor, self.row_order = 0, self._order()
+                self.events.append(DataEvent("wrap", self.dataset, self.passes + 1))
+            k = min(need, self.table.rows - self.cursor)
+            parts.append(self.row_order[self.cursor:self.cursor + k])
+            self.cursor, need = self.cursor + k, need - k
+        self.last_rows = np.concatenate(parts)[self.rank * n:(self.rank + 1) * n]
+        self.tokens_skipped += int(self.table.row_skipped[self.last_rows].sum())
+        rows = np.stack([self.table.row(self.shards, r) for r in self.last_rows.tolist()])
+        return rows, self.table.row_start[self.last_rows], None
+
+    @property
+    def tokens_consumed(self) -> int:
+        """The stream's tokens in the passes read, pro rata: tokens_consumed / total_tokens is the passes read."""
+        return (self.passes * self.table.rows + self.cursor) * self.total_tokens // self.table.rows
+
+    def where(self) -> str:
+        shards = self.table.row_shard[self.last_rows].tolist()
+        return ", ".join(sorted({str(self.files[i]) for i in shards}))
+
+    def new_events(self) -> list[DataEvent]:
+        events, self.events = self.events, []
+        return events
+
+    def describe(self) -> list[str]:
+        return [self.table.describe(self.total_tokens, self.doc_max, self.dataset)]
 
 
 @dataclass(frozen=True)
@@ -274,11 +467,12 @@ class MixedRows:
     datasets. A dataset that would start over either wraps (an event, a pass count) or, with
     on_exhaust = "drop", leaves the mixture and the others' weights are re-normalised."""
 
+    domain_offset = 0  # each row's domain is its dataset, given with the rows
+
     def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int, order: str = "sequential",
-                 seed: int = 0):
+                 seed: int = 0, align: str = "none", doc_max: int = 0):
         self.mixture, self.world_size = mixture, world_size
-        self.readers = [ShuffledRows(list(files), seq_len, rank, world_size, seed + i, name) if order == "shuffled"
-                        else SequentialRows(list(files), seq_len, rank, world_size, name)
+        self.readers = [open_rows(list(files), None, seq_len, rank, world_size, order, seed + i, align, doc_max, name)
                         for i, (name, files) in enumerate(zip(mixture.names, mixture.files))]  # each its own order
         self.totals = [r.total_tokens for r in self.readers]
         self.total_tokens = sum(self.totals)
@@ -349,15 +543,25 @@ class MixedRows:
     def tokens_consumed(self) -> int:
         return sum(r.tokens_consumed for r in self.readers)
 
+    @property
+    def tokens_skipped(self) -> int:
+        return sum(r.tokens_skipped for r in self.readers)
+
     def where(self) -> str:
         return "; ".join(r.where() for r in self.readers)
 
+    def describe(self) -> list[str]:
+        return [line for r in self.readers for line in r.describe()]
+
 
 def open_rows(files: list[Path] | None, mixture: Mixture | None, seq_len: int, rank: int, world_size: int,
-              order: str, seed: int) -> Rows:
-    """The reader for a run: the mixture's datasets blended, or the training shards in `order`."""
+              order: str, seed: int, align: str = "none", doc_max: int = 0, dataset: str | None = None) -> Rows:
+    """The reader for a run: the mixture's datasets blended, or the training shards in `order`,
+    as contiguous spans or (`align="bos"`) rows that begin at a document."""
     if mixture is not None:
-        return MixedRows(mixture, seq_len, rank, world_size, order, seed)
+        return MixedRows(mixture, seq_len, rank, world_size, order, seed, align, doc_max)
+    if align == "bos":
+        return AlignedRows(list(files), seq_len, rank, world_size, order, seed, doc_max, dataset)
     if order == "shuffled":
-        return ShuffledRows(list(files), seq_len, rank, world_size, seed)
-    return SequentialRows(list(files), seq_len, rank, world_size)
+        return ShuffledRows(list(files), seq_len, rank, world_size, seed, dataset)
+    return SequentialRows(list(files), seq_len, rank, world_size, dataset)

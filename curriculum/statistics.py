@@ -33,6 +33,7 @@ class Counts:
     dataset_wraps: dict = field(default_factory=dict)
     datasets_dropped: list = field(default_factory=list)
     tokens_consumed: int = 0        # of the stream, every rank's share, in the batches taken
+    tokens_skipped: int = 0         # DATA_ALIGN=bos: in this rank's rows' stretches of the stream, not in them
     data_wait_ms: float = 0.0
     reader_cpu_ms: float = 0.0      # the read-ahead threads' CPU time
     read_positions: list = field(default_factory=list)
@@ -56,7 +57,7 @@ class DataStatistics:
 
     # ------------------------------------------------------------ counting
     def taken(self, read: int, trained: int, seq_len: int, positions: np.ndarray, domain_counts,
-              tokens_consumed: int, events: list[DataEvent], wait_ms: float) -> None:
+              tokens_consumed: int, tokens_skipped: int, events: list[DataEvent], wait_ms: float) -> None:
         c = self.c
         c.micro_batches += 1
         c.sequences_read += read
@@ -64,6 +65,7 @@ class DataStatistics:
         c.sequences_trained += trained
         c.tokens_trained += trained * seq_len
         c.tokens_consumed, c.data_wait_ms = tokens_consumed, c.data_wait_ms + wait_ms
+        c.tokens_skipped = tokens_skipped
         if len(c.read_positions) < FIRST_ROWS_KEPT:
             c.read_positions.append(positions.tolist())
         if domain_counts is not None:
@@ -151,8 +153,9 @@ class DataStatistics:
                 f"data_wait_ms:{wait:.3f}{mix}")
 
     # ------------------------------------------------------------ the run's summary
-    def summary(self, steps: int, *, order: str, pool: str | None, carry: bool, waiting: int, pool_size: int,
-                batch_seqs: int, seq_len: int, total_tokens: int, dataset_names: tuple[str, ...] | None) -> dict:
+    def summary(self, steps: int, *, order: str, align: str, pool: str | None, carry: bool, waiting: int,
+                pool_size: int, batch_seqs: int, seq_len: int, total_tokens: int,
+                dataset_names: tuple[str, ...] | None) -> dict:
         """Totals for the run's JSON summary (reads any statistics not yet logged). Every
         sequence read was trained on, or discarded (`fresh`, or `carry`'s waiting set at a
         shape change), or is still waiting (`carry`)."""
@@ -170,6 +173,8 @@ class DataStatistics:
                    data_wait_ms_per_step=round(c.data_wait_ms / max(steps, 1), 4),
                    reader_cpu_ms_per_step=round(c.reader_cpu_ms / max(steps, 1), 4),
                    first_rows=c.read_positions[:8], row_tokens=seq_len + 1)
+        if align != "none":  # read + skipped: the stream's tokens this rank's rows stood for
+            out |= dict(data_align=align, tokens_skipped=c.tokens_skipped)
         if self.stats is not None and c.sequences_pooled:
             t = c.score_totals
             out |= dict(kept_score_mean=t["kept_sum"] / c.sequences_trained, kept_score_min=t["kept_min"],
@@ -189,8 +194,10 @@ class DataStatistics:
         left = (f", {data['sequences_waiting']:,} still waiting" if data["sequences_waiting"] else
                 f", {data['sequences_discarded']:,} discarded ({data['tokens_discarded']:,} tokens)"
                 if data["sequences_discarded"] else "")
+        skipped = f", {data['tokens_skipped']:,} tokens skipped by the alignment" if "tokens_skipped" in data else ""
         return (f"data: wait {data['data_wait_ms_per_step']:.3f}ms/step; rank 0 read {data['sequences_read']:,} sequences, "
-                f"trained on {data['sequences_trained']:,}{left}; {data['passes_read']:.3f} passes over the training shards")
+                f"trained on {data['sequences_trained']:,}{left}{skipped}; {data['passes_read']:.3f} passes over the "
+                f"training shards")
 
     # ------------------------------------------------------------ saved state
     def state_dict(self) -> dict:

@@ -38,9 +38,10 @@ def saved(state: dict) -> dict:
     return torch.load(buffer, weights_only=False)
 
 
-def make(files, *, config=CurriculumConfig(), order="sequential", rank=0, world=1, mixture=None, seed=7):
+def make(files, *, config=CurriculumConfig(), order="sequential", rank=0, world=1, mixture=None, seed=7, align="none"):
     return BatchSource(None if mixture else files, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world,
-                       vocab_size=1024, device=torch.device("cpu"), config=config, order=order, seed=seed, mixture=mixture)
+                       vocab_size=1024, device=torch.device("cpu"), config=config, order=order, seed=seed, mixture=mixture,
+                       align=align)
 
 
 def take(batches, n: int, start: int, total: int) -> list[torch.Tensor]:
@@ -102,6 +103,15 @@ def test_each_rank_restores_its_own_part(dataset, tmp_path, rank):
     config = CurriculumConfig(enabled=True, pool="carry")
     for order in ("sequential", "shuffled"):
         check_resume(lambda: make(files, config=config, order=order, rank=rank, world=2), before=9, after=11)
+
+
+@pytest.mark.parametrize("order", ["sequential", "shuffled"])
+def test_aligned_rows_restore_their_pass_and_skipped_tokens_alone_and_in_a_mixture(dataset, tmp_path, order):
+    files = domain_files(dataset, "prose")
+    config = CurriculumConfig(enabled=True, pool="carry")
+    check_resume(lambda: make(files, config=config, order=order, align="bos", rank=1, world=2), before=7, after=9)
+    mix = Mixture(("docs", "prose"), (domain_files(dataset, "docs"), files), ("wrap", "wrap"), (0.5, 0.5))
+    check_resume(lambda: make(None, config=config, order=order, mixture=mix, align="bos"), before=7, after=9)
 
 
 @pytest.mark.parametrize("order", ["sequential", "shuffled"])

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from curriculum import CurriculumConfig, open_shard, write_shard
 from curriculum.plugin import CurriculumSettingsError, CurriculumTokenLoader
+from curriculum.rows import BOS_ID
 
 
 class ReferenceLoader:
@@ -64,7 +65,7 @@ def tiny_shards(dataset, tmp_path):
 @pytest.fixture
 def clean_env(monkeypatch):
     for k in list(__import__("os").environ):
-        if k.startswith("CURRICULUM") or k in ("DATA_ORDER", "SEED", "VOCAB_SIZE"):
+        if k.startswith("CURRICULUM") or k in ("DATA_ORDER", "DATA_ALIGN", "DOC_MAX_TOKENS", "SEED", "VOCAB_SIZE"):
             monkeypatch.delenv(k)
     return monkeypatch
 
@@ -130,6 +131,21 @@ def test_invalid_settings_are_reported_together(tiny_shards, clean_env):
         assert expected in str(err.value)
     with pytest.raises(CurriculumSettingsError, match="CURRICULUM_TARGET=2"):
         CurriculumTokenLoader(tiny_shards, 0, 1, "cpu", config=CurriculumConfig(enabled=True, target=2.0))
+
+
+def test_data_align_bos_gives_rows_that_begin_at_a_document_through_the_plugin(dataset, clean_env):
+    clean_env.setenv("DATA_ALIGN", "bos")
+    clean_env.setenv("DOC_MAX_TOKENS", "12")
+    loader = CurriculumTokenLoader(dataset["folders"]["embedded_prose_sp1024"] + "/*train_*.bin", 0, 1, "cpu")
+    try:
+        for _ in range(3):
+            x, y = loader.next_batch(8 * 16, 16, 1)
+            assert x.shape == (8, 16) and (x[:, 0] == BOS_ID).all()
+            assert ((x == BOS_ID).sum(dim=1) >= 2).all()  # documents cut at 12 tokens: at least two per row of 17
+        data = loader.summary()
+        assert data["data_align"] == "bos" and data["tokens_skipped"] > 0
+    finally:
+        loader.close()
 
 
 def test_close_ends_the_read_ahead_thread(tiny_shards, clean_env):

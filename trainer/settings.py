@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
-from curriculum.config import CURRICULUM_SETTINGS, DATA_ORDER, SEED, EnvReader, Setting, read_curriculum
+from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, SEED, EnvReader, Setting,
+                               read_curriculum)
 from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
@@ -62,6 +63,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "`CHECKPOINT_EVERY` differs", shown_default="none"),
         SEED,
         DATA_ORDER,
+        DATA_ALIGN,
+        DOC_MAX_TOKENS,
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
           "the budget measured over the first 10 steps is logged)", minimum=0.0),
         S("DEVICE", "text", "auto", "`auto` (CUDA if present), `cpu` or `cuda`", choices=("auto", "cpu", "cuda")),
