@@ -33,8 +33,14 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    page faults behind the 4-16% gap of issue 19, gone with CPU_MALLOC=keep); each arm's page
    faults and kernel time per step, and torch.profiler's operators, fresh against baseline.
 
+8. The document mask (ATTENTION_MASK=document) against the causal model: one training step each
+   in turn on the same batch, at the CPU configuration and at the 1xH100 model and sequence length
+   (9 x 512, 2048 tokens; 2 sequences per step, eager: a CPU cannot take 48), the geometric mean
+   of the per-step ratios with its 95% CI; and documents per row for each DATA_ALIGN.
+
     python -m tools.bench [--pairs 60] [--blocks 6] [--steps 40] [--repeats 3] [--skip-trainer] [--replay]
                           [--cost-only] [--no-decompose]     # make bench-cost: section 7 alone
+                          [--mask-only]                      # section 8 alone
 """
 from __future__ import annotations
 
@@ -58,7 +64,7 @@ import torch
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
 from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
 from curriculum.loader import Position
-from curriculum.rows import SequentialRows, ShuffledRows
+from curriculum.rows import SequentialRows, ShuffledRows, row_table
 from curriculum.selector import corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools import turns
@@ -193,6 +199,67 @@ class StepModel:
         tg.train_step(self.step_model, self.model, self.optimizers, self.s, source, Position(progress), self.bf16)
         synchronize(self.device)
         return 1000 * (time.perf_counter() - t0)
+
+
+def bench_document_mask(s: tg.Settings, pairs: int, seqs: int | None = None, eager: bool = False) -> dict:
+    """A step of the document-masked model against one of the causal model, in turn, on the same
+    real batch (one loader, the baseline's), the models starting from the same weights."""
+    s = dataclasses.replace(s, torch_compile=s.torch_compile and not eager)
+    seqs = seqs or s.micro_batch_seqs
+    models = {mask: StepModel(dataclasses.replace(s, attention_mask=mask, grad_accum_steps=1,
+                                                  train_batch_tokens=seqs * s.train_seq_len))
+              for mask in ("causal", "document")}
+    source = make_source(s, s.train_seq_len, seqs, "baseline", models["causal"].device)
+    times: dict[str, list[float]] = {mask: [] for mask in models}
+    try:
+        batches = [source.next_batch(Position(0.0)) for _ in range(4)]
+        replay = {mask: Replay(batches) for mask in models}
+        for mask in models:  # compilation and the allocator
+            models[mask].step(replay[mask], 0.5)
+        for i in range(pairs):
+            for mask in (("causal", "document") if i % 2 == 0 else ("document", "causal")):
+                times[mask].append(models[mask].step(replay[mask], 0.5))
+    finally:
+        source.close()
+    documents = [float((x == tg.BOS_ID).sum(dim=1).add(x[:, 0] != tg.BOS_ID).float().mean()) for x, _ in batches]
+    return dict(pairs=pairs, seqs=seqs, seq_len=s.train_seq_len, layers=s.num_layers, width=s.model_dim,
+                compiled=s.torch_compile, documents_per_row=float(np.mean(documents)),
+                median_ms={m: statistics.median(t) for m, t in times.items()},
+                document_vs_causal=geometric_ratio(times["document"], times["causal"]))
+
+
+def documents_per_aligned_row(s: tg.Settings) -> list[dict]:
+    """DATA_ALIGN=bos's row table at the CPU configuration's row length: documents per row, and
+    the share of the stream a pass holds, for the cut at the row's length and at a quarter of it."""
+    rows = []
+    for doc_max in (0, (s.train_seq_len + 1) // 4):
+        table = row_table(tuple(train_files(s)), s.train_seq_len, doc_max)
+        total = sum(tg.shard_token_count(f) for f in train_files(s))
+        rows.append(dict(doc_max=doc_max or s.train_seq_len + 1, rows=table.rows,
+                         documents_per_row=float(table.row_documents.mean()),
+                         documents_per_batch=float(table.row_documents.mean() * s.micro_batch_seqs),
+                         share_of_stream=table.rows * (s.train_seq_len + 1) / total))
+    return rows
+
+
+def mask_section(s: tg.Settings, pairs: int, report: dict) -> None:
+    print(f"== ATTENTION_MASK=document against causal: a training step each in turn on the same batch, {pairs} rounds")
+    print(f"  {cpu_line()}")
+    h100 = dataclasses.replace(s, num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, train_seq_len=2048,
+                               bigram_vocab_size=4096)
+    report["document_mask"] = [bench_document_mask(s, pairs), bench_document_mask(h100, max(pairs // 3, 6), seqs=2,
+                                                                                   eager=True)]
+    for r in report["document_mask"]:
+        c = r["document_vs_causal"]
+        print(f"  {r['layers']} x {r['width']}, {r['seqs']} x {r['seq_len']} tokens{' compiled' if r['compiled'] else ' eager'}: "
+              f"causal {r['median_ms']['causal']:.1f} ms, document {r['median_ms']['document']:.1f} ms, ratio "
+              f"{c['ratio']:.3f} [{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}] "
+              f"({r['documents_per_row']:.2f} documents per row)")
+    report["aligned_rows"] = documents_per_aligned_row(s)
+    print(f"== DATA_ALIGN=bos at {s.train_seq_len + 1}-token rows (DATA_ALIGN=none: see documents per batch above)")
+    for r in report["aligned_rows"]:
+        print(f"  DOC_MAX_TOKENS={r['doc_max']:<5} {r['rows']:>7,} rows, {r['documents_per_row']:.2f} documents per row, "
+              f"{r['documents_per_batch']:.1f} per batch, a pass holds {100 * r['share_of_stream']:.1f}% of the stream")
 
 
 def geometric_ratio(times: list[float], base: list[float]) -> dict:
@@ -442,14 +509,18 @@ def main(argv=None) -> None:
     ap.add_argument("--no-decompose", action="store_true", help="section 7 with the four arms only, no controls")
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
+    ap.add_argument("--mask-only", action="store_true", help="only section 8: the document mask's step time")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
     env = read_env_file(ROOT / "configs" / "cpu.env")
     s = cpu_settings(env)
     device = tg.pick_device(s)
     report: dict = dict(device=str(device), torch=torch.__version__, cpu=cpu_line())
-    if args.cost_only:
-        report["trainer_in_turns"] = trainer_cost(env, args, s)
+    if args.cost_only or args.mask_only:
+        if args.cost_only:
+            report["trainer_in_turns"] = trainer_cost(env, args, s)
+        else:
+            mask_section(s, args.pairs, report)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return
@@ -503,6 +574,7 @@ def main(argv=None) -> None:
     for row in report["eval_strides"]:
         kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
         print(f"  {kind:<28} {row['seconds']:8.2f}s  ratio {row['ratio']:.2f}  ({row['tokens']:,} tokens)")
+    mask_section(s, args.pairs, report)
     if not args.skip_trainer:
         report["trainer_in_turns"] = trainer_cost(env, args, s)
     if args.json:
