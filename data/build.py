@@ -14,10 +14,10 @@ Steps, each deterministic (same inputs, same bytes):
 
 The corpus has one identity, its fingerprint: a sha256 over the tokenizer and every shard of
 every dataset. `make data` prints it and compares the build with data/corpus.lock.json, the
-build the README's figures were measured on, naming what differs (package versions, file
+build the documented figures were measured on, naming what differs (package versions, file
 counts per source) when it is not the same.
 
-    python -m data.build --table [--from-lock]   # the README's per-source table
+    python -m data.build --table [--from-lock]   # docs/dataset.md's per-source table
     python -m data.build --lock                  # make the current build the reference
 """
 from __future__ import annotations
@@ -310,13 +310,13 @@ def report_identity(mix_folder: Path, log) -> None:
     locked = json.loads(LOCK.read_text())
     diffs = identity_differences(built, locked)
     if diffs:
-        log(f"data: WARNING: this corpus differs from the one the README's figures were measured on "
+        log(f"data: WARNING: this corpus differs from the one the documented figures were measured on "
             f"({locked['corpus_fingerprint'][:16]}…): " + "; ".join(diffs)
             + ". Everything works; numbers from the two corpora are not comparable.")
 
 
 def corpus_table(ident: dict) -> str:
-    """The README's per-source table, from an identity (a build's or the lock's)."""
+    """docs/dataset.md's per-source table, from an identity (a build's or the lock's)."""
     rows = ["| source (Debian package, version) | domain | licence | files | train docs | train tokens "
             "| val docs | val tokens |", "|---|---|---|---|---|---|---|---|"]
     total = dict(files=0, train_documents=0, train_tokens=0, val_documents=0, val_tokens=0)

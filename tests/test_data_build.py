@@ -180,9 +180,9 @@ def test_the_warning_is_one_line_naming_what_differs(small_build, tmp_path, monk
         "jargon-file: debian_version 4.4.6-1 in the reference" in lines[1]
 
 
-def test_the_readme_table_and_fingerprint_are_the_lock_file():
+def test_the_documented_table_and_fingerprint_are_the_lock_file():
     lock = json.loads(build_mod.LOCK.read_text())
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "dataset.md").read_text()
     assert build_mod.corpus_table(lock) in readme
     assert f"`{lock['corpus_fingerprint']}`" in readme
 

@@ -1,5 +1,5 @@
 """trainer/settings.py's declaration: every variable read is declared, every declared rule is
-enforced with a message naming it, and the README's tables are the declaration's."""
+enforced with a message naming it, and docs/settings.md's tables are the declaration's."""
 from __future__ import annotations
 
 import math
@@ -7,14 +7,13 @@ import math
 import pytest
 
 import train_gpt as tg
-from tests.conftest import ROOT
 from tools import settings_table
 from trainer.settings import GROUPS, SETTINGS
 
 
-def test_the_readme_tables_are_the_declaration():
-    readme = settings_table.readme_tables((ROOT / "README.md").read_text())
-    assert readme == settings_table.tables(), "README.md's settings tables are stale: python -m tools.settings_table --write"
+def test_the_settings_page_is_the_declaration():
+    page = settings_table.page_tables(settings_table.PAGE.read_text())
+    assert page == settings_table.tables(), "docs/settings.md's tables are stale: python -m tools.settings_table --write"
 
 
 def test_every_variable_the_trainer_reads_is_declared_once():

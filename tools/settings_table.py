@@ -1,9 +1,9 @@
-"""The README's settings tables, written from the declaration (trainer/settings.py's GROUPS).
+"""docs/settings.md's tables, written from the declaration (trainer/settings.py's GROUPS).
 
     python -m tools.settings_table          # print the tables
-    python -m tools.settings_table --write  # replace them in README.md, between the markers
+    python -m tools.settings_table --write  # replace them in docs/settings.md, between the markers
 
-tests/test_settings_table.py fails when the README and the declaration disagree.
+tests/test_settings_table.py fails when the page and the declaration disagree.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from curriculum.config import PARSERS
 from trainer.settings import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "settings.md"
 BEGIN, END = "<!-- settings: begin (python -m tools.settings_table --write) -->", "<!-- settings: end -->"
 
 
@@ -28,10 +29,10 @@ def tables() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_tables(text: str) -> str:
-    """What the README holds between the markers."""
+def page_tables(text: str) -> str:
+    """What the page holds between the markers."""
     if BEGIN not in text or END not in text:
-        raise ValueError(f"README.md: the markers {BEGIN!r} and {END!r} are missing")
+        raise ValueError(f"{PAGE}: the markers {BEGIN!r} and {END!r} are missing")
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
@@ -46,10 +47,10 @@ def write(path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the tables in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the tables in docs/settings.md")
     args = parser.parse_args(argv)
     if args.write:
-        write(ROOT / "README.md")
+        write(PAGE)
     else:
         sys.stdout.write(tables())
     return 0

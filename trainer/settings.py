@@ -151,11 +151,11 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("CPU_MALLOC", "text", "keep", "on a CPU with glibc: `keep` stops malloc from unmapping freed blocks and "
           "trimming its heap, so a step reuses the pages the last step freed instead of faulting in and zeroing about "
           "235 MB of fresh ones (a quarter of a `configs/cpu.env` step, and the cause of the curriculum's apparent "
-          "4–16% cost between separate runs: see Measured); `system`: glibc's default. The log's `memory:` line says "
+          "4–16% cost between separate runs: docs/measured.md); `system`: glibc's default. The log's `memory:` line says "
           "which, the summary has `minor_faults_per_step` and `kernel_ms_per_step`", choices=("keep", "system")),
     ),
     "Curriculum": CURRICULUM_SETTINGS + (
-        S("CURRICULUM_PHASES", "text", "", "a phases file (Phases and blending): the run in stages with their own "
+        S("CURRICULUM_PHASES", "text", "", "a phases file (docs/phases.md): the run in stages with their own "
           "sequence length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases"),
     ),
 }
