@@ -3,10 +3,12 @@
     torchrun --standalone --nproc_per_node=8 train_gpt.py        # 8 GPUs
     python train_gpt.py                                          # one process, CUDA or CPU
 
-Every setting comes from the environment (README.md lists them all). The file reads top to
-bottom: settings, data, model, optimiser, evaluation, export, training loop. The curriculum
-(package `curriculum/`) meets the loop at one seam, `curriculum.DataPath`: `next_batch`,
-`drain_log`, `summary`, `state_dict`, `load_state_dict` and `close`.
+Every setting comes from the environment, each declared once in trainer/settings.py
+(docs/settings.md lists them all). The file reads top to bottom: data, model, optimiser,
+progress, evaluation, export, training loop, checkpoints; trainer/ holds the settings, the
+provenance and the host probes. The data path (package `curriculum/`) meets the loop at one
+seam, `curriculum.DataPath`: construction, `next_batch`, `drain_log`, `summary`, `state_dict`,
+`load_state_dict` and `close`.
 """
 from __future__ import annotations
 
@@ -36,11 +38,6 @@ from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Positio
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import Settings, SettingsError, check_log_dir, parse_settings, read_settings  # noqa: F401
-
-# =============================================================================================
-# Settings: every knob is declared once in trainer/settings.py, read from the environment and
-# validated there before any work is done
-# =============================================================================================
 
 CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
 

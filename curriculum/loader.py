@@ -222,10 +222,10 @@ class BatchSource:
         lines += self.statistics.event_lines(step)
         every = self.config.log_every
         if every and step and step % every == 0 and step != self.statistics.c.window["step"]:
-            lines.append(self.log_line(step, self._at.progress) + self.progress_text(self._at))
+            lines.append(self.log_line(step, self._at.progress) + self._progress_text(self._at))
         return lines
 
-    def progress_text(self, at: Position) -> str:
+    def _progress_text(self, at: Position) -> str:
         """The phase and how far through it, for the trainer's step line ("" without phases)."""
         return "" if self.tracker is None else self.tracker.progress_text(at.step, at.tokens, at.progress)
 

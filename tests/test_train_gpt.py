@@ -684,3 +684,23 @@ def test_with_one_document_per_row_the_document_mask_is_the_causal_model():
     with torch.no_grad():
         torch.testing.assert_close(documents_model("document")(idx, targets), documents_model("causal")(idx, targets),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_with_documents_masked_and_aligned_trains_logs_its_cut_and_its_counts_add_up(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, ATTENTION_MASK="document", DATA_ALIGN="bos", DATA_ORDER="shuffled",
+                      CURRICULUM="1", CURRICULUM_POOL="carry", DOC_MAX_TOKENS="40", ITERATIONS="12")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert "with a dense document mask (ATTENTION_MASK=document)" in text
+    cut = re.search(r"^data: DATA_ALIGN=bos: ([\d,]+) rows of 65 tokens from ([\d,]+) documents \(([\d.]+) per row\), "
+                    r"a pass holds ([\d,]+) of the ([\d,]+) tokens; skipped: ([\d,]+) past DOC_MAX_TOKENS=40, "
+                    r"([\d,]+) past a row's end, ([\d,]+) at the shards' ends$", text, re.M)
+    assert cut, "no packing line"
+    rows, _, per_row, held, total, *skipped = (float(g.replace(",", "")) for g in cut.groups())
+    assert held == rows * 65 and held + sum(skipped) == total and per_row >= 2  # 40-token cuts: 2+ documents a row
+    data = summary(env)["data"]
+    assert data["data_align"] == "bos" and data["tokens_skipped"] > 0
+    assert data["tokens_read"] == data["sequences_read"] * 64
+    assert data["sequences_read"] == data["sequences_trained"] + data["sequences_waiting"]  # carry: nothing discarded
+    assert "tokens skipped by the alignment" in text and summary(env)["recompiles_after_warmup"] == 0
