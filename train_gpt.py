@@ -37,7 +37,8 @@ from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Positio
                         write_atomic)
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
-from trainer.settings import Settings, SettingsError, check_log_dir, parse_settings, read_settings  # noqa: F401
+from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
+                              read_settings)
 
 CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
 

@@ -13,6 +13,7 @@ from the same environment variables, read by the same function (curriculum/confi
 from __future__ import annotations
 
 import glob
+import math
 import os
 from pathlib import Path
 from typing import Mapping
@@ -26,6 +27,10 @@ from .loader import BatchSource, Position
 
 class CurriculumSettingsError(ValueError):
     """Invalid CURRICULUM*/DATA_ORDER settings; the message lists every one."""
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
@@ -47,22 +52,49 @@ class CurriculumTokenLoader:
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
                  config: CurriculumConfig | None = None, vocab_size: int | None = None):
         config, self.order, self.seed, self.align, self.doc_max = read_loader_settings(os.environ, config)
+        problems = []
+        if not (_whole(world_size) and world_size >= 1):
+            problems.append(f"world_size={world_size!r}: must be a whole number >= 1")
+        elif not (_whole(rank) and 0 <= rank < world_size):
+            problems.append(f"rank={rank!r}: must be a whole number in [0, world_size={world_size})")
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            problems.append(f"device={device!r}: not a torch device ({err})")
+        else:
+            if device.type == "cuda" and not torch.cuda.is_available():
+                problems.append(f"device={str(device)!r}: no CUDA device is available here")
+        # the challenge's scripts pass no vocabulary: theirs is VOCAB_SIZE, 1024 by default. The
+        # scores size their tables by it, and the read-ahead thread names any token beyond it
+        raw_vocab = vocab_size if vocab_size is not None else (os.environ.get("VOCAB_SIZE", "").strip() or "1024")
+        try:
+            self.vocab_size = int(raw_vocab)
+            if self.vocab_size < 2:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"VOCAB_SIZE={raw_vocab!r}: must be a whole number >= 2")
+        if problems:
+            raise CurriculumSettingsError("invalid loader arguments:\n  " + "\n  ".join(problems))
         self.files = [Path(p) for p in sorted(glob.glob(pattern))]
         if not self.files:
             raise FileNotFoundError(f"No files found for pattern: {pattern}")
-        self.rank, self.world_size, self.device, self.config = rank, world_size, torch.device(device), config
-        # the challenge's scripts pass no vocabulary: theirs is VOCAB_SIZE, 1024 by default. The
-        # scores size their tables by it, and the read-ahead thread names any token beyond it
-        self.vocab_size = vocab_size or int(os.environ.get("VOCAB_SIZE", "") or 1024)
+        self.rank, self.world_size, self.device, self.config = rank, world_size, device, config
         self.progress, self.warmdown_start = 0.0, 1.0
         self.source: BatchSource | None = None
         self.steps_seen, self._accum = 0, 1
 
     def set_progress(self, progress: float, warmdown_start: float = 1.0) -> None:
         """The training progress in [0, 1] (the caller's, as its warmdown uses it); 0 until called."""
+        if not (math.isfinite(float(progress)) and math.isfinite(float(warmdown_start))):
+            raise ValueError(f"set_progress: progress={progress!r}, warmdown_start={warmdown_start!r}: must be finite numbers")
         self.progress, self.warmdown_start = min(max(float(progress), 0.0), 1.0), warmdown_start
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        bad = [f"{name}={value!r}" for name, value in (("global_tokens", global_tokens), ("seq_len", seq_len),
+                                                       ("grad_accum_steps", grad_accum_steps))
+               if not (_whole(value) and value >= 1)]
+        if bad:
+            raise ValueError(f"next_batch: {', '.join(bad)}: must be whole numbers >= 1")
         local = global_tokens // (self.world_size * grad_accum_steps)
         if local < seq_len or local % seq_len:
             raise ValueError(f"next_batch: {global_tokens} tokens over {self.world_size} ranks x {grad_accum_steps} "

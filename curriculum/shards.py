@@ -58,8 +58,12 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     """Write under a temporary name beside `path`, then rename: never a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no hidden half-written temporary is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_shard(path: str | Path, tokens: np.ndarray) -> None:

@@ -6,6 +6,7 @@ import glob
 import hashlib
 import inspect
 import math
+import re
 import time
 from pathlib import Path
 
@@ -219,3 +220,34 @@ def test_a_challenge_style_loop_trains_with_both_arms_and_compare_reads_its_plai
     assert "plain challenge log" in report
     code = hashlib.sha256(inspect.getsource(challenge_style_run).rstrip("\n").encode()).hexdigest()
     assert code[:12] in report  # the script's source is the code both arms ran
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(rank=0, world_size=0), "world_size=0: must be a whole number >= 1"),
+    (dict(rank=0, world_size=-1), "world_size=-1"),
+    (dict(rank=2, world_size=2), "rank=2: must be a whole number in [0, world_size=2)"),
+    (dict(rank=-1, world_size=2), "rank=-1"),
+    (dict(rank=0, world_size=1, vocab_size="abc"), "VOCAB_SIZE='abc': must be a whole number >= 2"),
+])
+def test_bad_loader_arguments_are_named_at_construction(tiny_shards, clean_env, args, message):
+    vocab = args.pop("vocab_size", None)
+    with pytest.raises(CurriculumSettingsError, match=re.escape(message)):
+        CurriculumTokenLoader(tiny_shards, args["rank"], args["world_size"], "cpu", vocab_size=vocab)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_named(tiny_shards, clean_env):
+    with pytest.raises(CurriculumSettingsError, match="device='cuda': no CUDA device"):
+        CurriculumTokenLoader(tiny_shards, 0, 1, "cuda")
+
+
+def test_bad_batch_arguments_and_a_nan_progress_are_named(tiny_shards, clean_env):
+    loader = CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    try:
+        for args in ((256, 0, 1), (256, 16, 0), (0, 16, 1), (256, -16, 1)):
+            with pytest.raises(ValueError, match="must be whole numbers >= 1"):
+                loader.next_batch(*args)
+        with pytest.raises(ValueError, match="must be finite numbers"):
+            loader.set_progress(float("nan"))
+    finally:
+        loader.close()

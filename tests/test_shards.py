@@ -39,3 +39,15 @@ def test_corrupt_shards_are_rejected_with_the_file_named(tmp_path, edit, message
     with pytest.raises(ShardFormatError, match=message) as err:
         open_shard(path)
     assert str(path) in str(err.value)
+
+
+def test_a_write_that_fails_leaves_no_hidden_temporary(tmp_path, monkeypatch):
+    import os
+    from curriculum.shards import write_atomic
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(tmp_path / "run.json", b"{}")
+    assert list(tmp_path.iterdir()) == []

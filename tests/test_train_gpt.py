@@ -173,6 +173,17 @@ def test_compiled_path_runs_on_cpu_with_the_curriculum(dataset, tmp_path):
     assert math.isfinite(s["roundtrip_val_bpb"])
 
 
+@pytest.mark.parametrize("run_id", ["../escape", "a/b", ".hidden", ""])
+def test_a_run_id_that_would_leave_log_dir_is_refused(dataset, tmp_path, run_id):
+    env = trainer_env(dataset, tmp_path)
+    env["RUN_ID"] = run_id
+    if not run_id:  # empty means the default: a fresh time-stamped name, which is fine
+        assert tg.check_settings(tg.parse_settings(env)[0]) == []
+        return
+    with pytest.raises(tg.SettingsError, match=r"RUN_ID=.*: must be a plain file name"):
+        tg.read_settings(env)
+
+
 def test_bad_settings_are_all_reported_at_once_without_traceback(dataset, tmp_path):
     env = trainer_env(dataset, tmp_path, NUM_HEADS="5", TRAIN_BATCH_TOKENS="1000", DEVICE="tpu",
                       VOCAB_SIZE="2048", CURRICULUM_SCHEDULE="zigzag", CURRICULUM_OVERSAMPLE="0.5",

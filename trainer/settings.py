@@ -267,6 +267,9 @@ def check_settings(s: Settings) -> list[str]:
         errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
                                                                   s.grad_accum_steps))
     errors += check_log_dir(s.log_dir)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.run_id):
+        errors.append(f"RUN_ID={s.run_id!r}: must be a plain file name (letters, digits, '.', '_', '-'; not starting "
+                      f"with '.'), so that the logs stay in LOG_DIR")
     if s.resume and not os.path.isfile(s.resume):
         errors.append(f"RESUME={s.resume!r}: no such file (a checkpoint that CHECKPOINT_EVERY wrote)")
     if not os.path.isfile(s.tokenizer_path):
