@@ -129,9 +129,26 @@ def bad_folders(tmp_path) -> dict[str, tuple[Path, str]]:
         del s["data"]
     out["no data"] = (make("nodata", no_data), "| baseline | 3 | 1337, 1338, 1339 |")
     out["corrupt json"] = (make("corrupt", record_runs(), {"c1-s1340.json": '{"run_id": "c1-s1340", "sett',
-                                                           "c1-s1340.txt": "step:1/10"}), "c1-s1340.json: not valid JSON")
+                                                           "c1-s1340.txt": "step:1/10"}), "c1-s1340.json: not a readable JSON file")
     out["foreign json"] = (make("foreign", record_runs(), {"bench.json": "[1, 2, 3]"}),
                            "bench.json: not a train_gpt.py run summary")
+    folder_json = make("folderjson", record_runs())
+    (folder_json / "c1-s1341.json").mkdir()
+    out["a folder named .json"] = (folder_json, "c1-s1341.json: not a readable JSON file (IsADirectoryError")
+    out["provenance a string"] = (make("provstr", changed(record_runs(), "c1-s1338", ("provenance",), "abc")),
+                                  "c1-s1338.json: a damaged run summary (provenance is a str, not an object)")
+    out["seed a list"] = (make("seedlist", changed(record_runs(), "c1-s1338", ("settings", "SEED"), [1, 2])),
+                          "c1-s1338.json: a damaged run summary (settings SEED=[1, 2] is not a single value)")
+    out["curriculum null"] = (make("curnull", changed(record_runs(), "c1-s1338", ("settings", "CURRICULUM"), None)),
+                              "settings CURRICULUM=None is not a single value")
+    out["val_sets a list"] = (make("valsets", changed(record_runs(), "c1-s1338", ("val_sets",), [1])),
+                              "val_sets is a list, not an object")
+    out["plain log with nan"] = (make("plainnan", record_runs(), {"p-s7.txt": "SEED=7\nCURRICULUM=0\nstep:1/1 val_loss:1 "
+                                 "val_bpb:1 train_time:1ms\nfinal_int8_zlib_roundtrip_exact val_loss:nan val_bpb:nan\n"}),
+                                 "p-s7.txt: the final score is not a finite number: the run failed")
+    out["summary lost"] = (make("lost", record_runs(), {"c1-s1350.txt": "code\nsettings: {\"SEED\": 1350}\n"
+                                                       "final_int6_zstd_roundtrip_exact val_loss:2.0 val_bpb:1.5\n"}),
+                           "c1-s1350.txt: a train_gpt.py log whose summary c1-s1350.json is missing")
     out["only failed runs"] = (make("allnan", {"c0-s1": summary(1, False, float("nan"))}),
                                "no usable run summaries")
     out["empty folder"] = (make("empty", {}), "no usable run summaries")
@@ -145,7 +162,9 @@ def bad_folders(tmp_path) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.parametrize("case", ["nan result", "inf result", "no run_id", "no data", "corrupt json", "foreign json",
                                   "only failed runs", "empty folder", "missing folder",
-                                  "runs beside experiments"])
+                                  "runs beside experiments", "a folder named .json", "provenance a string",
+                                  "seed a list", "curriculum null", "val_sets a list", "plain log with nan",
+                                  "summary lost"])
 def test_bad_input_is_named_never_raised(tmp_path, capsys, case):
     folder, message = bad_folders(tmp_path)[case]
     status = cmp.main([str(folder), "--out", str(tmp_path / "report")])
@@ -154,6 +173,16 @@ def test_bad_input_is_named_never_raised(tmp_path, capsys, case):
     assert message in out.out + out.err
     if case == "corrupt json":  # once, not also as a crashed run
         assert (out.out + out.err).count("c1-s1340") == 1
+
+
+def test_an_out_that_is_a_file_or_unwritable_is_named_before_any_work(tmp_path, capsys):
+    folder = write_runs(tmp_path / "runs", record_runs())
+    (tmp_path / "a_file").write_text("x")
+    for out, message in ((tmp_path / "a_file", "is a file; must be a folder"),
+                         (tmp_path / "a_file" / "sub", "is a file, so the folder cannot be made")):
+        assert cmp.main([str(folder), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------- statistics, independently

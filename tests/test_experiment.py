@@ -57,6 +57,12 @@ def test_every_bad_argument_is_listed(capsys, tmp_path):
         assert message in err
     assert experiment.main(["--mode", "steps", "--out", str(tmp_path)]) == 2
     assert "--steps=0: must be >= 1 with --mode steps" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    for budget in ("nan", "inf"):
+        assert experiment.main(["--budget", budget, "--out", str(tmp_path / "a_file")]) == 2
+        err = capsys.readouterr().err
+        assert f"--budget={float(budget)}: must be a finite number > 0" in err and "is a file; must be a folder" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]  # nothing written: no plan.json, no logs/
     bad = tmp_path / "arms.toml"
     bad.write_text("[x]\nMODEL_DIM = 96\n[y]\nCURRICULUM = [1]\n")
     arms, problems = experiment.read_arms(bad)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -407,9 +408,21 @@ def main(argv=None) -> int:
     return write_report(args.logs, args.out or args.logs, "compare", args.unpaired)
 
 
+def check_out(out: Path) -> None:
+    """--out must be a folder this user can write, or one that can be made: checked before any work."""
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if existing == out and not out.is_dir():
+        raise CompareError(f"--out={out}: is a file; must be a folder (or not exist yet)")
+    if not existing.is_dir():
+        raise CompareError(f"--out={out}: {existing} is a file, so the folder cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CompareError(f"--out={out}: {existing} is not writable by this user")
+
+
 def write_report(logs: Path, out: Path, who: str, unpaired: bool = False) -> int:
     """Build the report and print it, or say why it cannot be built: a command's exit status."""
     try:
+        check_out(out)
         text, _ = build_report(logs, out, unpaired)
     except CompareError as e:
         print(f"{who}: {e}", file=sys.stderr)

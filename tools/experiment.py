@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,10 +29,10 @@ import tomllib
 from pathlib import Path
 
 from curriculum.shards import write_atomic
-from tools.compare import write_report
+from tools.compare import check_out, write_report
 from tools import launch
 from tools.envfile import ROOT, read_env_file
-from tools.runs import rotated, trainer_defaults
+from tools.runs import CompareError, rotated, trainer_defaults
 
 
 def read_arms(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -91,14 +92,18 @@ def main(argv=None) -> int:
         problems.append(f"--arms={' '.join(args.arms)}: an arm is named twice")
     if args.seeds < 1:
         problems.append(f"--seeds={args.seeds}: must be >= 1")
-    if args.mode == "time" and args.budget <= 0:
-        problems.append(f"--budget={args.budget}: must be > 0 seconds with --mode time")
+    if args.mode == "time" and not (math.isfinite(args.budget) and args.budget > 0):
+        problems.append(f"--budget={args.budget}: must be a finite number > 0 seconds with --mode time")
     if args.mode == "steps" and args.steps < 1:
         problems.append(f"--steps={args.steps}: must be >= 1 with --mode steps")
     if args.val_every < 0:
         problems.append(f"--val-every={args.val_every}: must be >= 0")
     if not args.config.is_file():
         problems.append(f"--config={args.config}: no such file")
+    try:
+        check_out(args.out)
+    except CompareError as err:
+        problems.append(str(err))
     if problems:
         print("experiment: invalid settings:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,13 +112,17 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
         named.add(path.stem)
         try:
             summary = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            problems.append(f"{path.name}: not valid JSON ({e}); left out")
+        except (OSError, ValueError, UnicodeDecodeError) as e:  # a folder named *.json, unreadable, not JSON
+            problems.append(f"{path.name}: not a readable JSON file ({type(e).__name__}: {e}); left out")
             continue
         missing = [k for k in REQUIRED if not isinstance(summary, dict) or k not in summary]
         if missing or not isinstance(summary.get("settings"), dict):
             problems.append(f"{path.name}: not a train_gpt.py run summary (no {', '.join(missing) or 'settings'}); "
                             f"left out")
+            continue
+        malformed = summary_shape_problems(summary)
+        if malformed:
+            problems.append(f"{path.name}: a damaged run summary ({'; '.join(malformed)}); left out")
             continue
         log = path.with_suffix(".txt")
         run = Run(path, summary, log.read_text(errors="replace") if log.exists() else "")
@@ -130,7 +135,14 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
         if log.stem in named:
             continue
         text = log.read_text(errors="replace")
+        if TRAINER_LOG.search(text):  # our own trainer's log: its summary was lost (a full disk, a kill at the end)
+            problems.append(f"{log.name}: a train_gpt.py log whose summary {log.stem}.json is missing (the run did not "
+                            f"finish writing it); left out, not read as a plain log")
+            continue
         summary = challenge_log_summary(text, log.stem, known)
+        if summary is not None and not all(finite(summary.get(k)) for k in RESULTS):
+            failed.append(f"{log.name}: the final score is not a finite number: the run failed; left out")
+            continue
         if summary is None:
             problems.append(f"{log.name}: a log without a summary or a final_*_roundtrip_exact line (the run crashed "
                             f"or is still running); left out")
@@ -140,6 +152,19 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
         raise CompareError(f"{folder}: no usable run summaries (*.json written by train_gpt.py at the end of a run)"
                            + (": " + "; ".join(failed + problems) if failed or problems else ""))
     return runs, failed, problems
+
+
+TRAINER_LOG = re.compile(r"^settings: \{", re.M)  # the line train_gpt.py writes after its source
+
+
+def summary_shape_problems(summary: dict) -> list[str]:
+    """What a summary holds in the wrong shape: the tools read these keys as these types."""
+    out = [f"{key} is a {type(summary[key]).__name__}, not an object" for key in ("provenance", "val_sets", "data")
+           if key in summary and summary[key] is not None and not isinstance(summary[key], dict)]
+    settings = summary["settings"]
+    out += [f"settings {k}={settings[k]!r} is not a single value" for k in ("SEED", "CURRICULUM")
+            if k in settings and (settings[k] is None or isinstance(settings[k], (list, dict)))]
+    return out
 
 
 def challenge_log_summary(text: str, name: str, known: set[str]) -> dict | None:
