@@ -21,6 +21,7 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -1054,9 +1055,22 @@ def shut_down_distributed() -> None:
     gc.collect()
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 if __name__ == "__main__":
+    stop_on_sigterm()
     try:
         main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written is whole (every file is written atomically)
+        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+              f"interrupted; the log is complete up to here, and no artifact or summary was left half-written",
+              file=sys.stderr)
+        sys.exit(130)
     except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
         rank = os.environ.get("RANK", "0")
         if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own

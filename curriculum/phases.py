@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CurriculumConfig
-from .shards import shard_token_count
+from .shards import ShardFormatError, shard_token_count
 
 ENDS = ("until_progress", "steps", "tokens", "epochs")
 FILTER_KEYS = {"curriculum": "enabled", "score": "score", "schedule": "schedule", "peak": "peak",
@@ -120,6 +120,9 @@ def parse_phases(table: dict, base: CurriculumConfig, sha256: str = "") -> tuple
                 if not (_number(value) and last_point < value <= 1.0):
                     errors.append(f"{where}: until_progress={value!r}: must be in ({last_point:g}, 1], after the "
                                   f"phase before")
+                elif value == 1.0 and i < len(raw_phases):
+                    errors.append(f"{where}: until_progress=1: the run ends there, so the phases after it would "
+                                  f"never run")
                 else:
                     last_point = float(value)
             elif key in ("steps", "tokens") and not _positive_int(value):
@@ -215,6 +218,11 @@ def phase_problems(path: str, base: CurriculumConfig, run: RunShape) -> list[str
     for d in plan.datasets.values():
         if not glob.glob(d.files):
             errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
+        for f in sorted(glob.glob(d.files)):
+            try:
+                shard_token_count(f)
+            except ShardFormatError as err:
+                errors.append(f"CURRICULUM_PHASES: dataset {d.name}: {err}")
     for i, p in enumerate(plan.phases, 1):
         seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
         per_micro = run.world_size * run.grad_accum_steps * seq_len

@@ -65,6 +65,16 @@ def test_every_problem_is_named_with_its_phase_and_key():
         assert expected in text, expected
 
 
+def test_a_phase_after_the_end_of_the_run_is_refused():
+    table = dict(datasets=DATASETS, phase=[dict(name="all", until_progress=1.0, mixture={"docs": 1.0}),
+                                           dict(name="never", mixture={"docs": 1.0})])
+    plan, errors = parse_phases(table, BASE)
+    assert plan is None and errors == ["phase 1 (all): until_progress=1: the run ends there, so the phases after it "
+                                       "would never run"]
+    plan, errors = parse_phases(dict(datasets=DATASETS, phase=table["phase"][:1]), BASE)
+    assert errors == [] and plan.phases[0].end == ("until_progress", 1.0)
+
+
 def test_unreadable_or_malformed_files_say_so(tmp_path):
     _, errors = load_phases(tmp_path / "missing.toml", BASE)
     assert "cannot read it" in errors[0] and "CURRICULUM_PHASES=" in errors[0]

@@ -596,6 +596,13 @@ def test_a_phases_file_naming_missing_shards_is_refused_before_training(dataset,
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "dataset gone: files='/nowhere/*.bin': no shard matches" in out.stderr
     assert "phase 1 (phase1): batch_tokens=1000: must be a multiple" in out.stderr
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "c_train_000000.bin").write_bytes(b"not a shard")
+    path = phases_file(tmp_path, f'[datasets.bad]\nfiles = "{corrupt}/*.bin"\n[[phase]]\nmixture = {{ bad = 1.0 }}\n')
+    settings_errors = tg.check_settings(tg.parse_settings(trainer_env(dataset, tmp_path, CURRICULUM_PHASES=path))[0])
+    assert any(e.startswith("CURRICULUM_PHASES: dataset bad: ") and "c_train_000000.bin" in e and "header" in e
+               for e in settings_errors), settings_errors
 
 
 @pytest.mark.parametrize("example, boundaries", [("seq_len_warmup_cpu", [0, 2]), ("anneal_code_to_prose", [0, 2, 4])])
@@ -715,3 +722,20 @@ def test_a_run_with_documents_masked_and_aligned_trains_logs_its_cut_and_its_cou
     assert data["tokens_read"] == data["sequences_read"] * 64
     assert data["sequences_read"] == data["sequences_trained"] + data["sequences_waiting"]  # carry: nothing discarded
     assert "tokens skipped by the alignment" in text and summary(env)["recompiles_after_warmup"] == 0
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset, tmp_path, signum):
+    import subprocess
+    import time
+    from tools import launch
+    env = trainer_env(dataset, tmp_path, ITERATIONS="100000", TRAIN_LOG_EVERY="1")
+    log = Path(env["LOG_DIR"]) / "run.txt"
+    proc = launch.start_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and "step:3/" in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+    assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary
