@@ -33,7 +33,7 @@ run: data
 	bash tools/run.sh $(PYTHON)
 
 test: data extras
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=10
 
 bench: data
 	$(PYTHON) -m tools.bench
