@@ -143,7 +143,8 @@ def test_bad_files_are_named_once_each(tmp_path):
     assert len(runs) == 6
     assert len(failed) == 2 and "roundtrip_val_bpb=nan" in failed[0] and "val_bpb=inf" in failed[1]
     assert problems == [
-        "broken.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+        "broken.json: not a readable JSON file (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 "
+        "column 2 (char 1)); "
         "left out",
         "manifest.json: not a train_gpt.py run summary (no run_id, settings, roundtrip_val_loss, roundtrip_val_bpb); "
         "left out",
