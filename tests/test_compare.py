@@ -341,3 +341,19 @@ def test_every_record_with_a_submission_has_its_logs():
     for submission in (ROOT / "records").glob("*/*/submission.json"):
         logs = submission.parent / "logs"
         assert sorted(logs.rglob("*.json")) and sorted(logs.rglob("*.txt")), f"{submission.parent} has no logs"
+
+
+def test_a_treatment_arm_is_measured_against_the_baseline_and_a_treated_curriculum_against_its_treatment(tmp_path):
+    runs = {}
+    for seed, (base, cur) in RECORD.items():
+        runs[f"c0-s{seed}"] = summary(seed, False, base)
+        runs[f"doc-s{seed}"] = summary(seed, False, base - 0.01, ATTENTION_MASK="document")
+        runs[f"bos-s{seed}"] = summary(seed, False, base + 0.2, DATA_ALIGN="bos", DOC_MAX_TOKENS=64)
+        runs[f"c1doc-s{seed}"] = summary(seed, True, cur, ATTENTION_MASK="document")
+    text, comparisons = cmp.build_report(write_runs(tmp_path / "runs", runs), tmp_path / "out")
+    pairs = {(c.arm.name, c.base.name) for c in comparisons}
+    assert ("ATTENTION_MASK=document", "baseline") in pairs
+    assert ("DATA_ALIGN=bos DOC_MAX_TOKENS=64", "baseline") in pairs
+    assert any(a.startswith("curriculum ") and a.endswith("ATTENTION_MASK=document") and b == "ATTENTION_MASK=document"
+               for a, b in pairs), pairs
+    assert "| baseline | 3 | 1337, 1338, 1339 |" in text and "baseline #" not in text

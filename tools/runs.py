@@ -13,6 +13,11 @@ actually ran on (code, torch, device, data). Canonical means:
 - curriculum settings are dropped when CURRICULUM=0, and schedule parameters the schedule does
   not read (curriculum.SCHEDULE_PARAMETERS) when it is on;
 - CURRICULUM_PHASES (a path) is replaced by the sha256 of the phases file's content, on or off.
+
+The baseline is CURRICULUM=0 with no phases and every TREATMENTS setting at its default. An arm
+that changes a treatment (the document mask, aligned rows) is measured against the baseline; an
+arm with the curriculum and a treatment prefers a CURRICULUM=0 arm with the same treatment (and
+phases), as an arm with a phases file prefers a baseline with its phases.
 """
 from __future__ import annotations
 
@@ -78,8 +83,8 @@ class Arm:
 
     @property
     def is_baseline(self) -> bool:
-        """No filter and no phases: the arm the others are measured against."""
-        return not self.canonical["CURRICULUM"] and not self.canonical.get("phases")
+        """No filter, no phases, no treatment: the arm the others are measured against."""
+        return not self.canonical["CURRICULUM"] and not self.canonical.get("phases") and not treatments(self.canonical)
 
     def by_seed(self) -> dict:
         return {r.seed: r for r in self.runs}
@@ -235,21 +240,34 @@ def _resolved(path, cwd) -> str | None:
     return str(Path(cwd or ".", path)) if not Path(path).is_absolute() else str(path)
 
 
+# data-path and model settings an arm may change against the baseline, with their defaults
+TREATMENTS = {"ATTENTION_MASK": "causal", "DATA_ALIGN": "none", "DOC_MAX_TOKENS": 0.0}
+
+
+def treatments(c: dict) -> str:
+    """The arm's non-default treatments as text ("" for none); DOC_MAX_TOKENS only where rows are aligned."""
+    changed = [(k, c.get(k, d)) for k, d in TREATMENTS.items() if _number(c.get(k, d)) != _number(d)]
+    if c.get("DATA_ALIGN", "none") == "none":
+        changed = [(k, v) for k, v in changed if k != "DOC_MAX_TOKENS"]
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed)
+
+
 def arm_name(c: dict, phases_file: str | None = None) -> str:
     """A readable name; a phases file shows by its name (as the first run gave it) and content hash."""
     phases = ""
     if c.get("phases"):
         stem = Path(phases_file).stem if phases_file else ""
         phases = f" phases {stem} ({c['phases'][:8]})" if stem else f" phases {c['phases'][:8]}"
+    treated = treatments(c)
     if not c["CURRICULUM"]:
-        return "baseline" + phases
+        return (treated or "baseline") + phases
     def show(v) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
     schedule = c.get("CURRICULUM_SCHEDULE")
     params = "".join(f" {p}={show(c.get('CURRICULUM_' + p.upper()))}" for p in SCHEDULE_PARAMETERS.get(schedule, ()))
     pool = c.get("CURRICULUM_POOL")
     return (f"curriculum {c.get('CURRICULUM_SCORE')}/{schedule}{params} x{show(c.get('CURRICULUM_OVERSAMPLE'))}"
-            + (f" {pool}" if pool not in (None, "fresh") else "") + phases)
+            + (f" {pool}" if pool not in (None, "fresh") else "") + (f" {treated}" if treated else "") + phases)
 
 
 def arm_key(c: dict) -> tuple:
@@ -300,11 +318,12 @@ def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
     arm with a phases file, its phases), or why none is."""
     def rest(a: Arm) -> dict:
         return {k: v for k, v in a.canonical.items()
-                if k not in ("CURRICULUM", "phases") and not k.startswith(CURRICULUM_PREFIX)}
+                if k not in ("CURRICULUM", "phases", *TREATMENTS) and not k.startswith(CURRICULUM_PREFIX)}
     target = rest(arm)
     unfiltered = [b for b in arms if not b.canonical["CURRICULUM"] and b is not arm]
-    same_phases = [b for b in unfiltered if b.canonical.get("phases") == arm.canonical.get("phases")]
-    for b in same_phases + [b for b in unfiltered if b.is_baseline]:  # the same phases first, then none
+    same = [b for b in unfiltered if b.canonical.get("phases") == arm.canonical.get("phases")
+            and treatments(b.canonical) == treatments(arm.canonical)]
+    for b in same + [b for b in unfiltered if b.is_baseline]:  # the same phases and treatments first, then none
         if rest(b) == target:
             return b, None
     baselines = [b for b in arms if b.is_baseline]
