@@ -357,3 +357,12 @@ def test_a_treatment_arm_is_measured_against_the_baseline_and_a_treated_curricul
     assert any(a.startswith("curriculum ") and a.endswith("ATTENTION_MASK=document") and b == "ATTENTION_MASK=document"
                for a, b in pairs), pairs
     assert "| baseline | 3 | 1337, 1338, 1339 |" in text and "baseline #" not in text
+
+
+EXPERIMENTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/logs"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.name for e in EXPERIMENTS])
+def test_every_committed_experiment_is_rederived_from_its_logs(experiment, tmp_path):
+    text, _ = cmp.build_report(experiment / "logs", tmp_path)
+    assert table_lines(text) == table_lines((experiment / "report.md").read_text())

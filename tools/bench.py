@@ -65,6 +65,7 @@ import train_gpt as tg  # the trainer's own settings, model, optimisers and step
 from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
 from curriculum.loader import Position
 from curriculum.rows import SequentialRows, ShuffledRows, row_table
+from trainer.provenance import device_name
 from curriculum.selector import corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools import turns
@@ -493,7 +494,7 @@ def cpu_line() -> str:
     except OSError:
         pass
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return (f"CPU: {tg.device_name(torch.device('cpu'))}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
+    return (f"CPU: {device_name(torch.device('cpu'))}, {os.cpu_count()} cores, flags {' '.join(wanted) or 'none of avx2/avx512'}"
             f", torch {torch.__version__}, ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'default')}"
             f", CPU_AUTOCAST={os.environ.get('CPU_AUTOCAST', 'auto')}")
 
