@@ -482,10 +482,13 @@ class MixedRows:
     def restore(self, state: MixedState) -> None:
         for reader, st in zip(self.readers, state.readers):
             reader.restore(st)
-        self.base_weights, self.dropped = list(state.weights), set(state.dropped)
+        self._blend(list(state.weights), set(state.dropped), list(state.credits))
+
+    def _blend(self, weights: list[float], dropped: set[int], credits: list[int]) -> None:
+        self.base_weights, self.dropped = weights, dropped
         self.weights = renormalised(self.base_weights, self.dropped)
         self.ints = integer_weights(self.weights)
-        self.credits = list(state.credits) or [0] * len(self.base_weights)
+        self.credits = credits or [0] * len(self.base_weights)
 
     def state(self) -> MixedState:
         return MixedState(tuple(r.state() for r in self.readers), tuple(self.base_weights), tuple(self.credits),
@@ -504,8 +507,7 @@ class MixedRows:
                           tuple(saved["credits"]), tuple(saved["dropped"]))
 
     def _drop(self, out: list[int]) -> None:
-        self.restore(MixedState(tuple(r.state() for r in self.readers), tuple(self.base_weights), (),
-                                tuple(sorted(self.dropped | set(out)))))
+        self._blend(self.base_weights, self.dropped | set(out), [])  # the readers stay where they are
         mixture = ",".join(f"{name}={w:.3f}" for name, w in zip(self.mixture.names, self.weights))
         self.events += [DataEvent("drop", self.mixture.names[d], mixture=mixture) for d in sorted(out)]
 

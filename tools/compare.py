@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from scipy import stats
 
 from curriculum.shards import write_atomic
+from trainer.settings import check_writable_folder
 from tools.runs import (FINGERPRINTS, Arm, CompareError, differing, find_baseline, finite, group_arms, load_runs,
                         pair_by_seed, seed_order)
 
@@ -410,13 +410,9 @@ def main(argv=None) -> int:
 
 def check_out(out: Path) -> None:
     """--out must be a folder this user can write, or one that can be made: checked before any work."""
-    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if existing == out and not out.is_dir():
-        raise CompareError(f"--out={out}: is a file; must be a folder (or not exist yet)")
-    if not existing.is_dir():
-        raise CompareError(f"--out={out}: {existing} is a file, so the folder cannot be made")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CompareError(f"--out={out}: {existing} is not writable by this user")
+    problems = check_writable_folder(str(out), "--out")
+    if problems:
+        raise CompareError(problems[0])
 
 
 def write_report(logs: Path, out: Path, who: str, unpaired: bool = False) -> int:

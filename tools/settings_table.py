@@ -8,11 +8,11 @@ tests/test_settings_table.py fails when the page and the declaration disagree.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from curriculum.config import PARSERS
+from curriculum.shards import write_atomic
 from trainer.settings import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +40,7 @@ def write(path: Path) -> None:
     text = path.read_text()
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{head}{BEGIN}\n{tables()}{END}{tail}")
-    os.replace(tmp, path)
+    write_atomic(path, f"{head}{BEGIN}\n{tables()}{END}{tail}".encode())
 
 
 def main(argv=None) -> int:

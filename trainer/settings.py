@@ -288,14 +288,19 @@ def check_settings(s: Settings) -> list[str]:
 
 def check_log_dir(log_dir: str) -> list[str]:
     """LOG_DIR must be a folder this process can write, or creatable: logs and the artifact go there."""
-    path = Path(log_dir)
+    return check_writable_folder(log_dir, "LOG_DIR")
+
+
+def check_writable_folder(folder: str, name: str) -> list[str]:
+    """`folder` (the setting or option `name`) is a folder this user can write, or one that can be made."""
+    path = Path(folder)
     existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
     if existing == path and not path.is_dir():
-        return [f"LOG_DIR={log_dir!r}: is a file; must be a folder (or not exist yet)"]
+        return [f"{name}={folder!r}: is a file; must be a folder (or not exist yet)"]
     if not existing.is_dir():
-        return [f"LOG_DIR={log_dir!r}: {existing} is a file, so the folder cannot be made"]
+        return [f"{name}={folder!r}: {existing} is a file, so the folder cannot be made"]
     if not os.access(existing, os.W_OK | os.X_OK):
-        return [f"LOG_DIR={log_dir!r}: {existing} is not writable by this user"]
+        return [f"{name}={folder!r}: {existing} is not writable by this user"]
     return []
 
 
