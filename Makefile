@@ -8,7 +8,7 @@ ARMS ?= baseline v
 MODE ?= time
 STEPS ?= 0
 
-.PHONY: setup extras sources data run test bench bench-cost compare clean distclean
+.PHONY: setup extras sources data index run test bench bench-cost compare clean distclean
 
 setup: $(VENV)/.core
 $(VENV)/.core: requirements.txt
@@ -26,6 +26,12 @@ sources: setup
 
 data: sources
 	$(PYTHON) -m data.build
+
+# The difficulty index of the embedded corpus at configs/cpu.env's row length: every signal, then
+# proxy_loss (a reference model trained on a held-out slice; about 3 min on 2 cores)
+index: data
+	$(PYTHON) -m tools.envfile configs/cpu.env $(PYTHON) -m curriculum.index
+	$(PYTHON) -m tools.envfile configs/cpu.env $(PYTHON) -m tools.proxy_loss
 
 # The main job: train with the curriculum on the embedded default (tools/run.sh picks the
 # GPUs with the trainer's H100 defaults, or configs/cpu.env on a CPU).

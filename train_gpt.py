@@ -635,7 +635,8 @@ class Job:
         return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                            world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
                            order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
-                           warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens)
+                           warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
+                           index_order=s.index_order, tokenizer=s.tokenizer_path)
 
 
 def set_up(started: float) -> Job:

@@ -12,6 +12,8 @@ DATA_ALIGNS = ("none", "bos")  # curriculum/rows.py reads the rows as these say
 from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
+from .index_order import PACINGS, OrderConfig
+from .signals import SIGNALS
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,9 @@ CURRICULUM_SETTINGS = (
     Setting("CURRICULUM", "bool", False, "0: exactly the baseline's batches; 1: select from an oversampled pool",
             field="enabled"),
     Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`); `random` is "
-            "the control",
-            choices=tuple(SCORES), field="score"),
+            "the control; `index:<signal>` looks each row's score up in the difficulty index instead (any signal of "
+            "`ORDER_SCORE`; needs whole rows: `DATA_ORDER=shuffled` or `curriculum`, or `DATA_ALIGN=bos`)",
+            choices=tuple(SCORES) + tuple(f"index:{name}" for name in SIGNALS), field="score"),
     Setting("CURRICULUM_SCHEDULE", "text", "v", "`v` (easy, hardest at the peak, easy again), `linear` (easy to hard), "
             "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule"),
     Setting("CURRICULUM_PEAK", "peak", 0.45, "progress where the V turns, or `warmdown`: where the LR starts to fall",
@@ -161,8 +164,25 @@ CURRICULUM_SETTINGS = (
 DATA_ORDER = Setting(
     "DATA_ORDER", "text", "sequential", "`sequential`: the challenge's loader, the shards in order, each micro-batch "
     "the next span; `shuffled`: every shard cut into slots of `TRAIN_SEQ_LEN + 1` tokens, all visited once per pass "
-    "in a permutation seeded by (`SEED`, pass), each rank its disjoint share (baseline and curriculum alike)",
+    "in a permutation seeded by (`SEED`, pass), each rank its disjoint share (baseline and curriculum alike); "
+    "`curriculum`: whole rows drawn from the difficulty index by `ORDER_SCORE` and `ORDER_PACING` (docs/index.md)",
     choices=DATA_ORDERS)
+ORDER_SETTINGS = (
+    Setting("ORDER_SCORE", "text", "compression_ratio", "with `DATA_ORDER=curriculum`, the index's signal that "
+            "orders the rows (`random`: the same machinery in no order, the control)", choices=SIGNALS,
+            field="score"),
+    Setting("ORDER_PACING", "text", "warmup", "`warmup`: the easiest `ORDER_START` of the rows at first, every row "
+            "after `ORDER_WARMUP` of the run; `linear`: the same growth over the whole run; `reverse`: hardest first; "
+            "`v`: a band `ORDER_WIDTH` wide that follows the V", choices=PACINGS, field="pacing"),
+    Setting("ORDER_START", "float", 0.2, "fraction of the rows (easiest first) drawn from at the start", minimum=0.01,
+            maximum=1.0, field="start"),
+    Setting("ORDER_WARMUP", "float", 0.2, "fraction of the run over which `warmup` widens to every row", minimum=0.0,
+            maximum=1.0, field="warmup"),
+    Setting("ORDER_WIDTH", "float", 0.5, "width of the `v` pacing's band, as a fraction of the rows", minimum=0.01,
+            maximum=1.0, field="width"),
+    Setting("ORDER_INDEX", "text", "", "the index file (empty: `curriculum_index_seq<L>_<align>.cidx` beside the "
+            "first training shard; `make index` builds it)", field="index"),
+)
 DATA_ALIGN = Setting(
     "DATA_ALIGN", "text", "none", "`none`: rows are spans of the stream wherever they fall; `bos`: every row begins "
     "at a document's BOS and holds it and the next documents, each cut to `DOC_MAX_TOKENS`, cut at the row's end; "
@@ -183,6 +203,11 @@ def read_curriculum(e: EnvReader) -> CurriculumConfig:
 def read_data_order(e: EnvReader) -> str:
     """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
     return e.read(DATA_ORDER)
+
+
+def read_order(e: EnvReader) -> OrderConfig:
+    """The ORDER_* settings of DATA_ORDER=curriculum (read, and checked, whatever the order)."""
+    return OrderConfig(**e.read_all(ORDER_SETTINGS))
 
 
 def read_data_align(e: EnvReader) -> tuple[str, int]:

@@ -35,6 +35,8 @@ from torch import Tensor
 
 from .config import CurriculumConfig
 from .domains import DomainIndex
+from .index import ScoreLookup, open_checked
+from .index_order import OrderConfig, OrderTally, ProgressFeed
 from .order import DATA_ORDERS
 from .phases import PhaseTracker, RunPhases, RunShape
 from .read_ahead import Block, ReadAhead
@@ -88,12 +90,13 @@ class BatchSource:
     def __init__(self, files: list[Path] | None, *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
                  vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
                  seed: int = 0, read_ahead: int = 4, mixture: Mixture | None = None, phases: str | None = None,
-                 grad_accum_steps: int = 1, warm_up_steps: int = 0, align: str = "none", doc_max_tokens: int = 0):
+                 grad_accum_steps: int = 1, warm_up_steps: int = 0, align: str = "none", doc_max_tokens: int = 0,
+                 index_order: OrderConfig | None = None, tokenizer: str | None = None):
         if order not in DATA_ORDERS:
             raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
         if align not in DATA_ALIGNS:
             raise ValueError(f"DATA_ALIGN={align!r}: must be one of {', '.join(DATA_ALIGNS)}")
-        self.align = align
+        self.align, self.doc_max, self.tokenizer = align, doc_max_tokens, tokenizer
         self.rank, self.world_size, self.depth, self.order = rank, world_size, read_ahead, order
         self.vocab_size, self.device = vocab_size, torch.device(device)
         self.tracker, self.warm_up_steps = None, warm_up_steps
@@ -115,10 +118,15 @@ class BatchSource:
             self.files = list(files)
             self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files])
             self.domain_names = self.domain_index.names if self.domain_index else ()
-        self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens)
+        # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
+        self.index_order, self.feed = index_order or OrderConfig(), ProgressFeed(lag=read_ahead + 1)
+        self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens,
+                              index_order=(self.index_order, self.feed, vocab_size, tokenizer))
         self.total_tokens = self.rows.total_tokens
         self.window_stats: WindowStats | None = None
         self.statistics = DataStatistics(self.domain_names, None)
+        if order == "curriculum":
+            self.statistics.order = OrderTally(rows=self.rows.index.rows)
         self.statistics.pending += pending + self.rows.describe()
         self.config, self.selector, self._read_ahead = None, None, None
         self._at = Position()
@@ -137,11 +145,23 @@ class BatchSource:
             if waiting is not None:
                 self.selector.load_state_dict(waiting)
         self._resume = state  # where the stream goes on after the last batch taken
+        lookup = self._score_lookup(config, seq_len) if config.enabled and config.score.startswith("index:") else None
         carry = config.enabled and config.pool == "carry"
         first = self.selector.fresh_needed() if self.selector else self.pool_size
         self._read_ahead = ReadAhead(self.rows, state, first=first, then=batch_seqs if carry else self.pool_size,
                                      vocab_size=self.vocab_size, domain_index=self.domain_index,
-                                     domains=len(self.domain_names), pin=self.device.type == "cuda", depth=self.depth)
+                                     domains=len(self.domain_names), pin=self.device.type == "cuda", depth=self.depth,
+                                     score_lookup=lookup)
+
+    def _score_lookup(self, config: CurriculumConfig, seq_len: int) -> ScoreLookup:
+        """CURRICULUM_SCORE=index:<signal>: the index of the rows read at this length."""
+        signal = config.score.split(":", 1)[1]
+        if self.mixture is not None or (self.order == "sequential" and self.align == "none"):
+            raise DataError(f"CURRICULUM_SCORE={config.score}: the index scores whole rows, which DATA_ORDER=sequential "
+                            f"(spans of the stream) and a phases file's mixture do not read; use DATA_ORDER=shuffled or "
+                            f"curriculum, or DATA_ALIGN=bos")
+        return ScoreLookup(open_checked(self.files, seq_len, self.align, self.doc_max, self.vocab_size, self.tokenizer,
+                                        signal, self.index_order.index), signal)
 
     def _stop_read_ahead(self) -> None:
         """Join the thread: the reader's state is restored next, so it must be gone."""
@@ -190,19 +210,21 @@ class BatchSource:
         if self.tracker is not None:
             self._advance_phases(at)
         self._at = at
+        self.feed.observe(self.statistics.c.micro_batches, at.progress)  # before the block: the reader may wait on it
         t0 = time.perf_counter()
         block = self._read_ahead.get()
         wait_ms = 1000.0 * (time.perf_counter() - t0)
         self._resume = block.state_after
         self.statistics.taken(len(block.positions), self.batch_seqs, self.seq_len, block.positions, block.domain_counts,
-                              block.tokens_consumed, block.tokens_skipped, block.events, wait_ms)
+                              block.tokens_consumed, block.tokens_skipped, block.events, wait_ms, block.draw)
         rows = block.tokens.to(self.device, non_blocking=True).long()
         if self.selector is not None:
             progress = at.progress if self.tracker is None else \
                 self.tracker.schedule_progress(at.step, at.tokens, at.progress)
             domains = None if block.domains is None else block.domains.to(self.device, non_blocking=True)
+            scores = None if block.scores is None else block.scores.to(self.device, non_blocking=True)
             rows, pooled = self.selector.choose(rows, domains, self.statistics.c.micro_batches, progress,
-                                                at.warmdown_start)
+                                                at.warmdown_start, scores)
             self.statistics.pooled(pooled)
         else:
             self.statistics.trained_unselected(block.domain_counts)
@@ -253,6 +275,10 @@ class BatchSource:
                          waiting=self.selector.waiting_rows() if carry else 0, pool_size=self.pool_size,
                          batch_seqs=self.batch_seqs, seq_len=self.seq_len, total_tokens=self.total_tokens,
                          dataset_names=self.mixture.names if self.mixture is not None else None)
+        if "order" in data:
+            index = self.rows.index
+            data["order"] |= dict(config=self.index_order.parameters(), index=str(index.path), index_rows=index.rows,
+                                  unscored_rows=self.rows.unscored, signal=index.parameters(self.index_order.score))
         if self.selector is not None and self.selector.counted_tokens is not None:
             data["unigram_counts_from_tokens"] = self.selector.counted_tokens
         rows = [data["first_rows"]]
@@ -279,7 +305,7 @@ class BatchSource:
                     selector=None if self.selector is None else self.selector.state_dict(),
                     window_stats=None if self.window_stats is None else self.window_stats.state_dict(),
                     statistics=self.statistics.state_dict(), reader_cpu_ms=self.reader_cpu_ms,
-                    phases=None if self.tracker is None else self.tracker.state_dict())
+                    phases=None if self.tracker is None else self.tracker.state_dict(), feed=self.feed.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         """Go on from a `state_dict`: its shape, filter and mixture, its stream positions, the
@@ -293,6 +319,7 @@ class BatchSource:
         if self.tracker is not None:
             self.tracker.load_state_dict(state["phases"])
         self._at = Position(**state["at"])
+        self.feed.load_state_dict(state["feed"])
         self._start(state["seq_len"], state["batch_seqs"], CurriculumConfig(**state["config"]),
                     self.rows.state_from(state["rows"]), state["selector"])
 

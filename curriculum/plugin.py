@@ -21,7 +21,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order
+from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order, read_order
+from .index_order import OrderConfig
 from .loader import BatchSource, Position
 
 
@@ -34,24 +35,28 @@ def _whole(value) -> bool:
 
 
 def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
-                         ) -> tuple[CurriculumConfig, str, int, str, int]:
-    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS) from the environment, every
-    problem reported at once; a `config` given by the caller replaces the CURRICULUM* variables."""
+                         ) -> tuple[CurriculumConfig, str, int, str, int, OrderConfig]:
+    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS, the ORDER_* settings) from
+    the environment, every problem reported at once; a `config` given by the caller replaces the
+    CURRICULUM* variables."""
     e = EnvReader(environ)
     config = read_curriculum(e) if config is None else config
     order = read_data_order(e)
     seed = e.read(SEED)
     align, doc_max = read_data_align(e)
+    index_order = read_order(e)
     errors = e.errors + config.problems()
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
-    return config, order, seed, align, doc_max
+    return config, order, seed, align, doc_max, index_order
 
 
 class CurriculumTokenLoader:
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
                  config: CurriculumConfig | None = None, vocab_size: int | None = None):
-        config, self.order, self.seed, self.align, self.doc_max = read_loader_settings(os.environ, config)
+        config, self.order, self.seed, self.align, self.doc_max, self.index_order = read_loader_settings(os.environ, config)
+        # the index's fingerprint names the tokenizer; the challenge's scripts pass none, so TOKENIZER_PATH if set
+        self.tokenizer = os.environ.get("TOKENIZER_PATH", "").strip() or None
         problems = []
         if not (_whole(world_size) and world_size >= 1):
             problems.append(f"world_size={world_size!r}: must be a whole number >= 1")
@@ -103,7 +108,8 @@ class CurriculumTokenLoader:
             self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
                                       world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
                                       config=self.config, order=self.order, seed=self.seed, align=self.align,
-                                      doc_max_tokens=self.doc_max)
+                                      doc_max_tokens=self.doc_max, index_order=self.index_order,
+                                      tokenizer=self.tokenizer if self.tokenizer and Path(self.tokenizer).is_file() else None)
         else:
             self.source.set_shape(seq_len, local // seq_len)
         self._accum = grad_accum_steps

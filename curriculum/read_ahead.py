@@ -32,6 +32,8 @@ class Block:
     tokens_skipped: int            # DATA_ALIGN=bos: of the stream, in this rank's rows' stretches, not in them
     state_after: object            # the reader's state after this block: where to resume
     events: list[DataEvent]        # what the reader did while reading it (passes begun, drops)
+    draw: object = None            # DATA_ORDER=curriculum: the draw's band, score and every rank's rows
+    scores: Tensor | None = None   # CURRICULUM_SCORE=index:<signal>: each row's score from the index
 
 
 class ReadAhead:
@@ -39,8 +41,9 @@ class ReadAhead:
     blocks ahead of the loop."""
 
     def __init__(self, rows: Rows, state, *, first: int, then: int, vocab_size: int, domain_index: DomainIndex | None,
-                 domains: int, pin: bool, depth: int = 4):
+                 domains: int, pin: bool, depth: int = 4, score_lookup=None):
         self.rows, self.vocab_size, self.domain_index, self.domains, self.pin = rows, vocab_size, domain_index, domains, pin
+        self.score_lookup = score_lookup
         self.cpu_ms = 0.0  # CPU time the thread used: what it may take from the compute threads
         rows.restore(state)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -63,11 +66,12 @@ class ReadAhead:
                     ids = self.domain_index.domains_at(positions + self.rows.domain_offset)
                 if ids is not None:
                     domains, counts = torch.from_numpy(ids), np.bincount(ids, minlength=self.domains)
+                scores = None if self.score_lookup is None else torch.from_numpy(self.score_lookup(positions).copy())
                 if self.pin:
                     host = host.pin_memory()
                 self.cpu_ms += 1000.0 * (time.thread_time() - cpu0)
                 self._put(Block(host, positions, domains, counts, self.rows.tokens_consumed, self.rows.tokens_skipped,
-                                self.rows.state(), self.rows.new_events()))
+                                self.rows.state(), self.rows.new_events(), self.rows.last_draw, scores))
                 n = then
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(e)

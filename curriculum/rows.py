@@ -71,6 +71,7 @@ class Rows(Protocol):
 
     domain_offset: int          # a row's domain is that of its token at this offset
     tokens_skipped: int         # of the stream, in this rank's rows' stretches, not in its rows
+    last_draw: object           # DATA_ORDER=curriculum: the last take's draw (curriculum/index_order.py), else None
 
     @property
     def tokens_consumed(self) -> int: ...
@@ -126,6 +127,8 @@ class SequentialRows:
     """The challenge's order: each micro-batch takes the next world_size x (n x seq_len + 1)
     tokens of the stream and rank r the r-th part, cut into n rows that overlap by one token
     (a row's last target is the next row's first input)."""
+
+    last_draw = None
 
     tokens_skipped = 0
 
@@ -191,6 +194,8 @@ class ShuffledRows:
     """`DATA_ORDER=shuffled`: fixed slots of every shard in a seeded permutation per pass
     (curriculum/order.py); each micro-batch takes the next world_size x n slots and rank r the
     r-th n."""
+
+    last_draw = None
 
     tokens_skipped = 0
 
@@ -368,6 +373,8 @@ class AlignedRows:
     """`DATA_ALIGN=bos`: the row table's rows in table order (`sequential`) or in a seeded
     permutation per pass (`shuffled`: the permuted unit is the aligned row); each micro-batch
     takes the next world_size x n rows and rank r the r-th n."""
+
+    last_draw = None
     domain_offset = 1  # a row's domain is its first document's
 
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, order: str, seed: int,
@@ -467,6 +474,8 @@ class MixedRows:
     datasets. A dataset that would start over either wraps (an event, a pass count) or, with
     on_exhaust = "drop", leaves the mixture and the others' weights are re-normalised."""
 
+    last_draw = None
+
     domain_offset = 0  # each row's domain is its dataset, given with the rows
 
     def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int, order: str = "sequential",
@@ -557,9 +566,19 @@ class MixedRows:
 
 
 def open_rows(files: list[Path] | None, mixture: Mixture | None, seq_len: int, rank: int, world_size: int,
-              order: str, seed: int, align: str = "none", doc_max: int = 0, dataset: str | None = None) -> Rows:
+              order: str, seed: int, align: str = "none", doc_max: int = 0, dataset: str | None = None,
+              index_order=None) -> Rows:
     """The reader for a run: the mixture's datasets blended, or the training shards in `order`,
-    as contiguous spans or (`align="bos"`) rows that begin at a document."""
+    as contiguous spans or (`align="bos"`) rows that begin at a document. `index_order` is
+    DATA_ORDER=curriculum's (OrderConfig, ProgressFeed, vocab_size, tokenizer)."""
+    if order == "curriculum":
+        if mixture is not None:
+            raise DataError("DATA_ORDER=curriculum reads one training set's index; a phases file's mixture of datasets "
+                            "cannot use it (use DATA_ORDER=shuffled there)")
+        from .index_order import CurriculumRows
+        config, feed, vocab_size, tokenizer = index_order
+        return CurriculumRows(list(files), seq_len, rank, world_size, seed, align, doc_max, config, feed, vocab_size,
+                              tokenizer, dataset)
     if mixture is not None:
         return MixedRows(mixture, seq_len, rank, world_size, order, seed, align, doc_max)
     if align == "bos":

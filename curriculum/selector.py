@@ -82,7 +82,7 @@ class Selector:
         self.pool = Pool(config.pool, batch_seqs)
         self.stats = stats
         self.last_target: float | None = None
-        self.score = SCORES[config.score]
+        self.score = SCORES.get(config.score)  # None: index:<signal>, the scores come with the rows
         self.counted_tokens = None
         if config.score in NEEDS_UNIGRAM_COUNTS:
             surprisal, self.counted_tokens = corpus_surprisal(tuple(files), vocab_size)
@@ -93,13 +93,14 @@ class Selector:
         return self.pool.fresh_needed(self.pool_size)
 
     def choose(self, rows: Tensor, domains: Tensor | None, micro_batch: int, progress: float,
-               warmdown_start: float) -> tuple[Tensor, int]:
-        """The kept rows, and how many rows the pool held."""
+               warmdown_start: float, scores: Tensor | None = None) -> tuple[Tensor, int]:
+        """The kept rows, and how many rows the pool held; `scores`: the rows' from the index."""
         cfg = self.config
         self.last_target = target_percentile(cfg.schedule, progress, cfg.peak, cfg.target, warmdown_start)
         read_at = (torch.full((rows.size(0),), micro_batch, dtype=torch.int64, device=self.device)
                    if cfg.pool == "carry" else None)
-        kept, pool = self.pool.choose(Pooled(rows, self.score(rows, self.vocab_size), read_at, domains), self.last_target)
+        scores = self.score(rows, self.vocab_size) if scores is None else scores
+        kept, pool = self.pool.choose(Pooled(rows, scores, read_at, domains), self.last_target)
         self.stats.add(kept, pool, micro_batch)
         return kept.rows, pool.rows.size(0)  # a host number: the sizes are known
 

@@ -52,13 +52,16 @@ class DataStatistics:
         self.domain_names, self.stats = tuple(domain_names), stats
         zeros = [0] * len(self.domain_names)
         self.c = Counts(read_domains=list(zeros), trained_domains=list(zeros), window_read_domains=list(zeros))
+        self.order = None              # DATA_ORDER=curriculum's OrderTally
         self.pending: list[str] = []   # lines for the next `drain_log`
         self.events: list[DataEvent] = []  # in the batches taken, not yet logged
 
     # ------------------------------------------------------------ counting
     def taken(self, read: int, trained: int, seq_len: int, positions: np.ndarray, domain_counts,
-              tokens_consumed: int, tokens_skipped: int, events: list[DataEvent], wait_ms: float) -> None:
+              tokens_consumed: int, tokens_skipped: int, events: list[DataEvent], wait_ms: float, draw=None) -> None:
         c = self.c
+        if draw is not None:
+            self.order.add(draw)
         c.micro_batches += 1
         c.sequences_read += read
         c.tokens_read += read * seq_len
@@ -142,6 +145,10 @@ class DataStatistics:
             mix = f" mix:{mix_text(self.domain_names, w['read_domains'])}" if not selecting else (
                 f" read_mix:{mix_text(self.domain_names, w['read_domains'])} "
                 f"kept_mix:{mix_text(self.domain_names, w['trained_domains'])}")
+        if self.order is not None:
+            o = self.order.close_window(step)
+            if o is not None:
+                mix += f" order_band:[{o['band_lo']:.2f},{o['band_hi']:.2f}] order_score_mean:{o['score_mean']:.4f}"
         if not selecting:
             return f"data step:{step} progress:{progress:.4f} data_wait_ms:{wait:.3f}{mix}"
         nan = float("nan")
@@ -184,6 +191,11 @@ class DataStatistics:
         if self.domain_names:
             out |= dict(domain_names=list(self.domain_names), read_domain_counts=list(c.read_domains),
                         trained_domain_counts=list(c.trained_domains), mix_windows=list(c.mix_windows))
+        if self.order is not None:
+            self.order.close_window(steps)
+            o = self.order
+            out["order"] = dict(draws=o.draws, passes_begun=o.passes + 1, max_reads_in_a_pass=o.max_reads_in_a_pass,
+                                rows_read_this_pass=int((o.reads > 0).sum()), windows=list(o.windows))
         if dataset_names is not None:
             out |= dict(dataset_passes_begun={n: c.dataset_wraps.get(n, 0) + 1 for n in dataset_names},
                         datasets_dropped=list(c.datasets_dropped))
@@ -202,9 +214,12 @@ class DataStatistics:
     # ------------------------------------------------------------ saved state
     def state_dict(self) -> dict:
         return dict(counts=dataclasses.asdict(self.c), pending=list(self.pending),
-                    events=[dataclasses.asdict(e) for e in self.events])
+                    events=[dataclasses.asdict(e) for e in self.events],
+                    order=None if self.order is None else self.order.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         self.c = Counts(**state["counts"])
         self.pending = list(state["pending"])
         self.events = [DataEvent(**e) for e in state["events"]]
+        if state["order"] is not None:
+            self.order.load_state_dict(state["order"])

@@ -17,3 +17,21 @@ def read_env_file(path: str | Path) -> dict[str, str]:
             raise ValueError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tools.envfile FILE COMMAND...`: run COMMAND with FILE's settings under the
+    environment's (a variable already set wins, as everywhere in this project)."""
+    import os
+    import subprocess
+    import sys
+    if len(argv) < 2:
+        print("usage: python -m tools.envfile FILE COMMAND...", file=sys.stderr)
+        return 2
+    return subprocess.call(argv[1:], env=read_env_file(argv[0]) | dict(os.environ))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
-from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, SEED, EnvReader, Setting,
-                               read_curriculum)
+from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, ORDER_SETTINGS, SEED,
+                               EnvReader, Setting, read_curriculum, read_order)
+from curriculum.index import index_problems
+from curriculum.index_order import OrderConfig
 from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
@@ -63,6 +65,7 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "`CHECKPOINT_EVERY` differs", shown_default="none"),
         SEED,
         DATA_ORDER,
+        *ORDER_SETTINGS,
         DATA_ALIGN,
         DOC_MAX_TOKENS,
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
@@ -161,7 +164,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
 }
 del S
 SETTINGS = tuple(st for group in GROUPS.values() for st in group)  # every variable the trainer reads
-TRAINER_SETTINGS = tuple(st for st in SETTINGS if st not in CURRICULUM_SETTINGS)  # CurriculumConfig has the rest
+# CurriculumConfig and OrderConfig have the rest
+TRAINER_SETTINGS = tuple(st for st in SETTINGS if st not in CURRICULUM_SETTINGS + ORDER_SETTINGS)
 
 
 class SettingsBase:
@@ -181,7 +185,8 @@ PYTHON_TYPES = {"int": int, "float": float, "bool": bool, "text": str, "peak": o
 # `env`: every value read, defaults included, as the run's summary records it
 Settings = dataclasses.make_dataclass(
     "Settings", [(st.attribute, PYTHON_TYPES[st.kind]) for st in TRAINER_SETTINGS]
-    + [("curriculum", CurriculumConfig), ("env", dict, field(default_factory=dict))], bases=(SettingsBase,))
+    + [("curriculum", CurriculumConfig), ("index_order", OrderConfig), ("env", dict, field(default_factory=dict))],
+    bases=(SettingsBase,))
 
 
 def read_settings(environ=os.environ) -> Settings:
@@ -198,7 +203,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
     Defaults are the stronger stack's 8xH100 configuration."""
     e = EnvReader(environ)
     values = e.read_all(TRAINER_SETTINGS)
-    s = Settings(**values, curriculum=read_curriculum(e))  # the plugin reads CURRICULUM* with the same function
+    s = Settings(**values, curriculum=read_curriculum(e), index_order=read_order(e))  # the plugin reads CURRICULUM* with the same function
     s.env = e.values
     return s, e.errors
 
@@ -263,6 +268,11 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
                       f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
+    if train_tokens and not s.phases and not errors:
+        errors += index_problems([Path(f) for f in sorted(glob.glob(s.train_files))], s.train_seq_len, s.data_align,
+                                 s.doc_max_tokens, s.vocab_size, s.tokenizer_path if os.path.isfile(s.tokenizer_path)
+                                 else None, s.data_order, s.curriculum.score if s.curriculum.enabled else "",
+                                 s.index_order.score, s.index_order.index)
     if s.phases:
         errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
                                                                   s.grad_accum_steps))
