@@ -66,7 +66,8 @@ def tiny_shards(dataset, tmp_path):
 @pytest.fixture
 def clean_env(monkeypatch):
     for k in list(__import__("os").environ):
-        if k.startswith("CURRICULUM") or k in ("DATA_ORDER", "DATA_ALIGN", "DOC_MAX_TOKENS", "SEED", "VOCAB_SIZE"):
+        if k.startswith(("CURRICULUM", "ORDER_")) or k in ("DATA_ORDER", "DATA_ALIGN", "DOC_MAX_TOKENS", "SEED",
+                                                         "VOCAB_SIZE", "TOKENIZER_PATH"):
             monkeypatch.delenv(k)
     return monkeypatch
 
@@ -147,6 +148,30 @@ def test_data_align_bos_gives_rows_that_begin_at_a_document_through_the_plugin(d
         assert data["data_align"] == "bos" and data["tokens_skipped"] > 0
     finally:
         loader.close()
+
+
+def test_a_whole_run_order_from_the_index_through_the_plugin(dataset, clean_env, tmp_path):
+    from curriculum.index import build_index
+    files = sorted(Path(p) for p in glob.glob(dataset["folders"]["embedded_docs_sp1024"] + "/*train_*.bin"))
+    index = tmp_path / "docs.cidx"
+    build_index(files, seq_len=16, align="none", doc_max=0, vocab_size=1024, tokenizer=dataset["tokenizer"],
+                signals=["compression_ratio"], out=index, progress=False)
+    clean_env.setenv("DATA_ORDER", "curriculum")
+    clean_env.setenv("ORDER_INDEX", str(index))
+    clean_env.setenv("TOKENIZER_PATH", dataset["tokenizer"])  # the index's fingerprint names it
+    loader = CurriculumTokenLoader(dataset["folders"]["embedded_docs_sp1024"] + "/*train_*.bin", 0, 1, "cpu")
+    try:
+        for step in range(6):
+            loader.set_progress(step / 6)
+            x, y = loader.next_batch(8 * 16, 16, 1)
+            assert x.shape == (8, 16)
+        order = loader.summary()["order"]
+        assert order["draws"] == 6 and order["max_reads_in_a_pass"] == 1 and order["config"]["pacing"] == "warmup"
+    finally:
+        loader.close()
+    clean_env.setenv("ORDER_PACING", "zigzag")
+    with pytest.raises(CurriculumSettingsError, match="ORDER_PACING='zigzag': must be one of warmup, linear, reverse, v"):
+        CurriculumTokenLoader(dataset["folders"]["embedded_docs_sp1024"] + "/*train_*.bin", 0, 1, "cpu")
 
 
 def test_close_ends_the_read_ahead_thread(tiny_shards, clean_env):

@@ -38,9 +38,15 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    (9 x 512, 2048 tokens; 2 sequences per step, eager: a CPU cannot take 48), the geometric mean
    of the per-step ratios with its 95% CI; and documents per row for each DATA_ALIGN.
 
+9. The difficulty index (curriculum/index.py): each signal's build rate over the embedded corpus
+   in tokens/s per process, the proxy loss's scoring rate with its reference model, and the
+   projected time for FineWeb's 8B training tokens on 2 and on 16 cores. Section 7 has the
+   DATA_ORDER=curriculum trainer against the shuffled baseline (the order_curriculum arm).
+
     python -m tools.bench [--pairs 60] [--blocks 6] [--steps 40] [--repeats 3] [--skip-trainer] [--replay]
                           [--cost-only] [--no-decompose]     # make bench-cost: section 7 alone
                           [--mask-only]                      # section 8 alone
+                          [--index-only]                     # section 9 alone
 """
 from __future__ import annotations
 
@@ -387,7 +393,10 @@ COST_ARMS = (turns.Arm("baseline", ARM_ENV["baseline"]),
              turns.Arm("baseline_again", ARM_ENV["baseline"]),  # the A/A control: the method's own error
              turns.Arm("fresh", ARM_ENV["fresh"]),
              turns.Arm("carry", ARM_ENV["carry"]),
-             turns.Arm("random", ARM_ENV["fresh"] | dict(CURRICULUM_SCORE="random")))
+             turns.Arm("random", ARM_ENV["fresh"] | dict(CURRICULUM_SCORE="random")),
+             # a whole-run order from the index against its own baseline, the shuffled order (ORDER_INDEX: a bench index)
+             turns.Arm("baseline_shuffled", ARM_ENV["baseline"] | dict(DATA_ORDER="shuffled")),
+             turns.Arm("order_curriculum", ARM_ENV["baseline"] | dict(DATA_ORDER="curriculum")))
 DECOMPOSITION_ARMS = (
     turns.Arm("pool_only", ARM_ENV["fresh"], ("pool_only",)),
     turns.Arm("read_only", ARM_ENV["fresh"], ("read_only",)),
@@ -425,6 +434,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     run_env = trainer_env(env, steps)
     rings = []
     with tempfile.TemporaryDirectory() as tmp:
+        run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
         recorded = Path(tmp) / "fresh_batches.npy"
         if decompose:  # the fresh arm's batches, recorded once without the model compiled (the batches are the same)
             record = turns.Arm("record", ARM_ENV["fresh"] | dict(TORCH_COMPILE="0", WARMUP_STEPS="0"),
@@ -439,6 +449,8 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     end = steps - PROFILED_STEPS
     ratios = turns.ratios_in_turns(rings, REFERENCE, end=end, block=block)
     ratios["baseline_again"] = turns.ratios_in_turns(rings, "baseline", end=end, block=block)["baseline_again"]
+    # the index order's own baseline is the shuffled order: the same whole rows, no index
+    ratios["order_curriculum"] = turns.ratios_in_turns(rings, "baseline_shuffled", end=end, block=block)["order_curriculum"]
     def mean(name, get):
         return statistics.mean(get(ring[name]) for ring in rings)
     loader = {a.name: dict(data_wait_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["data_wait_ms_per_step"]),
@@ -451,6 +463,77 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     profile = turns.profile_difference(rings, "baseline", "fresh")
     return dict(steps=steps, repeats=repeats, block_rounds=block, arms=[a.name for a in arms], ratios=ratios,
                 loader=loader, flush_denormal_set=flush, profile=profile)
+
+
+FINEWEB_TRAIN_TOKENS = 8_000_000_000  # the published sp1024 training set, about
+
+
+def bench_index(env: dict, folder: Path) -> Path:
+    """The index the order_curriculum arm reads: compression_ratio over configs/cpu.env's rows (seconds)."""
+    from curriculum.index import build_index
+    files = sorted(Path(f) for f in glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))
+    out = folder / "bench.cidx"
+    build_index(files, seq_len=int(env["TRAIN_SEQ_LEN"]), align="none", doc_max=0, vocab_size=int(env["VOCAB_SIZE"]),
+                tokenizer=str(ROOT / env["TOKENIZER_PATH"]), signals=["compression_ratio"], out=out, progress=False)
+    return out
+
+
+def bench_index_build(env: dict, s: tg.Settings) -> dict:
+    """Each signal's build rate over the embedded corpus (one process per core, one thread each),
+    the proxy loss's scoring rate (the reference model, random weights: the rate does not depend
+    on them), and each one's projected time for FineWeb's training set on 2 and 16 cores."""
+    from curriculum.index import RowLayout, build_index
+    from curriculum.signals import TEXT_SIGNALS, TOKEN_SIGNALS
+    from tools.proxy_loss import REFERENCE, SCORE_BATCH_ROWS
+    files = sorted(Path(f) for f in glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))
+    processes = min(os.cpu_count() or 1, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        built = build_index(files, seq_len=s.train_seq_len, align="none", doc_max=0, vocab_size=s.vocab_size,
+                            tokenizer=s.tokenizer_path, signals=list(TOKEN_SIGNALS + TEXT_SIGNALS), processes=processes,
+                            out=Path(tmp) / "all.cidx", progress=False)
+        wall = time.perf_counter() - t0
+    rates = dict(built["rates"])
+    # the proxy loss: the reference model's forward over rows of the corpus, as tools/proxy_loss.py scores them
+    ref = cpu_settings(env | REFERENCE)
+    tg.keep_freed_memory(ref.cpu_malloc)
+    model = tg.GPT(ref).eval()
+    forward = torch.compile(model, dynamic=False) if ref.torch_compile else model
+    shards = [tg.open_shard(f) for f in files]
+    layout = RowLayout.build(shards, files, s.train_seq_len, "none", 0)
+    bf16 = tg.use_bf16(ref, torch.device("cpu"))
+    batches, times = 12, []
+    with torch.no_grad():
+        for b in range(batches + 2):
+            rows = torch.from_numpy(layout.read(shards, files, np.arange(b * SCORE_BATCH_ROWS, (b + 1) * SCORE_BATCH_ROWS))
+                                    .astype(np.int64))
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                forward(rows[:, :-1], rows[:, 1:])
+            times.append(time.perf_counter() - t0)
+    proxy_rate = SCORE_BATCH_ROWS * s.train_seq_len / statistics.median(times[2:])  # the first two compile
+    out = []
+    for name, rate in list(rates.items()) + [("proxy_loss", proxy_rate)]:
+        per_core = rate if name != "proxy_loss" else proxy_rate / (os.cpu_count() or 1)  # the model uses every core
+        out.append(dict(signal=name, tokens_per_s_per_process=rate, projected_hours_2_cores=FINEWEB_TRAIN_TOKENS /
+                        (2 * per_core) / 3600, projected_hours_16_cores=FINEWEB_TRAIN_TOKENS / (16 * per_core) / 3600))
+    return dict(rows=built["rows"], tokens=built["tokens"], processes=processes, wall_s=wall, signals=out)
+
+
+def index_section(env: dict, s: tg.Settings, report: dict) -> None:
+    print(f"== the difficulty index over the embedded corpus ({s.train_seq_len + 1}-token rows), build rate per signal "
+          f"(goal: the SCORES signals >= 100M tokens/s on 2 cores, the text signals >= 5M per process)")
+    r = report["index_build"] = bench_index_build(env, s)
+    print(f"  {cpu_line()}")
+    print(f"  {r['rows']:,} rows, {r['tokens']:,} tokens, every signal but proxy_loss in {r['wall_s']:.1f} s with "
+          f"{r['processes']} processes")
+    print(f"  {'signal':<20}{'M tokens/s':>12}{'   FineWeb 8B tokens, hours: 2 cores':>38}{'16 cores':>10}")
+    for row in r["signals"]:
+        note = " (the model on every core; per process = all cores)" if row["signal"] == "proxy_loss" else ""
+        print(f"  {row['signal']:<20}{row['tokens_per_s_per_process'] / 1e6:12.2f}{row['projected_hours_2_cores']:38.2f}"
+              f"{row['projected_hours_16_cores']:10.2f}{note}")
+    print("  (per process: one thread; the projection assumes one process per core, as --processes does, and a "
+          "CPU like this one; the proxy loss on a GPU is far faster and not measured here)")
 
 
 def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
@@ -472,6 +555,7 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     print(f"  (ratio: against the two baseline processes' geometric mean, except baseline_again: against baseline, "
           f"the A/A control, the method's own error; geometric mean over blocks of {cost['block_rounds']} rounds, "
           f"every ring's blocks pooled; "
+          f"order_curriculum: against baseline_shuffled, its own baseline (the goal: a CI inside [0.99, 1.01]); "
           f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
           f"kernel ms: the process's system time per step, medians)")
     if cost["flush_denormal_set"]:
@@ -511,17 +595,20 @@ def main(argv=None) -> None:
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--mask-only", action="store_true", help="only section 8: the document mask's step time")
+    ap.add_argument("--index-only", action="store_true", help="only section 9: the difficulty index's build rates")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
     env = read_env_file(ROOT / "configs" / "cpu.env")
     s = cpu_settings(env)
     device = tg.pick_device(s)
     report: dict = dict(device=str(device), torch=torch.__version__, cpu=cpu_line())
-    if args.cost_only or args.mask_only:
+    if args.cost_only or args.mask_only or args.index_only:
         if args.cost_only:
             report["trainer_in_turns"] = trainer_cost(env, args, s)
-        else:
+        elif args.mask_only:
             mask_section(s, args.pairs, report)
+        else:
+            index_section(env, s, report)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return
@@ -576,6 +663,7 @@ def main(argv=None) -> None:
         kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
         print(f"  {kind:<28} {row['seconds']:8.2f}s  ratio {row['ratio']:.2f}  ({row['tokens']:,} tokens)")
     mask_section(s, args.pairs, report)
+    index_section(env, s, report)
     if not args.skip_trainer:
         report["trainer_in_turns"] = trainer_cost(env, args, s)
     if args.json:
