@@ -584,7 +584,9 @@ def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings,
         x, y = batches.next_batch(at)  # the data path's seam
         tokens += x.numel() * s.world_size
         with autocast(x.device, bf16):
-            loss = model(x, y).mean()
+            per_token = model(x, y)
+        loss = per_token.mean()
+        batches.observe(per_token.detach())  # MIX=adaptive sums it per dataset on the device; else nothing
         (loss / s.grad_accum_steps).backward()
         losses.append(loss.detach())
     if s.grad_clip_norm > 0:
@@ -636,7 +638,7 @@ class Job:
                            world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
                            order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
                            warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
-                           index_order=s.index_order, tokenizer=s.tokenizer_path)
+                           index_order=s.index_order, tokenizer=s.tokenizer_path, mix=s.mix)
 
 
 def set_up(started: float) -> Job:
@@ -689,6 +691,8 @@ def set_up(started: float) -> Job:
         + f", order {s.data_order}")
     if s.phases:
         log("data: CURRICULUM_PHASES names the datasets read; TRAIN_FILES is not read")
+    elif s.mix.mode:
+        log(f"data: MIX={s.mix.mode} blends MIX_DATASETS; TRAIN_FILES is not read")
     elif s.max_wallclock_seconds == 0:
         log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
     elif s.expected_step_ms > 0:

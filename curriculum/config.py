@@ -14,6 +14,7 @@ from .schedules import SCHEDULES
 from .scores import SCORES
 from .index_order import PACINGS, OrderConfig
 from .signals import SIGNALS
+from .mixing import MIX_MODES, MIX_RULES, MixConfig
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,25 @@ ORDER_SETTINGS = (
     Setting("ORDER_INDEX", "text", "", "the index file (empty: `curriculum_index_seq<L>_<align>.cidx` beside the "
             "first training shard; `make index` builds it)", field="index"),
 )
+MIX_SETTINGS = (
+    Setting("MIX", "text", "", "empty: `TRAIN_FILES` as one stream; `natural`: the `MIX_DATASETS` blended row by row "
+            "at random in proportion to their sizes; `stratified`: the same proportions held exactly in every "
+            "micro-batch; `adaptive`: weights that follow each dataset's training loss (`MIX_RULE`; docs/mixing.md)",
+            choices=MIX_MODES, field="mode"),
+    Setting("MIX_DATASETS", "text", "", "the datasets `MIX` blends: `name=glob,name=glob,...` (with "
+            "`CURRICULUM_PHASES`, the phases file's datasets instead)", field="datasets"),
+    Setting("MIX_RULE", "text", "odm", "`MIX=adaptive`'s rule: `odm` (EXP3 over the smoothed loss) or `excess_loss` "
+            "(DoReMi-style, the loss above `MIX_REFERENCE`)", choices=MIX_RULES, field="rule"),
+    Setting("MIX_UPDATE_EVERY", "int", 8, "micro-batches between weight updates", minimum=1, field="update_every"),
+    Setting("MIX_SMOOTHING", "float", 0.9, "`odm`: the reward's moving average (beta)", minimum=0.0, maximum=0.999,
+            field="smoothing"),
+    Setting("MIX_STEP_SIZE", "float", 1.0, "`excess_loss`: the step size (eta) on the excess loss in nats",
+            minimum=0.0, field="step_size"),
+    Setting("MIX_MIN_WEIGHT", "float", 0.05, "`excess_loss`: every dataset's weight floor", minimum=0.0, maximum=0.3,
+            field="min_weight"),
+    Setting("MIX_REFERENCE", "text", "", "`excess_loss`: each dataset's reference loss, `name=nats,...`, or "
+            "`index:<file>`: the per-domain means of that index's `proxy_loss`", field="reference"),
+)
 DATA_ALIGN = Setting(
     "DATA_ALIGN", "text", "none", "`none`: rows are spans of the stream wherever they fall; `bos`: every row begins "
     "at a document's BOS and holds it and the next documents, each cut to `DOC_MAX_TOKENS`, cut at the row's end; "
@@ -208,6 +228,11 @@ def read_data_order(e: EnvReader) -> str:
 def read_order(e: EnvReader) -> OrderConfig:
     """The ORDER_* settings of DATA_ORDER=curriculum (read, and checked, whatever the order)."""
     return OrderConfig(**e.read_all(ORDER_SETTINGS))
+
+
+def read_mix(e: EnvReader) -> MixConfig:
+    """The MIX* settings: datasets blended, and how."""
+    return MixConfig(**e.read_all(MIX_SETTINGS))
 
 
 def read_data_align(e: EnvReader) -> tuple[str, int]:

@@ -37,6 +37,7 @@ from .config import CurriculumConfig
 from .domains import DomainIndex
 from .index import ScoreLookup, open_checked
 from .index_order import OrderConfig, OrderTally, ProgressFeed
+from .mixing import AdaptiveMix, MixConfig, WeightSchedule, parse_reference
 from .order import DATA_ORDERS
 from .phases import PhaseTracker, RunPhases, RunShape
 from .read_ahead import Block, ReadAhead
@@ -72,11 +73,45 @@ class DataPath(Protocol):
         """The run's data results at its end, to merge into its summary; the closing line is in
         the next drain."""
 
+    def observe(self, per_token_loss: Tensor) -> None:
+        """The last micro-batch's per-token loss, on the device (MIX=adaptive learns from it)."""
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
 
     def close(self) -> None: ...
+
+
+def mix_datasets(mix: MixConfig) -> Mixture:
+    """MIX_DATASETS as a mixture weighted by the datasets' sizes in tokens (each wraps when used up)."""
+    import glob
+    names, files, sizes = [], [], []
+    for name, pattern in mix.named_globs():
+        found = tuple(Path(f) for f in sorted(glob.glob(pattern.strip())))
+        if not found:
+            raise DataError(f"MIX_DATASETS: {name.strip()}={pattern!r} matches no shard")
+        names.append(name.strip())
+        files.append(found)
+        sizes.append(sum(shard_token_count(f) for f in found))
+    total = sum(sizes)
+    if total == 0:
+        raise DataError("MIX_DATASETS: every dataset is empty")
+    return Mixture(tuple(names), tuple(files), ("wrap",) * len(names), tuple(s / total for s in sizes))
+
+
+def mix_reference(raw: str, names: tuple[str, ...]) -> list[float]:
+    """MIX_REFERENCE's loss per dataset: given, or the per-domain means tools.proxy_loss stored in an index."""
+    if raw.startswith("index:"):
+        from .index import DifficultyIndex
+        means = DifficultyIndex.open(raw[len("index:"):]).parameters("proxy_loss").get("domain_means") or {}
+    else:
+        means = parse_reference(raw)
+    missing = [n for n in names if n not in means]
+    if missing:
+        raise DataError(f"MIX_REFERENCE={raw!r}: no reference loss for {', '.join(missing)} (it has "
+                        f"{', '.join(means) or 'none'})")
+    return [float(means[n]) for n in names]
 
 
 class BatchSource:
@@ -91,7 +126,7 @@ class BatchSource:
                  vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
                  seed: int = 0, read_ahead: int = 4, mixture: Mixture | None = None, phases: str | None = None,
                  grad_accum_steps: int = 1, warm_up_steps: int = 0, align: str = "none", doc_max_tokens: int = 0,
-                 index_order: OrderConfig | None = None, tokenizer: str | None = None):
+                 index_order: OrderConfig | None = None, tokenizer: str | None = None, mix: MixConfig | None = None):
         if order not in DATA_ORDERS:
             raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
         if align not in DATA_ALIGNS:
@@ -110,6 +145,13 @@ class BatchSource:
             mixture = Mixture(plan.names, plan.files, tuple(plan.plan.datasets[n].on_exhaust for n in plan.names),
                               stage.weights)
             pending = [plan.describe(), self.tracker.line(0, 0)]
+        self.mix = mix = mix or MixConfig()
+        if mix.mode:
+            if phases and mix.mode != "adaptive":
+                raise DataError(f"MIX={mix.mode}: a phases file blends its own datasets (stratified, by its weights); "
+                                f"only MIX=adaptive applies to it")
+            if not phases:
+                mixture = mix_datasets(mix)
         self.mixture = mixture
         if mixture is not None:  # the datasets, blended; each row's domain is its dataset
             self.files = [f for fs in mixture.files for f in fs]
@@ -120,8 +162,16 @@ class BatchSource:
             self.domain_names = self.domain_index.names if self.domain_index else ()
         # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
         self.index_order, self.feed = index_order or OrderConfig(), ProgressFeed(lag=read_ahead + 1)
+        self.schedule = WeightSchedule() if mix.mode == "adaptive" else None
         self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens,
-                              index_order=(self.index_order, self.feed, vocab_size, tokenizer))
+                              index_order=(self.index_order, self.feed, vocab_size, tokenizer),
+                              natural=mix.mode == "natural", schedule=self.schedule)
+        self.adaptive = None
+        if self.schedule is not None:
+            reference = None if mix.rule != "excess_loss" else mix_reference(mix.reference, mixture.names)
+            self.adaptive = AdaptiveMix(mix, mixture.names, list(self.rows.weights), reference, self.device,
+                                        lag=read_ahead + 1, schedule=self.schedule, world_size=world_size)
+        self._trained_domains = None
         self.total_tokens = self.rows.total_tokens
         self.window_stats: WindowStats | None = None
         self.statistics = DataStatistics(self.domain_names, None)
@@ -185,6 +235,9 @@ class BatchSource:
         state = self.rows.reshaped(self._resume, seq_len)
         if weights is not None:
             state = MixedRows.reweighted(state, weights)
+            if self.adaptive is not None:  # a new phase: its mixture is the adaptive weights' new start
+                self.schedule.add(state.draws, weights)
+                self.adaptive.weights = list(weights)
         self._start(seq_len, batch_seqs, config, state)
 
     def _advance_phases(self, at: Position) -> None:
@@ -226,9 +279,22 @@ class BatchSource:
             rows, pooled = self.selector.choose(rows, domains, self.statistics.c.micro_batches, progress,
                                                 at.warmdown_start, scores)
             self.statistics.pooled(pooled)
+            self._trained_domains = self.selector.kept_domains
         else:
             self.statistics.trained_unselected(block.domain_counts)
+            if self.adaptive is not None:
+                self._trained_domains = block.domains.to(self.device, non_blocking=True)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+
+    def observe(self, per_token_loss: Tensor) -> None:
+        """The last micro-batch's per-token training loss [sequences, seq_len], still on the device:
+        MIX=adaptive sums it per dataset (no synchronisation); otherwise nothing happens."""
+        if self.adaptive is None or self._trained_domains is None:
+            return
+        self.adaptive.observe(per_token_loss, self._trained_domains)
+        line = self.adaptive.at_micro_batch(self.statistics.c.micro_batches - 1, self._at.step)
+        if line:
+            self.statistics.pending.append(line)
 
     # ------------------------------------------------------------ reporting
     def log_line(self, step: int, progress: float) -> str:
@@ -275,6 +341,11 @@ class BatchSource:
                          waiting=self.selector.waiting_rows() if carry else 0, pool_size=self.pool_size,
                          batch_seqs=self.batch_seqs, seq_len=self.seq_len, total_tokens=self.total_tokens,
                          dataset_names=self.mixture.names if self.mixture is not None else None)
+        if self.mix.mode:
+            data["mix"] = dict(mode=self.mix.mode, datasets=list(self.mixture.names), start_weights=list(self.mixture.weights))
+            if self.adaptive is not None:
+                data["mix"] |= dict(rule=self.mix.rule, update_every=self.mix.update_every, updates=self.adaptive.history,
+                                    final_weights=self.adaptive.weights, reference=self.adaptive.reference)
         if "order" in data:
             index = self.rows.index
             data["order"] |= dict(config=self.index_order.parameters(), index=str(index.path), index_rows=index.rows,
@@ -286,6 +357,12 @@ class BatchSource:
             rows = [None] * self.world_size
             dist.all_gather_object(rows, data["first_rows"])
         data["rank_first_rows"] = rows
+        if self.adaptive is not None:  # every rank computes the weights: they must agree
+            final = [self.adaptive.weights]
+            if dist.is_available() and dist.is_initialized() and self.world_size > 1:
+                final = [None] * self.world_size
+                dist.all_gather_object(final, self.adaptive.weights)
+            data["mix"]["rank_final_weights"] = final
         s.pending.append(s.closing_line(data))
         out = dict(data=data)
         if self.tracker is not None:
@@ -305,7 +382,9 @@ class BatchSource:
                     selector=None if self.selector is None else self.selector.state_dict(),
                     window_stats=None if self.window_stats is None else self.window_stats.state_dict(),
                     statistics=self.statistics.state_dict(), reader_cpu_ms=self.reader_cpu_ms,
-                    phases=None if self.tracker is None else self.tracker.state_dict(), feed=self.feed.state_dict())
+                    phases=None if self.tracker is None else self.tracker.state_dict(), feed=self.feed.state_dict(),
+                    adaptive=None if self.adaptive is None else dict(mix=self.adaptive.state_dict(),
+                                                                      schedule=self.schedule.state_dict()))
 
     def load_state_dict(self, state: dict) -> None:
         """Go on from a `state_dict`: its shape, filter and mixture, its stream positions, the
@@ -320,6 +399,9 @@ class BatchSource:
             self.tracker.load_state_dict(state["phases"])
         self._at = Position(**state["at"])
         self.feed.load_state_dict(state["feed"])
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict(state["adaptive"]["mix"])
+            self.schedule.load_state_dict(state["adaptive"]["schedule"])
         self._start(state["seq_len"], state["batch_seqs"], CurriculumConfig(**state["config"]),
                     self.rows.state_from(state["rows"]), state["selector"])
 

@@ -21,8 +21,10 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order, read_order
+from .config import (SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order, read_mix,
+                     read_order)
 from .index_order import OrderConfig
+from .mixing import MixConfig
 from .loader import BatchSource, Position
 
 
@@ -35,26 +37,28 @@ def _whole(value) -> bool:
 
 
 def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
-                         ) -> tuple[CurriculumConfig, str, int, str, int, OrderConfig]:
-    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS, the ORDER_* settings) from
-    the environment, every problem reported at once; a `config` given by the caller replaces the
-    CURRICULUM* variables."""
+                         ) -> tuple[CurriculumConfig, str, int, str, int, OrderConfig, MixConfig]:
+    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS, the ORDER_* and the MIX*
+    settings) from the environment, every problem reported at once; a `config` given by the caller
+    replaces the CURRICULUM* variables."""
     e = EnvReader(environ)
     config = read_curriculum(e) if config is None else config
     order = read_data_order(e)
     seed = e.read(SEED)
     align, doc_max = read_data_align(e)
     index_order = read_order(e)
-    errors = e.errors + config.problems()
+    mix = read_mix(e)
+    errors = e.errors + config.problems() + mix.problems()
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
-    return config, order, seed, align, doc_max, index_order
+    return config, order, seed, align, doc_max, index_order, mix
 
 
 class CurriculumTokenLoader:
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
                  config: CurriculumConfig | None = None, vocab_size: int | None = None):
-        config, self.order, self.seed, self.align, self.doc_max, self.index_order = read_loader_settings(os.environ, config)
+        config, self.order, self.seed, self.align, self.doc_max, self.index_order, self.mix = read_loader_settings(
+            os.environ, config)
         # the index's fingerprint names the tokenizer; the challenge's scripts pass none, so TOKENIZER_PATH if set
         self.tokenizer = os.environ.get("TOKENIZER_PATH", "").strip() or None
         problems = []
@@ -108,12 +112,19 @@ class CurriculumTokenLoader:
             self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
                                       world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
                                       config=self.config, order=self.order, seed=self.seed, align=self.align,
-                                      doc_max_tokens=self.doc_max, index_order=self.index_order,
+                                      doc_max_tokens=self.doc_max, index_order=self.index_order, mix=self.mix,
                                       tokenizer=self.tokenizer if self.tokenizer and Path(self.tokenizer).is_file() else None)
         else:
             self.source.set_shape(seq_len, local // seq_len)
         self._accum = grad_accum_steps
         return self.source.next_batch(Position(self.progress, self.warmdown_start))
+
+    def observe(self, per_token_loss: Tensor) -> None:
+        """Optional, once per micro-batch after the forward: the per-token loss [sequences, seq_len]
+        (e.g. `F.cross_entropy(..., reduction="none")`), left on the device. MIX=adaptive moves its
+        weights from it; without the call the weights stay where they started."""
+        if self.source is not None:
+            self.source.observe(per_token_loss)
 
     def log_line(self, step: int) -> str:
         return self.source.log_line(step, self.progress) if self.source else f"data step:{step} (no batch yet)"

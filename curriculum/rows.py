@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
 from .blend import blend, integer_weights, renormalised
+from .mixing import natural_picks
 from .order import locate_slots, slot_order, slots_per_shard
 from .shards import open_shard, shard_token_count
 
@@ -462,6 +463,7 @@ class MixedState:
     weights: tuple[float, ...]
     credits: tuple[int, ...] = ()      # the blend's, () at a fresh start
     dropped: tuple[int, ...] = ()      # datasets used up (on_exhaust = "drop")
+    draws: int = 0                     # micro-batches drawn: MIX=natural's seed and MIX=adaptive's schedule
     seq_len: int = field(init=False, default=0)
 
     def __post_init__(self):
@@ -479,8 +481,9 @@ class MixedRows:
     domain_offset = 0  # each row's domain is its dataset, given with the rows
 
     def __init__(self, mixture: Mixture, seq_len: int, rank: int, world_size: int, order: str = "sequential",
-                 seed: int = 0, align: str = "none", doc_max: int = 0):
-        self.mixture, self.world_size = mixture, world_size
+                 seed: int = 0, align: str = "none", doc_max: int = 0, natural: bool = False, schedule=None):
+        self.mixture, self.world_size, self.seed = mixture, world_size, seed
+        self.natural, self.schedule = natural, schedule  # MIX=natural: random picks; MIX=adaptive: the weights' schedule
         self.readers = [open_rows(list(files), None, seq_len, rank, world_size, order, seed + i, align, doc_max, name)
                         for i, (name, files) in enumerate(zip(mixture.names, mixture.files))]  # each its own order
         self.totals = [r.total_tokens for r in self.readers]
@@ -491,6 +494,7 @@ class MixedRows:
     def restore(self, state: MixedState) -> None:
         for reader, st in zip(self.readers, state.readers):
             reader.restore(st)
+        self.draws = state.draws
         self._blend(list(state.weights), set(state.dropped), list(state.credits))
 
     def _blend(self, weights: list[float], dropped: set[int], credits: list[int]) -> None:
@@ -501,7 +505,7 @@ class MixedRows:
 
     def state(self) -> MixedState:
         return MixedState(tuple(r.state() for r in self.readers), tuple(self.base_weights), tuple(self.credits),
-                          tuple(sorted(self.dropped)))
+                          tuple(sorted(self.dropped)), self.draws)
 
     def reshaped(self, state: MixedState, seq_len: int) -> MixedState:
         return dataclasses.replace(state, readers=tuple(r.reshaped(st, seq_len) for r, st in zip(self.readers, state.readers)))
@@ -513,7 +517,7 @@ class MixedRows:
 
     def state_from(self, saved: dict) -> MixedState:
         return MixedState(tuple(r.state_from(st) for r, st in zip(self.readers, saved["readers"])), tuple(saved["weights"]),
-                          tuple(saved["credits"]), tuple(saved["dropped"]))
+                          tuple(saved["credits"]), tuple(saved["dropped"]), saved["draws"])
 
     def _drop(self, out: list[int]) -> None:
         self._blend(self.base_weights, self.dropped | set(out), [])  # the readers stay where they are
@@ -522,11 +526,17 @@ class MixedRows:
 
     def take(self, n: int) -> Taken:
         """n rows, their positions in their datasets' streams, and each row's dataset."""
+        scheduled = None if self.schedule is None else self.schedule.at(self.draws)
+        if scheduled is not None and tuple(scheduled) != tuple(self.base_weights):  # MIX=adaptive moved the weights
+            self._blend(list(scheduled), self.dropped, [])
         while True:
             if not any(self.ints):
                 dropped = ", ".join(self.mixture.names[d] for d in sorted(self.dropped))
                 raise DataExhausted(f"every dataset of the phase's mixture is used up (on_exhaust = \"drop\": {dropped})")
-            picks, credits = blend(self.ints, self.credits, n)
+            if self.natural:
+                picks, credits = natural_picks(self.weights, n, self.seed, self.draws), self.credits
+            else:
+                picks, credits = blend(self.ints, self.credits, n)
             wanted = {d: picks.count(d) for d in set(picks)}
             out = [d for d, k in wanted.items() if self.mixture.on_exhaust[d] == "drop"
                    and not self.readers[d].fits_in_pass(k)]
@@ -534,6 +544,7 @@ class MixedRows:
                 break
             self._drop(out)
         self.credits = credits
+        self.draws += 1
         parts = {}
         for d, k in sorted(wanted.items()):
             parts[d] = self.readers[d].take(k)
@@ -567,7 +578,7 @@ class MixedRows:
 
 def open_rows(files: list[Path] | None, mixture: Mixture | None, seq_len: int, rank: int, world_size: int,
               order: str, seed: int, align: str = "none", doc_max: int = 0, dataset: str | None = None,
-              index_order=None) -> Rows:
+              index_order=None, natural: bool = False, schedule=None) -> Rows:
     """The reader for a run: the mixture's datasets blended, or the training shards in `order`,
     as contiguous spans or (`align="bos"`) rows that begin at a document. `index_order` is
     DATA_ORDER=curriculum's (OrderConfig, ProgressFeed, vocab_size, tokenizer)."""
@@ -580,7 +591,7 @@ def open_rows(files: list[Path] | None, mixture: Mixture | None, seq_len: int, r
         return CurriculumRows(list(files), seq_len, rank, world_size, seed, align, doc_max, config, feed, vocab_size,
                               tokenizer, dataset)
     if mixture is not None:
-        return MixedRows(mixture, seq_len, rank, world_size, order, seed, align, doc_max)
+        return MixedRows(mixture, seq_len, rank, world_size, order, seed, align, doc_max, natural, schedule)
     if align == "bos":
         return AlignedRows(list(files), seq_len, rank, world_size, order, seed, doc_max, dataset)
     if order == "shuffled":

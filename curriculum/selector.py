@@ -101,6 +101,7 @@ class Selector:
                    if cfg.pool == "carry" else None)
         scores = self.score(rows, self.vocab_size) if scores is None else scores
         kept, pool = self.pool.choose(Pooled(rows, scores, read_at, domains), self.last_target)
+        self.kept_domains = kept.domains  # MIX=adaptive sums the kept rows' losses by them
         self.stats.add(kept, pool, micro_batch)
         return kept.rows, pool.rows.size(0)  # a host number: the sizes are known
 

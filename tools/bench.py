@@ -41,7 +41,8 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
 9. The difficulty index (curriculum/index.py): each signal's build rate over the embedded corpus
    in tokens/s per process, the proxy loss's scoring rate with its reference model, and the
    projected time for FineWeb's 8B training tokens on 2 and on 16 cores. Section 7 has the
-   DATA_ORDER=curriculum trainer against the shuffled baseline (the order_curriculum arm).
+   DATA_ORDER=curriculum trainer against the shuffled baseline (the order_curriculum arm), and
+   MIX=adaptive against MIX=stratified over the same three domains (mix_adaptive).
 
     python -m tools.bench [--pairs 60] [--blocks 6] [--steps 40] [--repeats 3] [--skip-trainer] [--replay]
                           [--cost-only] [--no-decompose]     # make bench-cost: section 7 alone
@@ -386,6 +387,8 @@ def bench_eval_strides(s: tg.Settings) -> list[dict]:
     return rows
 
 
+DOMAINS = ",".join(f"{d}=./data/datasets/embedded_{d}_sp1024/*train_*.bin" for d in ("code", "docs", "prose"))
+
 # The ring of separate trainer processes (tools/turns.py): the arms a user compares, then the
 # controls that take the curriculum apart. `replay` arms train on the batches the fresh arm
 # recorded in an untimed run first.
@@ -396,7 +399,10 @@ COST_ARMS = (turns.Arm("baseline", ARM_ENV["baseline"]),
              turns.Arm("random", ARM_ENV["fresh"] | dict(CURRICULUM_SCORE="random")),
              # a whole-run order from the index against its own baseline, the shuffled order (ORDER_INDEX: a bench index)
              turns.Arm("baseline_shuffled", ARM_ENV["baseline"] | dict(DATA_ORDER="shuffled")),
-             turns.Arm("order_curriculum", ARM_ENV["baseline"] | dict(DATA_ORDER="curriculum")))
+             turns.Arm("order_curriculum", ARM_ENV["baseline"] | dict(DATA_ORDER="curriculum")),
+             # the adaptive mixer's sums, copies and updates against the same blend held fixed
+             turns.Arm("mix_stratified", ARM_ENV["baseline"] | dict(MIX="stratified", MIX_DATASETS=DOMAINS)),
+             turns.Arm("mix_adaptive", ARM_ENV["baseline"] | dict(MIX="adaptive", MIX_DATASETS=DOMAINS)))
 DECOMPOSITION_ARMS = (
     turns.Arm("pool_only", ARM_ENV["fresh"], ("pool_only",)),
     turns.Arm("read_only", ARM_ENV["fresh"], ("read_only",)),
@@ -451,6 +457,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     ratios["baseline_again"] = turns.ratios_in_turns(rings, "baseline", end=end, block=block)["baseline_again"]
     # the index order's own baseline is the shuffled order: the same whole rows, no index
     ratios["order_curriculum"] = turns.ratios_in_turns(rings, "baseline_shuffled", end=end, block=block)["order_curriculum"]
+    ratios["mix_adaptive"] = turns.ratios_in_turns(rings, "mix_stratified", end=end, block=block)["mix_adaptive"]
     def mean(name, get):
         return statistics.mean(get(ring[name]) for ring in rings)
     loader = {a.name: dict(data_wait_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["data_wait_ms_per_step"]),
@@ -556,6 +563,7 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
           f"the A/A control, the method's own error; geometric mean over blocks of {cost['block_rounds']} rounds, "
           f"every ring's blocks pooled; "
           f"order_curriculum: against baseline_shuffled, its own baseline (the goal: a CI inside [0.99, 1.01]); "
+          f"mix_adaptive: against mix_stratified, the same blend with fixed weights (the goal: <= 1.002); "
           f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
           f"kernel ms: the process's system time per step, medians)")
     if cost["flush_denormal_set"]:

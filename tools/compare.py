@@ -256,6 +256,37 @@ def mix_by_quarter_table(arms: list[Arm]) -> list[str]:
     return rows
 
 
+def mix_weights_table(arms: list[Arm]) -> list[str]:
+    """MIX arms: the blend's weights in effect at the end of each quarter of the run (the last
+    update before it; the start weights before any), averaged over an arm's runs, to read beside
+    the trained mix above. Empty when no run mixed datasets."""
+    rows, names = [], None
+    for a in arms:
+        quarters = [[] for _ in range(QUARTERS)]
+        for r in a.runs:
+            mix, steps = _get(r.summary, "data", "mix"), r.summary.get("steps")
+            if not isinstance(mix, dict) or not isinstance(steps, int) or steps < 1:
+                continue
+            names = names or mix.get("datasets")
+            for q in range(QUARTERS):
+                weights = mix.get("start_weights")
+                for u in mix.get("updates") or []:
+                    if u["step"] <= (q + 1) * steps / QUARTERS:
+                        weights = u["weights"]
+                quarters[q].append(weights)
+        if any(quarters):
+            mode = a.canonical.get("MIX")
+            for q, ws in enumerate(quarters, 1):
+                if ws:
+                    mean = [sum(w[i] for w in ws) / len(ws) for i in range(len(ws[0]))]
+                    rows.append(f"| {a.name} | {mode} | {q} | " + " | ".join(f"{x:.3f}" for x in mean) + " |")
+    if not rows:
+        return []
+    return ["The mixer's weights at the end of each quarter of the run (MIX arms, the mean over each arm's runs; "
+            "the trained shares are in the tables above):", "",
+            "| arm | MIX | quarter | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names)), *rows]
+
+
 def _set_tokens(arms: list[Arm], name: str) -> int:
     return max((_get(r.summary, "val_sets", name, "tokens") or 0 for a in arms for r in a.runs), default=0)
 
@@ -360,6 +391,8 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
         lines += ["", f"{h} The mixture each arm trained on", "", *mix]
         by_quarter = mix_by_quarter_table(arms)
         lines += ["", *by_quarter] if by_quarter else []
+        weights = mix_weights_table(arms)
+        lines += ["", *weights] if weights else []
     split = {f"{a.name.rsplit(' #', 1)[0]}: runs not pooled because they differ in {', '.join(a.separated_by)}"
              for a in arms if a.separated_by}
     left_out = [f"failed: {m}" for m in failed] + problems + sorted(split) + unmatched

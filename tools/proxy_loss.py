@@ -96,6 +96,20 @@ def score_rows(artifact: Path, run_env: dict, layout: RowLayout, shards, files, 
     return out, layout.rows * layout.seq_len / (time.perf_counter() - t0)
 
 
+def per_domain_means(files: list[Path], layout: RowLayout, scores: np.ndarray) -> dict[str, float] | None:
+    """The reference model's mean loss over each domain's scored rows (a row's domain: its middle
+    token's, from the shards' sidecars): DoReMi's reference losses for MIX_RULE=excess_loss."""
+    from curriculum.domains import DomainIndex
+    from curriculum.shards import shard_token_count
+    domains = DomainIndex.from_shards(files, [shard_token_count(f) for f in files])
+    if domains is None:
+        return None
+    ids = domains.domains_at(layout.start + (layout.seq_len + 1) // 2)
+    scored = np.isfinite(scores)
+    return {name: float(scores[scored & (ids == d)].mean()) for d, name in enumerate(domains.names)
+            if (scored & (ids == d)).any()}
+
+
 def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     p = argparse.ArgumentParser(prog="python -m tools.proxy_loss", description=__doc__.split("\n\n")[0])
@@ -140,14 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         scores, rate = score_rows(artifact, run_env, layout, shards, files)
         artifact_sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
     scores[held] = np.nan
+    domain_means = per_domain_means(files, layout, scores)
     params = dict(signal="proxy_loss", version=1, measure="mean loss (nats) per target under the reference model",
                   reference={k: v for k, v in REFERENCE.items() if k.isupper() and k in (
                       "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT")},
                   steps=a.steps, seed=a.seed, held_out_rows=int(len(held)), train_batch_tokens=batch_rows * seq_len,
-                  artifact_sha256=artifact_sha, validation_split_used=False)
+                  artifact_sha256=artifact_sha, validation_split_used=False, domain_means=domain_means)
     add_scores(path, "proxy_loss", scores, params)
     print(f"proxy_loss: {path}: {layout.rows - len(held):,} rows scored at {rate / 1e6:.3f} M tokens/s; "
           f"{len(held):,} held-out rows left unscored (never drawn by DATA_ORDER=curriculum)")
+    if domain_means:
+        print("proxy_loss: each domain's mean (MIX_REFERENCE=index:<this index> reads them): "
+              + ",".join(f"{k}={v:.4f}" for k, v in domain_means.items()))
     return 0
 
 

@@ -216,6 +216,13 @@ def canonical(run: Run, defaults: dict) -> dict:
     s = defaults | run.settings
     out = {k: _number(v) for k, v in s.items()
            if k not in RUN_KEYS + NO_EFFECT + PATHS + ("DEVICE",) and not k.startswith(CURRICULUM_PREFIX)}
+    # the index order's and the mixer's settings count only where they are read
+    unread = [k for k in out if (k.startswith("ORDER_") and out.get("DATA_ORDER") != "curriculum")
+              or (k.startswith("MIX_") and not out.get("MIX"))
+              or (k in ("MIX_RULE", "MIX_UPDATE_EVERY", "MIX_SMOOTHING", "MIX_STEP_SIZE", "MIX_MIN_WEIGHT",
+                        "MIX_REFERENCE") and out.get("MIX") != "adaptive")]
+    for k in unread:
+        del out[k]
     out["phases"] = run.summary.get("phases_sha256") if s.get("CURRICULUM_PHASES") else None
     out["CURRICULUM"] = bool(_number(s.get("CURRICULUM", 0)))
     if out["CURRICULUM"]:
@@ -245,11 +252,22 @@ TREATMENTS = {"ATTENTION_MASK": "causal", "DATA_ALIGN": "none", "DOC_MAX_TOKENS"
 
 
 def treatments(c: dict) -> str:
-    """The arm's non-default treatments as text ("" for none); DOC_MAX_TOKENS only where rows are aligned."""
+    """The arm's non-default treatments as text ("" for none); DOC_MAX_TOKENS only where rows are
+    aligned; a whole-run order from the index (measured against the shuffled order) and a mixture
+    of named datasets (MIX) are treatments too."""
     changed = [(k, c.get(k, d)) for k, d in TREATMENTS.items() if _number(c.get(k, d)) != _number(d)]
     if c.get("DATA_ALIGN", "none") == "none":
         changed = [(k, v) for k, v in changed if k != "DOC_MAX_TOKENS"]
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed)
+    text = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed]
+    if c.get("DATA_ORDER") == "curriculum":
+        text.append(f"order {c.get('ORDER_SCORE')}/{c.get('ORDER_PACING')}")
+    if c.get("MIX"):
+        text.append(f"MIX={c['MIX']}" + (f" {c.get('MIX_RULE')}" if c["MIX"] == "adaptive" else ""))
+    return " ".join(text)
+
+
+def is_treatment_setting(k: str) -> bool:
+    return k in TREATMENTS or k.startswith(("ORDER_", "MIX"))
 
 
 def arm_name(c: dict, phases_file: str | None = None) -> str:
@@ -317,8 +335,11 @@ def find_baseline(arm: Arm, arms: list[Arm]) -> tuple[Arm | None, str | None]:
     """The baseline arm equal in every setting and fingerprint but the curriculum's (and, for an
     arm with a phases file, its phases), or why none is."""
     def rest(a: Arm) -> dict:
-        return {k: v for k, v in a.canonical.items()
-                if k not in ("CURRICULUM", "phases", *TREATMENTS) and not k.startswith(CURRICULUM_PREFIX)}
+        out = {k: v for k, v in a.canonical.items()
+               if k not in ("CURRICULUM", "phases") and not is_treatment_setting(k) and not k.startswith(CURRICULUM_PREFIX)}
+        if out.get("DATA_ORDER") == "curriculum":  # the index order's baseline reads the same whole rows, shuffled
+            out["DATA_ORDER"] = "shuffled"
+        return out
     target = rest(arm)
     unfiltered = [b for b in arms if not b.canonical["CURRICULUM"] and b is not arm]
     same = [b for b in unfiltered if b.canonical.get("phases") == arm.canonical.get("phases")

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
-from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, ORDER_SETTINGS, SEED,
-                               EnvReader, Setting, read_curriculum, read_order)
+from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, MIX_SETTINGS,
+                               ORDER_SETTINGS, SEED, EnvReader, Setting, read_curriculum, read_mix, read_order)
+from curriculum.mixing import MixConfig
 from curriculum.index import index_problems
 from curriculum.index_order import OrderConfig
 from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
@@ -66,6 +67,7 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         SEED,
         DATA_ORDER,
         *ORDER_SETTINGS,
+        *MIX_SETTINGS,
         DATA_ALIGN,
         DOC_MAX_TOKENS,
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
@@ -164,8 +166,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
 }
 del S
 SETTINGS = tuple(st for group in GROUPS.values() for st in group)  # every variable the trainer reads
-# CurriculumConfig and OrderConfig have the rest
-TRAINER_SETTINGS = tuple(st for st in SETTINGS if st not in CURRICULUM_SETTINGS + ORDER_SETTINGS)
+# CurriculumConfig, OrderConfig and MixConfig have the rest
+TRAINER_SETTINGS = tuple(st for st in SETTINGS if st not in CURRICULUM_SETTINGS + ORDER_SETTINGS + MIX_SETTINGS)
 
 
 class SettingsBase:
@@ -185,7 +187,8 @@ PYTHON_TYPES = {"int": int, "float": float, "bool": bool, "text": str, "peak": o
 # `env`: every value read, defaults included, as the run's summary records it
 Settings = dataclasses.make_dataclass(
     "Settings", [(st.attribute, PYTHON_TYPES[st.kind]) for st in TRAINER_SETTINGS]
-    + [("curriculum", CurriculumConfig), ("index_order", OrderConfig), ("env", dict, field(default_factory=dict))],
+    + [("curriculum", CurriculumConfig), ("index_order", OrderConfig), ("mix", MixConfig),
+       ("env", dict, field(default_factory=dict))],
     bases=(SettingsBase,))
 
 
@@ -203,14 +206,14 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
     Defaults are the stronger stack's 8xH100 configuration."""
     e = EnvReader(environ)
     values = e.read_all(TRAINER_SETTINGS)
-    s = Settings(**values, curriculum=read_curriculum(e), index_order=read_order(e))  # the plugin reads CURRICULUM* with the same function
+    s = Settings(**values, curriculum=read_curriculum(e), index_order=read_order(e), mix=read_mix(e))  # the plugin reads CURRICULUM* with the same function
     s.env = e.values
     return s, e.errors
 
 
 def check_settings(s: Settings) -> list[str]:
     """Rules between settings and against the files on disk (no model, no data read)."""
-    errors = list(s.curriculum.problems())
+    errors = list(s.curriculum.problems()) + s.mix.problems()
     if s.rank >= s.world_size:
         errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
     if s.model_dim % s.num_heads:
@@ -242,6 +245,10 @@ def check_settings(s: Settings) -> list[str]:
     shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
     if not any("VAL_SETS" in e for e in errors):
         shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
+    if s.mix.mode and not s.phases and not any("MIX_DATASETS" in e for e in errors):
+        shard_globs += [(f"MIX_DATASETS[{name}]", pattern) for name, pattern in s.mix.named_globs()]
+    if s.mix.mode and s.phases and s.mix.mode != "adaptive":
+        errors.append(f"MIX={s.mix.mode}: a phases file blends its own datasets; only MIX=adaptive applies to it")
     tokens = {}
     for name, pattern in shard_globs:
         files = sorted(glob.glob(pattern))
