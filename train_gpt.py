@@ -763,7 +763,7 @@ class Averaged:
 
 CHECKPOINT_FORMAT = 1
 # settings a resumed run may change: where it logs, its name, and the checkpointing itself
-RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "RANK", "LOCAL_RANK")
+RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "OVERWRITE", "RANK", "LOCAL_RANK")
 
 
 @dataclass

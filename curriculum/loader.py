@@ -158,7 +158,7 @@ class BatchSource:
             self.domain_index, self.domain_names = None, mixture.names
         else:
             self.files = list(files)
-            self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files])
+            self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files], pending)
             self.domain_names = self.domain_index.names if self.domain_index else ()
         # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
         self.index_order, self.feed = index_order or OrderConfig(), ProgressFeed(lag=read_ahead + 1)

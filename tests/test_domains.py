@@ -72,3 +72,66 @@ def test_make_data_writes_sidecars_that_match_the_per_domain_datasets(dataset):
     for name, tokens in zip(index.names, per_domain.tolist()):
         domain = json.loads((Path(dataset["folders"][f"embedded_{name}_sp1024"]) / "manifest.json").read_text())
         assert domain["splits"]["train"]["tokens"] == tokens, name
+
+
+def _raw_sidecar(shard, **fields):
+    """A sidecar written by hand, as a damaged or foreign one would be."""
+    base = dict(starts=np.asarray([0, 4], dtype=np.int64), domain_ids=np.asarray([0, 1], dtype=np.uint8),
+                domain_names=np.asarray(["docs", "prose"]), continues=False)
+    np.savez(sidecar_path(shard), **(base | fields))  # the name ends in .npz, so numpy keeps it
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("random", "not a readable domains sidecar"),
+    ("truncated", "not a readable domains sidecar"),
+    ("missing", "missing domain_ids"),
+    ("order", "start 2 is 3 after 6"),
+    ("past_end", "past the shard's 10 tokens"),
+    ("id", "domain id 5 has no name"),
+    ("names", "distinct and not empty"),
+    ("shape", "1-D of one length"),
+    ("shard_changed", "another version of"),
+])
+def test_a_damaged_sidecar_is_named_with_what_is_wrong(tmp_path, damage, message):
+    from curriculum.domains import SidecarError
+    shard = tmp_path / "z_train_000000.bin"
+    write_shard(shard, np.arange(10, dtype=np.uint16))
+    path = sidecar_path(shard)
+    if damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(300))
+    elif damage == "truncated":
+        write_sidecar(shard, np.asarray([0, 4]), np.asarray([0, 1]), ["docs", "prose"])
+        path.write_bytes(path.read_bytes()[:120])
+    elif damage == "missing":
+        np.savez(path, starts=np.asarray([0]), domain_names=np.asarray(["docs"]), continues=False)
+    elif damage == "order":
+        _raw_sidecar(shard, starts=np.asarray([0, 6, 3]), domain_ids=np.asarray([0, 1, 0], dtype=np.uint8))
+    elif damage == "past_end":
+        _raw_sidecar(shard, starts=np.asarray([0, 12]))
+    elif damage == "id":
+        _raw_sidecar(shard, domain_ids=np.asarray([0, 5], dtype=np.uint8))
+    elif damage == "names":
+        _raw_sidecar(shard, domain_names=np.asarray(["docs", "docs"]))
+    elif damage == "shape":
+        _raw_sidecar(shard, domain_ids=np.asarray([0], dtype=np.uint8))
+    elif damage == "shard_changed":
+        write_sidecar(shard, np.asarray([0, 4]), np.asarray([0, 1]), ["docs", "prose"])
+        write_shard(shard, np.arange(10, 20, dtype=np.uint16))
+    with pytest.raises(SidecarError, match=message) as err:
+        DomainIndex.from_shards([shard], [10])
+    assert str(path) in str(err.value)
+
+
+def test_shards_naming_other_domains_say_why_no_mix_is_reported(tmp_path):
+    paths = []
+    for i, names in enumerate((["docs"], ["prose"])):
+        paths.append(tmp_path / f"w_train_{i:06d}.bin")
+        write_shard(paths[-1], np.arange(10, dtype=np.uint16))
+        write_sidecar(paths[-1], np.asarray([0]), np.asarray([0]), names)
+    notes = []
+    assert DomainIndex.from_shards(paths, [10, 10], notes) is None
+    assert "names the domains docs" in notes[0] and "names prose" in notes[0]
+    sidecar_path(paths[1]).unlink()
+    notes = []
+    assert DomainIndex.from_shards(paths, [10, 10], notes) is None
+    assert "1 of 2 shards have no sidecar" in notes[0]

@@ -739,3 +739,14 @@ def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
     assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary
+
+
+def test_a_run_id_whose_logs_exist_is_refused_unless_overwrite(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, ITERATIONS="2", WARMUP_STEPS="0")
+    assert run_trainer(env).returncode == 0
+    first = (Path(env["LOG_DIR"]) / "run.json").read_bytes()
+    again = run_trainer(env)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "RUN_ID='run'" in again.stderr and "run.txt exists" in again.stderr and "OVERWRITE=1" in again.stderr
+    assert (Path(env["LOG_DIR"]) / "run.json").read_bytes() == first  # nothing touched
+    assert run_trainer(env | dict(OVERWRITE="1")).returncode == 0

@@ -56,6 +56,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("RUN_ID", "text", lambda v: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
           "names `logs/<RUN_ID>.txt`, `.json` and `.int6.ptz`", shown_default="time and random suffix"),
         S("LOG_DIR", "text", "logs", "where those go"),
+        S("OVERWRITE", "bool", False, "1: a run may replace the logs of an earlier run of the same `RUN_ID` in "
+          "`LOG_DIR`; 0: such a run is refused before any work (a resumed run appends to its own)"),
         S("CHECKPOINT_EVERY", "int", 0, "every N steps, write `<LOG_DIR>/<RUN_ID>.ckpt` atomically: weights, both "
           "optimisers, the SWA sum, every rank's data path (stream positions, shuffled pass, blend credits, the carry "
           "pool's waiting rows, the phase), RNG states, step, tokens and training time; the clock pauses while it is "
@@ -287,6 +289,11 @@ def check_settings(s: Settings) -> list[str]:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.run_id):
         errors.append(f"RUN_ID={s.run_id!r}: must be a plain file name (letters, digits, '.', '_', '-'; not starting "
                       f"with '.'), so that the logs stay in LOG_DIR")
+    if not s.resume and not s.overwrite and not any(e.startswith("RUN_ID") for e in errors):
+        earlier = [p for p in (Path(s.log_dir) / f"{s.run_id}{x}" for x in (".txt", ".json")) if p.exists()]
+        if earlier:
+            errors.append(f"RUN_ID={s.run_id!r}: {earlier[0]} exists, the log of an earlier run; choose another RUN_ID, "
+                          f"or set OVERWRITE=1 to replace it")
     if s.resume and not os.path.isfile(s.resume):
         errors.append(f"RESUME={s.resume!r}: no such file (a checkpoint that CHECKPOINT_EVERY wrote)")
     if not os.path.isfile(s.tokenizer_path):
