@@ -27,7 +27,7 @@ import numpy as np
 
 from .order import slots_per_shard
 from .rows import DataError, row_table
-from .shards import open_shard, shards_fingerprint, write_atomic
+from .shards import read_shard, shards_fingerprint, write_atomic
 from .signals import SIGNALS, TEXT_SIGNALS, TOKEN_SIGNALS, ByteTable, compute_signals, signal_parameters
 
 MAGIC = b"CURRICULUM-INDEX 1\n"
@@ -266,7 +266,7 @@ _WORKER: dict = {}
 def _init_worker(files, layout, vocab_size, tokenizer, signals, threads):
     import torch
     torch.set_num_threads(threads)
-    shards = [open_shard(f) for f in files]
+    shards = [read_shard(f) for f in files]
     table = ByteTable.from_sentencepiece(tokenizer, vocab_size) if any(s in TEXT_SIGNALS for s in signals) else None
     surprisal = None
     if "unigram_rarity" in signals:
@@ -322,7 +322,7 @@ def build_index(files: list[Path], *, seq_len: int, align: str, doc_max: int, vo
     if unknown:
         raise ValueError(f"--signals: {', '.join(unknown)} cannot be built here (allowed: "
                          f"{', '.join(TOKEN_SIGNALS + TEXT_SIGNALS)}; proxy_loss: python -m tools.proxy_loss)")
-    shards = [open_shard(f) for f in files]
+    shards = [read_shard(f) for f in files]
     layout = RowLayout.build(shards, files, seq_len, align, doc_max)
     path = out or index_path(files, seq_len, align, doc_max)
     fp = fingerprint(files, seq_len, align, doc_max, vocab_size, tokenizer)

@@ -25,7 +25,7 @@ import numpy as np
 from .index import RowLayout, open_checked
 from .rows import DataError, DataEvent, row_table
 from .schedules import v_schedule
-from .shards import open_shard
+from .shards import read_shard
 
 BUCKETS = 100
 PACINGS = ("warmup", "linear", "reverse", "v")
@@ -127,7 +127,7 @@ class CurriculumRows:
         self.files, self.rank, self.world_size, self.seed = list(files), rank, world_size, seed
         self.align, self.doc_max, self.order, self.feed = align, doc_max, order, feed
         self.vocab_size, self.tokenizer, self.dataset = vocab_size, tokenizer, dataset
-        self.shards = [open_shard(f) for f in self.files]
+        self.shards = [read_shard(f) for f in self.files]
         self.total_tokens = sum(len(t) for t in self.shards)
         self.events: list[DataEvent] = []
         self.last_rows = np.zeros(0, dtype=np.int64)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .domains import DomainIndex
 from .rows import DataError, DataEvent, DataExhausted, Rows
+from .shards import ShardFormatError
 
 
 @dataclass
@@ -89,6 +90,8 @@ class ReadAhead:
         block = self._queue.get()
         if isinstance(block, (DataError, DataExhausted)):
             raise block
+        if isinstance(block, ShardFormatError):  # a shard changed under the run: named, not a traceback
+            raise DataError(str(block)) from None
         if isinstance(block, BaseException):
             raise RuntimeError(f"batch read-ahead failed: {block}") from block
         return block

@@ -21,7 +21,7 @@ from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
 from .blend import blend, integer_weights, renormalised
 from .mixing import natural_picks
 from .order import locate_slots, slot_order, slots_per_shard
-from .shards import open_shard, shard_token_count
+from .shards import read_shard, shard_token_count
 
 
 class DataError(ValueError):
@@ -95,7 +95,7 @@ class TokenStream:
             raise ValueError("TokenStream: no training shards")
         self.files = list(files)
         self.shard_index = 0
-        self.tokens = open_shard(self.files[0])
+        self.tokens = read_shard(self.files[0])
         self.position = self.offset = self.wraps = 0
 
     def take(self, n: int) -> np.ndarray:
@@ -108,7 +108,7 @@ class TokenStream:
                     raise ValueError("TokenStream: every training shard is empty")
                 self.shard_index = (self.shard_index + 1) % len(self.files)
                 self.wraps += self.shard_index == 0
-                self.tokens, self.position = open_shard(self.files[self.shard_index]), 0
+                self.tokens, self.position = read_shard(self.files[self.shard_index]), 0
                 continue
             k = min(available, left)
             parts.append(self.tokens[self.position:self.position + k])
@@ -120,7 +120,7 @@ class TokenStream:
 
     def seek(self, shard_index: int, position: int, offset: int, wraps: int) -> None:
         if shard_index != self.shard_index:
-            self.tokens = open_shard(self.files[shard_index])
+            self.tokens = read_shard(self.files[shard_index])
         self.shard_index, self.position, self.offset, self.wraps = shard_index, position, offset, wraps
 
 
@@ -203,7 +203,7 @@ class ShuffledRows:
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, seed: int,
                  dataset: str | None = None):
         self.files, self.rank, self.world_size, self.seed = files, rank, world_size, seed
-        self.shards = [open_shard(f) for f in files]
+        self.shards = [read_shard(f) for f in files]
         self.lengths = [len(t) for t in self.shards]
         self.total_tokens = sum(self.lengths)
         self.shard_start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -359,7 +359,7 @@ class RowTable:
 @functools.lru_cache(maxsize=8)
 def row_table(files: tuple[Path, ...], seq_len: int, doc_max: int) -> RowTable:
     """Built once per shards, length and cut (the warm-up's loader and the run's share it)."""
-    return RowTable.build([open_shard(f) for f in files], seq_len, doc_max)
+    return RowTable.build([read_shard(f) for f in files], seq_len, doc_max)
 
 
 @dataclass(frozen=True)
@@ -382,7 +382,7 @@ class AlignedRows:
                  doc_max: int, dataset: str | None = None):
         self.files, self.rank, self.world_size, self.order, self.seed = list(files), rank, world_size, order, seed
         self.doc_max, self.dataset, self.events = doc_max, dataset, []
-        self.shards = [open_shard(f) for f in self.files]
+        self.shards = [read_shard(f) for f in self.files]
         self.total_tokens = sum(len(t) for t in self.shards)
         self.last_rows = np.zeros(0, dtype=np.int64)
         self.seq_len = None

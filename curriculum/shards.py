@@ -54,6 +54,51 @@ def open_shard(path: str | Path) -> np.memmap:
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
+class ShardChanged(ShardFormatError):
+    """A shard that became shorter while a run read it."""
+
+
+class ShardTokens:
+    """A shard's tokens read with `pread`, not memory-mapped: a shard truncated or replaced
+    while a run reads it is a ShardChanged naming it, where a memory map would kill the process
+    with SIGBUS. Slicing (step 1) returns a fresh array; `np.asarray` reads it whole. Each read
+    is one system call on the read-ahead thread (about a microsecond per row: `make bench`'s loader)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.n = shard_token_count(self.path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("ShardTokens: only contiguous slices")
+        start, stop, _ = key.indices(self.n)
+        want = max(stop - start, 0) * 2
+        data = os.pread(self.fd, want, HEADER_BYTES + 2 * start) if want else b""
+        if len(data) != want:
+            raise ShardChanged(f"{self.path}: the shard changed while the run read it: {HEADER_BYTES + 2 * start + len(data)}"
+                               f" bytes where it had {HEADER_BYTES + 2 * self.n} at the start")
+        return np.frombuffer(data, dtype=TOKEN_DTYPE)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        tokens = self[0:self.n]
+        return tokens if dtype is None else tokens.astype(dtype)
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except (AttributeError, OSError):
+            pass
+
+
+def read_shard(path: str | Path) -> ShardTokens:
+    """The shard's tokens for a run's readers: validated, then read by pread (ShardTokens)."""
+    return ShardTokens(path)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write under a temporary name beside `path`, then rename: never a half-written file."""
     path = Path(path)

@@ -337,3 +337,20 @@ def test_domain_mix_of_read_and_kept_rows_is_counted_from_sidecars(dataset, tmp_
         assert s["mix_windows"][0]["read"] == s["read_domain_counts"]
         expected = "mix:" if not cfg.enabled else "read_mix:docs=[\\d.]+,prose=[\\d.]+ kept_mix:"
         assert re.search(expected + r"docs=[\d.]+,prose=[\d.]+$", line), line
+
+
+@pytest.mark.parametrize("order", ["sequential", "shuffled"])
+def test_a_shard_truncated_under_a_run_ends_it_with_a_message_naming_it(tmp_path, order):
+    """Read by pread, not memory-mapped: a shorter file is a clear error, not SIGBUS."""
+    import os
+    from curriculum import DataError
+    shard = tmp_path / "t_train_000000.bin"
+    write_shard(shard, np.arange(4 * 4096, dtype=np.uint16) % 1000)
+    b = BatchSource([shard], seq_len=32, batch_seqs=4, rank=0, world_size=1, vocab_size=1024,
+                    device=torch.device("cpu"), config=CurriculumConfig(), order=order, seed=1, read_ahead=1)
+    b.next_batch(Position())
+    os.truncate(shard, 1024 + 2 * 200)  # a copy interrupted, a disk cleaned up: 200 tokens are left
+    with pytest.raises(DataError, match=f"{shard}: the shard changed while the run read it"):
+        for _ in range(200):
+            b.next_batch(Position())
+    b.close()
