@@ -13,6 +13,7 @@ seam, `curriculum.DataPath`: construction, `next_batch`, `drain_log`, `summary`,
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 import gc
 import glob
 import hashlib
@@ -651,8 +652,9 @@ def set_up(started: float) -> Job:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if distributed:
+        # our own timeout on every collective: a rank that stops answering ends the run on the others
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
-                                if device.type == "cuda" else None)
+                                if device.type == "cuda" else None, timeout=timedelta(seconds=s.collective_timeout))
     log = Logger(s)
     log(Path(__file__).read_text(), console=False)
     for path in code_files()[1:]:  # curriculum/ counts in the artifact, so its source is logged too
@@ -763,7 +765,8 @@ class Averaged:
 
 CHECKPOINT_FORMAT = 1
 # settings a resumed run may change: where it logs, its name, and the checkpointing itself
-RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "OVERWRITE", "RANK", "LOCAL_RANK")
+RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "OVERWRITE", "COLLECTIVE_TIMEOUT", "RANK",
+                     "LOCAL_RANK")
 
 
 @dataclass
@@ -1060,6 +1063,15 @@ def shut_down_distributed() -> None:
     gc.collect()
 
 
+PEER_LOST = ("timeout", "timed out", "closed", "connection reset", "broken pipe", "nccl communicator")
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether a collective failed because another rank stopped answering or went away (gloo and
+    NCCL raise RuntimeError, or DistError, with these words)."""
+    return isinstance(err, dist.DistError) or any(w in str(err).lower() for w in PEER_LOST)
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written."""
     def interrupt(signum, frame):
@@ -1076,6 +1088,14 @@ if __name__ == "__main__":
               f"interrupted; the log is complete up to here, and no artifact or summary was left half-written",
               file=sys.stderr)
         sys.exit(130)
+    except RuntimeError as err:  # a peer stopped or died: one line on every rank that is left
+        if not (dist.is_available() and dist.is_initialized() and lost_peer(err)):
+            raise
+        rank = os.environ.get("RANK", "0")
+        print(f"train_gpt.py (rank {rank}): lost the other ranks ({str(err).splitlines()[0][:300]}); a rank stopped "
+              f"answering for COLLECTIVE_TIMEOUT={os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died. The log is "
+              f"complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
+        os._exit(3)  # not sys.exit: the process group's teardown would wait on the lost peer
     except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
         rank = os.environ.get("RANK", "0")
         if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own

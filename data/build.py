@@ -263,6 +263,10 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
                         build=dict(config=asdict(cfg), inputs_sha256=fingerprint, exact_duplicates_dropped=dropped,
                                    debian_packages=DEBIAN_PACKAGES))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # difficulty indexes (make index) outlive a rebuild: a run checks each against the new shards'
+        # fingerprint, so one that no longer matches is refused with a message, never used
+        for index in folders[kind].glob("*.cidx") if folders[kind].is_dir() else []:
+            os.replace(index, tmp / index.name)
         shutil.rmtree(folders[kind], ignore_errors=True)
         os.replace(tmp, folders[kind])
         log(f"data: {folders[kind]}: train {splits['train']['tokens']:,} tokens in "

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 import train_gpt as tg
 from curriculum.shards import HEADER_BYTES, open_shard, write_shard
 from tests.conftest import run_trainer, summary, trainer_env
+from tools import launch
 
 
 def settings(dataset, tmp_path, **overrides):
@@ -750,3 +752,35 @@ def test_a_run_id_whose_logs_exist_is_refused_unless_overwrite(dataset, tmp_path
     assert "RUN_ID='run'" in again.stderr and "run.txt exists" in again.stderr and "OVERWRITE=1" in again.stderr
     assert (Path(env["LOG_DIR"]) / "run.json").read_bytes() == first  # nothing touched
     assert run_trainer(env | dict(OVERWRITE="1")).returncode == 0
+
+
+def test_a_rank_that_stops_answering_ends_the_run_on_the_other_with_one_line(dataset, tmp_path):
+    """Two ranks started by hand; rank 1 is stopped (SIGSTOP) mid-run: rank 0 gives up after
+    COLLECTIVE_TIMEOUT with one line and exit status 3, instead of waiting until killed."""
+    import signal
+    import socket
+    import time
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = trainer_env(dataset, tmp_path, ITERATIONS="100000", GRAD_ACCUM_STEPS="1", WARMUP_STEPS="0",
+                      COLLECTIVE_TIMEOUT="5", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    ranks = [launch.start_trainer(env | dict(RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in range(2)]
+    log = Path(env["LOG_DIR"]) / "run.txt"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and "step:3/" in log.read_text()):
+            time.sleep(0.2)
+        assert log.exists() and "step:3/" in log.read_text(), ranks[0].stderr.read()[-2000:] if ranks[0].poll() else ""
+        ranks[1].send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        _, err = ranks[0].communicate(timeout=90)
+        waited = time.time() - t0
+    finally:
+        for p in ranks:
+            p.kill()
+            p.wait()
+    assert ranks[0].returncode == 3, err[-2000:]
+    assert "lost the other ranks" in err and "COLLECTIVE_TIMEOUT=5" in err and "Traceback" not in err
+    assert waited < 60

@@ -39,7 +39,7 @@ class CompareError(Exception):
 
 RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR", "RANK", "LOCAL_RANK")
 NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS", "EXPECTED_STEP_MS",
-             "OVERWRITE")
+             "OVERWRITE", "COLLECTIVE_TIMEOUT")
 PATHS = ("DATA_PATH", "TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH")
 CURRICULUM_PREFIX = "CURRICULUM_"
 # What a run ran on, beside its settings: never pooled when any differs.

@@ -74,6 +74,9 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         DOC_MAX_TOKENS,
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
           "the budget measured over the first 10 steps is logged)", minimum=0.0),
+        S("COLLECTIVE_TIMEOUT", "int", 300, "seconds any collective between ranks may wait: a rank that stops "
+          "answering (stopped, hung, its machine gone) ends the run on the others with one line, exit status 3",
+          minimum=1),
         S("DEVICE", "text", "auto", "`auto` (CUDA if present), `cpu` or `cuda`", choices=("auto", "cpu", "cuda")),
         S("TORCH_COMPILE", "bool", True, "compile the model and the Newton–Schulz step (CPU too); 0 runs eagerly"),
     ),
