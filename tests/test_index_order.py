@@ -254,3 +254,17 @@ def test_a_run_whose_index_does_not_match_stops_before_any_work(dataset, tmp_pat
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "TRAIN_SEQ_LEN: built for 64, this run has 32" in out.stderr and "no readability scores" in out.stderr
     assert "model:" not in out.stdout
+
+
+@pytest.mark.parametrize("pacing, progress, lo, hi", [
+    ("warmup", 0.0, 0.0, 0.2), ("linear", 0.5, 0.0, 0.6), ("reverse", 0.0, 0.8, 1.0), ("v", 0.45, 0.5, 1.0)])
+def test_each_pacing_draws_only_from_its_band(indexed, pacing, progress, lo, hi):
+    files, index, _ = indexed
+    scores = np.sort(np.asarray(DifficultyIndex.open(index).columns["compression_ratio"]))
+    b = loader(files, index, pacing=pacing)
+    for k in range(12):
+        b.next_batch(Position(progress, step=k))
+    drawn = row_scores(index, "compression_ratio", np.concatenate(b.statistics.c.read_positions[6:]))
+    b.close()
+    # the band's percentiles as scores (a bucket is 1% of the rows: a tie may sit on its edge)
+    assert drawn.min() >= scores[int(lo * (len(scores) - 1))] and drawn.max() <= scores[int(hi * (len(scores) - 1))]
