@@ -563,8 +563,11 @@ class Logger:
             return
         if console:
             print(msg, flush=True)
-        self.file.write(msg + "\n")
-        self.file.flush()
+        try:
+            self.file.write(msg + "\n")
+            self.file.flush()
+        except OSError as err:  # a full disk: name the log, so the message says which file
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -1096,6 +1099,14 @@ if __name__ == "__main__":
               f"answering for COLLECTIVE_TIMEOUT={os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died. The log is "
               f"complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
         os._exit(3)  # not sys.exit: the process group's teardown would wait on the lost peer
+    except OSError as err:  # a full disk, a file-size limit, a folder gone: what was written before is whole
+        if err.filename is None:
+            raise
+        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+              f"cannot write or read {err.filename}: {err.strerror}; every file written before is whole (they are "
+              f"written under a temporary name and renamed)", file=sys.stderr)
+        shut_down_distributed()
+        sys.exit(1)
     except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
         rank = os.environ.get("RANK", "0")
         if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own

@@ -413,6 +413,7 @@ DECOMPOSITION_ARMS = (
     turns.Arm("baseline_system_malloc", ARM_ENV["baseline"] | dict(CPU_MALLOC="system")),
     turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")))
 REFERENCE = ("baseline", "baseline_again")  # per round, the geometric mean of two baseline processes
+OWN_BASELINE = {"order_curriculum": "baseline_shuffled", "mix_adaptive": "mix_stratified"}
 PROFILED_STEPS = 5  # the last timed steps of baseline and fresh, under torch.profiler (not in the ratios)
 
 
@@ -432,11 +433,16 @@ def with_paths(arm: turns.Arm, steps: int, recorded: Path) -> turns.Arm:
     return dataclasses.replace(arm, variants=variants)
 
 
-def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5) -> dict:
+def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5,
+                           only: tuple[str, ...] = ()) -> dict:
     """Separate train_gpt.py processes per arm taking turns step by step, one ring per repeat
     with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI, the
     loader's own numbers from the runs' summaries, and the two profiled arms' operators."""
     arms = list(COST_ARMS) + (list(DECOMPOSITION_ARMS) if decompose else [])
+    if only:  # the references, and the arms asked for with their own baselines
+        wanted = set(only) | set(REFERENCE) | {OWN_BASELINE[a] for a in only if a in OWN_BASELINE}
+        arms = [a for a in arms if a.name in wanted]
+    names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
     rings = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -456,8 +462,9 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     ratios = turns.ratios_in_turns(rings, REFERENCE, end=end, block=block)
     ratios["baseline_again"] = turns.ratios_in_turns(rings, "baseline", end=end, block=block)["baseline_again"]
     # the index order's own baseline is the shuffled order: the same whole rows, no index
-    ratios["order_curriculum"] = turns.ratios_in_turns(rings, "baseline_shuffled", end=end, block=block)["order_curriculum"]
-    ratios["mix_adaptive"] = turns.ratios_in_turns(rings, "mix_stratified", end=end, block=block)["mix_adaptive"]
+    for arm, own in OWN_BASELINE.items():  # against the arm that differs from it in that one thing
+        if arm in names and own in names:
+            ratios[arm] = turns.ratios_in_turns(rings, own, end=end, block=block)[arm]
     def mean(name, get):
         return statistics.mean(get(ring[name]) for ring in rings)
     loader = {a.name: dict(data_wait_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["data_wait_ms_per_step"]),
@@ -467,7 +474,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
                            kernel_ms_per_step=mean(a.name, lambda r: statistics.median(r["turns"]["steps_sys_ms"])))
               for a in arms}
     flush = {arm.name: rings[0][arm.name]["turns"]["flush_denormal"] for arm in arms if "ftz" in arm.variants}
-    profile = turns.profile_difference(rings, "baseline", "fresh")
+    profile = turns.profile_difference(rings, "baseline", "fresh") if "fresh" in names else []
     return dict(steps=steps, repeats=repeats, block_rounds=block, arms=[a.name for a in arms], ratios=ratios,
                 loader=loader, flush_denormal_set=flush, profile=profile)
 
@@ -548,7 +555,8 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     decompose = not args.no_decompose
     print(f"== train_gpt.py, configs/cpu.env: separate processes taking turns step by step, {args.steps} steps, "
           f"{args.repeats} rings (arms in a seeded order each){', with the decomposition' if decompose else ''}", flush=True)
-    cost = bench_trainer_in_turns(env, args.steps, args.repeats, decompose)
+    cost = bench_trainer_in_turns(env, args.steps, args.repeats, decompose,
+                                  only=tuple(a for a in args.cost_arms.split(",") if a))
     print(f"  {cpu_line()}")
     print(f"  {'arm':<26}{'median ms':>10}{'ratio':>8}  {'95% CI':<17}{'costs nothing':>14}{'faults':>8}"
           f"{'kernel ms':>10}{'data wait':>10}{'reader CPU':>11}{'peak MB':>8}  per ring")
@@ -600,6 +608,7 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-trainer", action="store_true")
     ap.add_argument("--cost-only", action="store_true", help="only section 7: the trainer processes in turns")
     ap.add_argument("--no-decompose", action="store_true", help="section 7 with the four arms only, no controls")
+    ap.add_argument("--cost-arms", default="", help="section 7: only these arms (comma-separated), with the baselines")
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--mask-only", action="store_true", help="only section 8: the document mask's step time")

@@ -221,11 +221,13 @@ def check_settings(s: Settings) -> list[str]:
     errors = list(s.curriculum.problems()) + s.mix.problems()
     if s.rank >= s.world_size:
         errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
-    if s.model_dim % s.num_heads:
+    if s.num_heads < 1 or s.num_kv_heads < 1:
+        pass  # below their minimum: already an error, and nothing can be divided by them
+    elif s.model_dim % s.num_heads:
         errors.append(f"NUM_HEADS={s.num_heads}: must divide MODEL_DIM={s.model_dim}")
     elif (s.model_dim // s.num_heads) % 2:
         errors.append(f"MODEL_DIM/NUM_HEADS={s.model_dim // s.num_heads}: head size must be even for rotary embeddings")
-    if s.num_heads % s.num_kv_heads:
+    if s.num_heads >= 1 and s.num_kv_heads >= 1 and s.num_heads % s.num_kv_heads:
         errors.append(f"NUM_KV_HEADS={s.num_kv_heads}: must divide NUM_HEADS={s.num_heads}")
     if s.vocab_size > 65536:
         errors.append(f"VOCAB_SIZE={s.vocab_size}: shards hold uint16 tokens, so at most 65536")
@@ -268,7 +270,7 @@ def check_settings(s: Settings) -> list[str]:
     train_tokens = tokens.get("TRAIN_FILES")
     if train_tokens == 0:
         errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
-    elif train_tokens and not s.grad_accum_steps == 0:
+    elif train_tokens and min(s.grad_accum_steps, s.train_seq_len, s.world_size) >= 1:  # else already an error
         read = s.world_size * (s.curriculum.pool_size(s.micro_batch_seqs) * s.train_seq_len + 1)
         if read > train_tokens:  # one micro-batch would wrap the whole stream around, again and again
             culprit = (f"CURRICULUM_OVERSAMPLE={s.curriculum.oversample:g} with " if s.curriculum.enabled else "") + \
