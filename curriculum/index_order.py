@@ -29,6 +29,7 @@ from .shards import read_shard
 
 BUCKETS = 100
 PACINGS = ("warmup", "linear", "reverse", "v")
+PACING_PARAMETERS = dict(warmup=("start", "warmup"), linear=("start",), reverse=("start",), v=("width",))
 V_PEAK = 0.45  # seed 003's V: hardest at 45% of the run
 
 
@@ -68,8 +69,7 @@ class OrderConfig:
 
     def parameters(self) -> dict:
         """The settings this pacing reads: two runs that differ only in others ran the same order."""
-        used = dict(warmup=("start", "warmup"), linear=("start",), reverse=("start",), v=("width",))[self.pacing]
-        return dict(score=self.score, pacing=self.pacing) | {k: getattr(self, k) for k in used}
+        return dict(score=self.score, pacing=self.pacing) | {k: getattr(self, k) for k in PACING_PARAMETERS[self.pacing]}
 
 
 class ProgressFeed:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curriculum import SCHEDULE_PARAMETERS
+from curriculum.index_order import PACING_PARAMETERS
 from tools import loglines
 
 
@@ -218,7 +219,9 @@ def canonical(run: Run, defaults: dict) -> dict:
     out = {k: _number(v) for k, v in s.items()
            if k not in RUN_KEYS + NO_EFFECT + PATHS + ("DEVICE",) and not k.startswith(CURRICULUM_PREFIX)}
     # the index order's and the mixer's settings count only where they are read
+    pacing_reads = {f"ORDER_{p.upper()}" for p in PACING_PARAMETERS.get(out.get("ORDER_PACING"), ())}
     unread = [k for k in out if (k.startswith("ORDER_") and out.get("DATA_ORDER") != "curriculum")
+              or (k in ("ORDER_START", "ORDER_WARMUP", "ORDER_WIDTH") and k not in pacing_reads)
               or (k.startswith("MIX_") and not out.get("MIX"))
               or (k in ("MIX_RULE", "MIX_UPDATE_EVERY", "MIX_SMOOTHING", "MIX_STEP_SIZE", "MIX_MIN_WEIGHT",
                         "MIX_REFERENCE") and out.get("MIX") != "adaptive")]
