@@ -308,6 +308,9 @@ class TimedSource:
         self.ms += 1000 * (time.perf_counter() - t0)
         return out
 
+    def observe(self, per_token_loss) -> None:  # the seam's other per-micro-batch call (a no-op without MIX)
+        self.source.observe(per_token_loss)
+
 
 def bench_step_breakdown(s: tg.Settings, blocks: int, steps_per_block: int = 10) -> dict:
     """Per arm and step: the main thread's time in next_batch, the rest of the step, and the

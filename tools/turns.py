@@ -148,9 +148,10 @@ def child_main() -> None:
     if "pool_only" in variants or "read_only" in variants:
         choose = Selector.choose
 
-        def first_rows(self, rows, domains, micro_batch, progress, warmdown_start):
-            if "pool_only" in variants:
-                choose(self, rows, domains, micro_batch, progress, warmdown_start)  # all of the work, none of the content
+        def first_rows(self, rows, domains, micro_batch, progress, warmdown_start, scores=None):
+            if "pool_only" in variants:  # all of the work, none of the content
+                choose(self, rows, domains, micro_batch, progress, warmdown_start, scores)
+            self.kept_domains = None if domains is None else domains[:self.batch_seqs]
             return rows[:self.batch_seqs], rows.size(0)
         Selector.choose = first_rows
 
