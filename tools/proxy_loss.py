@@ -31,7 +31,7 @@ import torch
 
 from curriculum.index import DifficultyIndex, RowLayout, add_scores, fingerprint, index_path
 from curriculum.rows import DataError
-from curriculum.shards import open_shard, write_shard
+from curriculum.shards import open_shard, write_atomic, write_shard
 from tools import launch
 from trainer.host import keep_freed_memory
 from tools.envfile import ROOT
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=120, help="the reference model's training steps")
     p.add_argument("--seed", type=int, default=0, help="the held-out slice's and the reference model's seed")
     p.add_argument("--index", default="", help="the index file (default: beside the first shard)")
+    p.add_argument("--keep-artifact", default="", help="also keep the reference model's artifact here")
     a = p.parse_args(argv)
     data_path = env.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
     files = sorted(Path(f) for f in glob.glob(env.get("TRAIN_FILES") or os.path.join(data_path, "*train_*.bin")))
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
               f"the index's), {a.steps} steps in {train_s:.0f} s", file=sys.stderr)
         scores, rate = score_rows(artifact, run_env, layout, shards, files)
         artifact_sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        if a.keep_artifact:
+            write_atomic(a.keep_artifact, artifact.read_bytes())
     scores[held] = np.nan
     domain_means = per_domain_means(files, layout, scores)
     params = dict(signal="proxy_loss", version=1, measure="mean loss (nats) per target under the reference model",
