@@ -85,10 +85,11 @@ def token_signal(name: str, rows: np.ndarray, vocab_size: int, surprisal: torch.
     t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     if name == "unigram_entropy":
         return bulk_unigram_entropy(t, vocab_size).numpy()
-    if name == "repeat_bigram_rate" and vocab_size * vocab_size < 2**31:  # int32 sorts faster than int64
-        t32 = t.int()
-        ids = torch.sort(t32[:, :-1] * vocab_size + t32[:, 1:], dim=1).values
-        return ((1 + (ids[:, 1:] != ids[:, :-1]).sum(dim=1)).float() / ids.size(1)).numpy()
+    if name == "repeat_bigram_rate" and vocab_size * vocab_size < 2**31:
+        # numpy's sort of int32 rows uses the CPU's vector units (x86-simd-sort): about 10x torch's per-row sort
+        r32 = np.asarray(rows, dtype=np.int32)
+        ids = np.sort(r32[:, :-1] * vocab_size + r32[:, 1:], axis=1)
+        return ((1 + (ids[:, 1:] != ids[:, :-1]).sum(axis=1)) / ids.shape[1]).astype(np.float32)
     kwargs = dict(surprisal=surprisal) if name == "unigram_rarity" else {}
     return SCORES[name](t, vocab_size, **kwargs).numpy()
 
