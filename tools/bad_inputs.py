@@ -323,6 +323,24 @@ CASES = [
     Case("compare: a .json that is a folder", "compare", compare_folder(lambda d: (d / "x.json").mkdir()), ("x.json",), (0, 2)),
     Case("compare: only NaN scores", "compare", compare_folder(lambda d: [write(d, "a.json", summary(1, float("nan"))),
                                                                          write(d, "a.txt", "")]), ("no usable",)),
+    Case("compare: a SEED that is a list", "compare", compare_folder(lambda d: [
+        write(d, "a.json", summary(1, 2.0, settings=dict(SEED=[1, 2], CURRICULUM=False))), write(d, "a.txt", "")]),
+         ("SEED=[1, 2] is not a single value",), (0, 2)),
+    Case("compare: CURRICULUM null", "compare", compare_folder(lambda d: [
+        write(d, "a.json", summary(1, 2.0, settings=dict(SEED=1, CURRICULUM=None))), write(d, "a.txt", "")]),
+         ("CURRICULUM=None is not a single value",), (0, 2)),
+    Case("compare: val_sets a list", "compare", compare_folder(lambda d: [
+        write(d, "a.json", summary(1, 2.0, val_sets=[1])), write(d, "a.txt", "")]), ("val_sets is a list",), (0, 2)),
+    Case("compare: a plain log with a NaN score", "compare", compare_folder(lambda d: write(
+        d, "p-s7.txt", "SEED=7\nCURRICULUM=0\nstep:1/1 val_loss:1 val_bpb:1 train_time:1ms\n"
+        "final_int8_zlib_roundtrip_exact val_loss:nan val_bpb:nan\n")), ("not a finite number",), (0, 2)),
+    Case("compare: a log whose summary was lost", "compare", compare_folder(lambda d: write(
+        d, "c1-s1350.txt", "code\nsettings: {\"SEED\": 1350}\nfinal_int6_zstd_roundtrip_exact val_loss:2.0 val_bpb:1.5\n")),
+         ("c1-s1350.json is missing",), (0, 2)),
+    Case("compare: --out in an unwritable place", "compare", lambda f: (write(f, "x", "x"), tool(
+        "tools.compare", "{folder}", "--out", "{folder}/x/sub")(f))[1], ("is a file, so the folder cannot be made",)),
+    Case("experiment: an infinite budget", "experiment", tool("tools.experiment", "--budget", "inf", "--out", "{folder}/e"),
+         ("--budget=inf",)),
     Case("experiment: a NaN budget", "experiment", tool("tools.experiment", "--budget", "nan", "--out", "{folder}/e"),
          ("--budget",)),
     Case("experiment: --out is a file", "experiment", lambda f: (write(f, "x", "x"), tool(
