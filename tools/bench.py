@@ -537,6 +537,27 @@ def bench_index_build(env: dict, s: tg.Settings) -> dict:
     return dict(rows=built["rows"], tokens=built["tokens"], processes=processes, wall_s=wall, signals=out)
 
 
+def bench_shard_reads(s: tg.Settings, reps: int = 6, takes: int = 400) -> dict:
+    """The readers read shards with pread (ShardTokens); against a memory map, for a shuffled
+    micro-batch of CPU rows on the read-ahead thread, alternating: ms per micro-batch."""
+    import curriculum.rows as rows
+    from curriculum.shards import read_shard
+    ms = {"memory map": [], "pread": []}
+    try:
+        for rep in range(reps):
+            pair = (("memory map", tg.open_shard), ("pread", read_shard))
+            for name, opener in pair if rep % 2 == 0 else pair[::-1]:
+                rows.read_shard = opener
+                reader = rows.ShuffledRows(train_files(s), s.train_seq_len, 0, 1, seed=rep)
+                t0 = time.perf_counter()
+                for _ in range(takes):
+                    reader.take(s.micro_batch_seqs)
+                ms[name].append(1000 * (time.perf_counter() - t0) / takes)
+    finally:
+        rows.read_shard = read_shard
+    return {k: statistics.median(v) for k, v in ms.items()}
+
+
 def index_section(env: dict, s: tg.Settings, report: dict) -> None:
     print(f"== the difficulty index over the embedded corpus ({s.train_seq_len + 1}-token rows), build rate per signal "
           f"(goal: the SCORES signals >= 100M tokens/s on 2 cores, the text signals >= 5M per process)")
@@ -551,6 +572,10 @@ def index_section(env: dict, s: tg.Settings, report: dict) -> None:
               f"{row['projected_hours_16_cores']:10.2f}{note}")
     print("  (per process: one thread; the projection assumes one process per core, as --processes does, and a "
           "CPU like this one; the proxy loss on a GPU is far faster and not measured here)")
+    reads = report["shard_reads"] = bench_shard_reads(s)
+    print(f"== shards read with pread (a shard cut under a run is an error, not SIGBUS) against a memory map: "
+          f"{reads['pread']:.3f} against {reads['memory map']:.3f} ms per shuffled micro-batch of "
+          f"{s.micro_batch_seqs} rows, on the read-ahead thread (median of 6 alternating blocks)")
 
 
 def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
