@@ -1094,10 +1094,12 @@ if __name__ == "__main__":
     except RuntimeError as err:  # a peer stopped or died: one line on every rank that is left
         if not (dist.is_available() and dist.is_initialized() and lost_peer(err)):
             raise
-        rank = os.environ.get("RANK", "0")
-        print(f"train_gpt.py (rank {rank}): lost the other ranks ({str(err).splitlines()[0][:300]}); a rank stopped "
-              f"answering for COLLECTIVE_TIMEOUT={os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died. The log is "
-              f"complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        others = [r for r in range(world) if r != rank]
+        who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {', '.join(map(str, others))}"
+        print(f"train_gpt.py (rank {rank}): lost the other ranks: {who} stopped answering for COLLECTIVE_TIMEOUT="
+              f"{os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died ({str(err).splitlines()[0][:300]}). The log "
+              f"is complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
         os._exit(3)  # not sys.exit: the process group's teardown would wait on the lost peer
     except OSError as err:  # a full disk, a file-size limit, a folder gone: what was written before is whole
         if err.filename is None:

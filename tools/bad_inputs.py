@@ -351,8 +351,9 @@ CASES = [
     Case("SIGTERM mid-run", "fault", interrupted(signal.SIGTERM), ("interrupted",), (130,), fast=False),
     Case("a shard cut under the run", "fault", shard_cut_under_the_run, ("p_train_000000.bin", "changed while the run"),
          fast=False),
-    Case("a rank that stops answering", "fault", peer_gone(signal.SIGSTOP), ("lost the other ranks",), (3,), fast=False),
-    Case("a rank killed", "fault", peer_gone(signal.SIGKILL), ("lost the other ranks",), (3,), fast=False),
+    Case("a rank that stops answering", "fault", peer_gone(signal.SIGSTOP), ("lost the other ranks: rank 1",), (3,),
+         fast=False),
+    Case("a rank killed", "fault", peer_gone(signal.SIGKILL), ("lost the other ranks: rank 1",), (3,), fast=False),
     Case("a full disk (a file-size limit)", "fault", full_disk, ("probe", "cannot write"), (1,), fast=False),
 ]
 
