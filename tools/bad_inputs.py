@@ -205,41 +205,33 @@ def write(folder: Path, name: str, value) -> None:
 
 # ------------------------------------------------------------------------------- faults
 
-def interrupted(signum: int):
-    def go(folder: Path) -> Outcome:
-        env = trainer_env(folder, ITERATIONS="100000")
-        t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, str(ROOT / "train_gpt.py")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        log = folder / "logs" / "probe.txt"
-        while time.perf_counter() - t0 < 90 and not (log.exists() and "step:2/" in log.read_text()):
-            time.sleep(0.2)
-        p.send_signal(signum)
-        try:
-            out, err = p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            return Outcome(None, "", time.perf_counter() - t0)
-        return Outcome(p.returncode, out + err, time.perf_counter() - t0)
-    return go
-
-
-def shard_cut_under_the_run(folder: Path) -> Outcome:
-    shards = small_shards(folder, n=1, tokens=400_000)
-    env = trainer_env(folder, TRAIN_FILES=str(shards[0]), ITERATIONS="100000", DATA_ORDER="shuffled")
+def during_a_run(folder: Path, act, wait_s: float = 60, **settings) -> Outcome:
+    """A long training run; once its log shows step 2, `act(process)`; then how it ends."""
+    env = trainer_env(folder, ITERATIONS="100000", **settings)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, str(ROOT / "train_gpt.py")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     log = folder / "logs" / "probe.txt"
     while time.perf_counter() - t0 < 90 and not (log.exists() and "step:2/" in log.read_text()):
         time.sleep(0.2)
-    os.truncate(shards[0], 1024 + 2 * 1000)
+    act(p)
     try:
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=wait_s)
     except subprocess.TimeoutExpired:
         p.kill()
+        p.communicate()
         return Outcome(None, "", time.perf_counter() - t0)
     return Outcome(p.returncode, out + err, time.perf_counter() - t0)
+
+
+def interrupted(signum: int):
+    return lambda folder: during_a_run(folder, lambda p: p.send_signal(signum))
+
+
+def shard_cut_under_the_run(folder: Path) -> Outcome:
+    shard = small_shards(folder, n=1, tokens=400_000)[0]
+    return during_a_run(folder, lambda p: os.truncate(shard, 1024 + 2 * 1000), wait_s=120, TRAIN_FILES=str(shard),
+                        DATA_ORDER="shuffled")
 
 
 def peer_gone(signum: int):
