@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
                         write_atomic)
+from curriculum.domains import read_sidecar, sidecar_path
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
@@ -58,6 +59,24 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tenso
     if usable <= 0:
         raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
     return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
+
+
+def load_validation_domains(pattern: str, n_targets: int) -> tuple[Tensor, tuple[str, ...]]:
+    """(the domain id of each of the first n_targets target tokens, the domain names) from the
+    sidecars beside the validation shards: a target counts for the document it belongs to."""
+    ids, names = [], None
+    for f in sorted(glob.glob(pattern)):
+        n = shard_token_count(f)
+        if not sidecar_path(f).exists():
+            raise SettingsError(f"VAL_DOMAINS=1: {f} has no domains sidecar ({sidecar_path(f).name}); "
+                                f"make data writes them for the embedded corpus")
+        starts, domain_ids, shard_names, _ = read_sidecar(f, n)
+        if names is not None and shard_names != names:
+            raise SettingsError(f"VAL_DOMAINS=1: {f} names the domains {shard_names}, the shards before it {names}")
+        names = shard_names
+        ids.append(np.repeat(domain_ids, np.diff(np.append(starts, n))))
+    token_domains = np.concatenate(ids)
+    return torch.from_numpy(token_domains[1:n_targets + 1].astype(np.int64)), names
 
 
 @dataclass
@@ -392,9 +411,11 @@ def training_progress(s: Settings, step: int, elapsed_ms: float, tokens: int = 0
 
 
 def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
-    """How much of the progress the warmdown spans: WARMDOWN_ITERS steps, placed in time
-    at the mean step time measured so far when there is a cap, or in tokens when TRAIN_TOKENS
-    ends the run before ITERATIONS would."""
+    """How much of the progress the warmdown spans: WARMDOWN_FRAC itself, or WARMDOWN_ITERS
+    steps, placed in time at the mean step time measured so far when there is a cap, or in
+    tokens when TRAIN_TOKENS ends the run before ITERATIONS would."""
+    if s.warmdown_frac > 0:
+        return s.warmdown_frac
     if s.max_wallclock_seconds > 0:
         step_ms = elapsed_ms / step if step > 0 else 0.0
         return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
@@ -412,6 +433,20 @@ def data_budget(s: Settings, steps: int, stream_tokens: int) -> str:
     return (f"~{steps:,} steps read ~{read:,} tokens, {read / max(stream_tokens, 1):.2f} passes over the "
             f"{stream_tokens:,} the shards hold; {trained:,} trained on"
             + (f", {read - trained:,} discarded by the curriculum's selection" if read > trained else ""))
+
+
+def momentum_warmed(s: Settings, step: int, progress: float) -> float:
+    """How far Muon's momentum has warmed from its start to its value, in [0, 1]: over
+    MUON_MOMENTUM_WARMUP_FRAC of the progress, or MUON_MOMENTUM_WARMUP_STEPS steps."""
+    if s.muon_momentum_warmup_frac > 0:
+        return min(progress / s.muon_momentum_warmup_frac, 1.0)
+    return min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+
+
+def swa_slot(s: Settings, step: int, progress: float) -> int:
+    """Which SWA interval the step ends: a snapshot is taken when it changes. SWA_EVERY_FRAC
+    counts intervals of progress, SWA_EVERY intervals of steps."""
+    return int(progress / s.swa_every_frac) if s.swa_every_frac > 0 else step // s.swa_every
 
 
 def lr_multiplier(progress: float, warmdown: float) -> float:
@@ -445,13 +480,14 @@ def window_starts(n_targets: int, seq: int, stride: int) -> range:
 
 
 @torch.no_grad()
-def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
-             bf16: bool, stride: int | None = None) -> tuple[float, float]:
-    """(val_loss in nats per token, val_bpb) with sliding windows: each target token is scored
-    once, by the window that gives it the most context. The first window scores all its
+def score_windows(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device, bf16: bool,
+                  stride: int | None = None, groups: Tensor | None = None, n_groups: int = 0) -> Tensor:
+    """Sums of loss, tokens and bytes [3, 1 + n_groups] over sliding windows: each target token is
+    scored once, by the window that gives it the most context. The first window scores all its
     targets, every later one only its last `stride` (default EVAL_STRIDE; the others were scored
-    with less context before). Each rank takes a contiguous share of the windows; sums of loss, tokens
-    and bytes are reduced in float64."""
+    with less context before). Column 0 is every target; column 1 + g the targets whose entry in
+    `groups` (one per target token) is g. Each rank takes a contiguous share of the windows; the
+    sums are reduced in float64."""
     seq = s.train_seq_len
     starts = window_starts(val_tokens.numel() - 1, seq, s.eval_stride if stride is None else stride)
     stride = starts.step
@@ -460,7 +496,7 @@ def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device:
     if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
         per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
     position = torch.arange(seq, device=device)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, tokens, bytes
+    sums = torch.zeros(3, 1 + n_groups, dtype=torch.float64, device=device)  # loss, tokens, bytes
     was_training = model.training
     model.eval()
     for i in range(0, len(mine), per_batch):
@@ -469,18 +505,30 @@ def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device:
         chunk = val_tokens[offsets].to(device, non_blocking=True).long()
         x, y = chunk[:, :-1], chunk[:, 1:]
         first = torch.tensor([0 if b == 0 else seq - stride for b in batch], device=device)
-        scored = position[None, :] >= first[:, None]
+        scored = (position[None, :] >= first[:, None]).double()
         with autocast(device, bf16):
             loss = model(x, y)
-        sums[0] += (loss.double() * scored).sum()
-        sums[1] += scored.sum()
-        sums[2] += (tables.count(x, y) * scored).sum().double()
+        per_target = torch.stack([loss.double(), torch.ones_like(scored), tables.count(x, y).double()])
+        sums[:, 0] += (per_target * scored).sum(dim=(1, 2))
+        if n_groups:
+            member = F.one_hot(groups[offsets[:, :-1]].to(device), n_groups).double() * scored[..., None]
+            sums[:, 1:] += torch.einsum("kbt,btg->kg", per_target, member)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     model.train(was_training)
+    return sums.cpu()
+
+
+def loss_and_bpb(sums: Tensor) -> tuple[float, float]:
+    """(nats per token, bits per byte) from one column of score_windows' sums."""
     loss_sum, n_tokens, n_bytes = sums.tolist()
-    val_loss = loss_sum / n_tokens
-    return val_loss, val_loss / math.log(2) * n_tokens / n_bytes
+    return loss_sum / n_tokens, loss_sum / n_tokens / math.log(2) * n_tokens / n_bytes
+
+
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
+             bf16: bool, stride: int | None = None) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb) over sliding windows (score_windows)."""
+    return loss_and_bpb(score_windows(model, s, val_tokens, tables, device, bf16, stride)[:, 0])
 
 
 # =============================================================================================
@@ -627,6 +675,7 @@ class Job:
     optimizers: list
     checkpoint: dict | None = None      # RESUME's contents, checked before any training
     results: dict = field(default_factory=dict)
+    val_domains: tuple[Tensor, tuple[str, ...]] | None = None  # VAL_DOMAINS: each target's domain id, the names
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -634,6 +683,36 @@ class Job:
 
     def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
         return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
+
+    def score_split(self) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+        """(the validation split's (loss, bpb), with VAL_DOMAINS each domain's from the same pass)."""
+        if self.val_domains is None:
+            return self.evaluate(self.val_tokens), {}
+        groups, names = self.val_domains
+        sums = score_windows(self.model_compiled, self.s, self.val_tokens, self.tables, self.device, self.bf16,
+                             groups=groups, n_groups=len(names))
+        return loss_and_bpb(sums[:, 0]), {name: loss_and_bpb(sums[:, 1 + g]) for g, name in enumerate(names)
+                                          if sums[1, 1 + g] > 0}
+
+    def score_sets(self) -> dict[str, tuple[float, float]]:
+        """Each VAL_SETS set's (loss, bpb), one pass each."""
+        return {name: self.evaluate(tokens) for name, tokens in self.val_sets.items()}
+
+    def named_sets(self) -> dict[str, tuple[int, str]]:
+        """{name: (target tokens, sha256)} of the per-domain scores' sets."""
+        if self.val_domains is None:
+            return {name: (t.numel() - 1, hashlib.sha256(t.numpy().tobytes()).hexdigest())
+                    for name, t in self.val_sets.items()}
+        groups, names = self.val_domains
+        starts = window_starts(self.val_tokens.numel() - 1, self.s.train_seq_len, self.s.eval_stride)
+        n_scored = starts[-1] + self.s.train_seq_len  # the windows score targets 0 .. n_scored - 1, once each
+        targets, domains = self.val_tokens[1:n_scored + 1], groups[:n_scored]
+        out = {}
+        for g, name in enumerate(names):
+            mine = targets[domains == g]
+            if mine.numel():
+                out[name] = (mine.numel(), hashlib.sha256(mine.numpy().tobytes()).hexdigest())
+        return out
 
     def make_batches(self, warm_up_steps: int = 0) -> DataPath:
         """The data path; with `warm_up_steps`, one that spreads them over every phase."""
@@ -673,7 +752,7 @@ def set_up(started: float) -> Job:
     log(select_attention_kernel(s, device))
     if device.type == "cpu":
         log(keep_freed_memory(s.cpu_malloc))
-    if s.max_wallclock_seconds == 0 and s.warmdown_iters >= s.iterations:
+    if s.max_wallclock_seconds == 0 and not s.warmdown_frac and s.warmdown_iters >= s.iterations:
         log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
             f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
     torch.manual_seed(s.seed)
@@ -686,6 +765,7 @@ def set_up(started: float) -> Job:
     for name, tokens in [("VAL_FILES", val_tokens)] + [(f"VAL_SETS[{k}]", v) for k, v in val_sets.items()]:
         if int(tokens.max()) >= s.vocab_size:
             raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
+    val_domains = load_validation_domains(s.val_files, val_tokens.numel() - 1) if s.val_domains else None
     tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
     train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
     provenance = run_provenance(s, device, train_files, started)
@@ -716,7 +796,7 @@ def set_up(started: float) -> Job:
         f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
         f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
     job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
-              model_compiled, model, optimizers)
+              model_compiled, model, optimizers, val_domains=val_domains)
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
@@ -760,6 +840,7 @@ class Averaged:
     """SWA's running sum of snapshots, and how many."""
     state: dict | None = None
     count: int = 0
+    slot: int = 0  # the interval (swa_slot) of the last step: a snapshot when a step ends a new one
 
 
 # =============================================================================================
@@ -803,7 +884,7 @@ def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: DataPath)
     path = Path(job.s.log_dir) / f"{job.s.run_id}.ckpt"
     if job.s.rank == 0:
         state = dict(identity=checkpoint_identity(job), loop=asdict(loop), model=job.base_model.state_dict(),
-                     ranks=ranks, swa=dict(state=swa.state, count=swa.count),
+                     ranks=ranks, swa=dict(state=swa.state, count=swa.count, slot=swa.slot),
                      rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
                               cuda=torch.cuda.get_rng_state_all() if job.device.type == "cuda" else None))
         buffer = io.BytesIO()
@@ -851,7 +932,7 @@ def resume(job: Job, state: dict, batches: DataPath, swa: Averaged) -> LoopState
         opt.load_state_dict(saved)
     saved_swa = state["swa"]["state"]
     swa.state = None if saved_swa is None else {k: v.to(job.device) for k, v in saved_swa.items()}
-    swa.count = state["swa"]["count"]
+    swa.count, swa.slot = state["swa"]["count"], state["swa"]["slot"]
     batches.load_state_dict(mine["data"])
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
@@ -910,11 +991,11 @@ def train(job: Job) -> Averaged:
             steps = min(s.iterations, int(max_ms * step / elapsed_ms))
             log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
                 f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
-        if step == 10 and max_ms > 0 and warmdown > 0.9:
+        if step == 10 and max_ms > 0 and warmdown > 0.9 and not s.warmdown_frac:
             log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
                 f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
-                f"(configs/1xh100.env scales the step-based settings for one GPU)")
-        momentum_frac = min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+                f"(configs/1xh100.env scales the step-based settings for one GPU; WARMDOWN_FRAC holds at any step time)")
+        momentum_frac = momentum_warmed(s, step, progress)
         for opt in job.optimizers:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_mul
@@ -936,13 +1017,15 @@ def train(job: Job) -> Averaged:
         for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
             log(line)
 
-        if s.swa_enabled and lr_mul < s.swa_start_frac and step % s.swa_every == 0:
+        slot = swa_slot(s, step, training_progress(s, step, training_ms + 1000.0 * (time.perf_counter() - t0), tokens))
+        if s.swa_enabled and lr_mul < s.swa_start_frac and slot != swa.slot:
             if swa.state is None:
                 swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
                 log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
             for k, v in job.base_model.state_dict().items():
                 swa.state[k] += v.float()
             swa.count += 1
+        swa.slot = slot
 
         approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
         if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
@@ -988,15 +1071,16 @@ def train(job: Job) -> Averaged:
 
 def average_weights(job: Job, swa: Averaged) -> dict[str, tuple[float, float]]:
     """SWA's average replaces the weights; then the pre-quant scores (sliding windows), whole
-    split and each VAL_SETS set."""
+    split and each named set (VAL_DOMAINS or VAL_SETS)."""
     if swa.count:
         state = job.base_model.state_dict()
         job.base_model.load_state_dict({k: (v / swa.count).to(state[k].dtype) for k, v in swa.state.items()})
-    val_loss, val_bpb = job.evaluate(job.val_tokens)
+    (val_loss, val_bpb), set_scores = job.score_split()
+    set_scores |= job.score_sets()
     job.log(f"swa:applied snapshots:{swa.count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}"
             if swa.count else f"pre-quant val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
     job.results.update(val_loss=val_loss, val_bpb=val_bpb, swa_snapshots=swa.count)
-    return {name: job.evaluate(tokens) for name, tokens in job.val_sets.items()}
+    return set_scores
 
 
 def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) -> None:
@@ -1012,8 +1096,9 @@ def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) 
     job.base_model.load_state_dict(dequantize_state(load_artifact(blob), job.base_model.state_dict()))
     job.sync()
     t_eval = time.perf_counter()
-    rt_loss, rt_bpb = job.evaluate(job.val_tokens)
+    (rt_loss, rt_bpb), set_rt_scores = job.score_split()
     eval_ms = 1000.0 * (time.perf_counter() - t_eval)
+    set_rt_scores |= job.score_sets()
     n_code = code_bytes()
     total_bytes = len(blob) + n_code
     log(f"Serialized model int6+zstd: {len(blob)} bytes")
@@ -1025,12 +1110,11 @@ def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) 
     log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
     log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
     sets = {}
-    for name, tokens in job.val_sets.items():
-        set_rt_loss, set_rt_bpb = job.evaluate(tokens)
-        set_loss, set_bpb = set_scores[name]
-        sets[name] = dict(tokens=tokens.numel() - 1, val_loss=set_loss, val_bpb=set_bpb, roundtrip_val_loss=set_rt_loss,
-                          roundtrip_val_bpb=set_rt_bpb, sha256=hashlib.sha256(tokens.numpy().tobytes()).hexdigest())
-        log(f"val_set:{name} tokens:{tokens.numel() - 1} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
+    for name, (n_tokens, sha256) in job.named_sets().items():
+        (set_loss, set_bpb), (set_rt_loss, set_rt_bpb) = set_scores[name], set_rt_scores[name]
+        sets[name] = dict(tokens=n_tokens, val_loss=set_loss, val_bpb=set_bpb, roundtrip_val_loss=set_rt_loss,
+                          roundtrip_val_bpb=set_rt_bpb, sha256=sha256)
+        log(f"val_set:{name} tokens:{n_tokens} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
             f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
     job.results.update(roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
                        eval_stride=window_starts(job.val_tokens.numel() - 1, s.train_seq_len, s.eval_stride).step,
@@ -1076,10 +1160,13 @@ def lost_peer(err: BaseException) -> bool:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written."""
+    """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written.
+    SIGINT too, even where the launching shell ignored it (a job started with `&` inherits SIGINT
+    ignored, and Python then leaves it so): `kill -INT` always stops the run."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from curriculum.domains import sidecar_path, write_sidecar  # noqa: E402
+from curriculum.domains import SIDECAR_SUFFIX, sidecar_path, write_sidecar  # noqa: E402
 from curriculum.shards import write_atomic, write_shard  # noqa: E402
 from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed, package_field  # noqa: E402
 
@@ -155,8 +155,10 @@ def encode_documents(model_proto: bytes, docs: list[dict]) -> None:
 
 def write_split(out: Path, prefix: str, split: str, docs: list[dict], shard_tokens: int,
                 domain_names: list[str]) -> list[dict]:
-    """The split's documents, concatenated, as shards of `shard_tokens`; beside each training
-    shard a sidecar with where its documents start and their domains (curriculum/domains.py)."""
+    """The split's documents, concatenated, as shards of `shard_tokens`; beside each shard a
+    sidecar with where its documents start and their domains (curriculum/domains.py): the
+    loader's mixture reports read the training ones, the evaluation scores each domain of the
+    validation split in the same pass from the validation ones."""
     stream = np.concatenate([d["tokens"] for d in docs]) if docs else np.zeros(0, np.uint16)
     doc_starts = np.cumsum([0] + [len(d["tokens"]) for d in docs[:-1]]).astype(np.int64)
     doc_domains = np.asarray([domain_names.index(d["domain"]) for d in docs], dtype=np.uint8)
@@ -165,7 +167,7 @@ def write_split(out: Path, prefix: str, split: str, docs: list[dict], shard_toke
         path = out / f"{prefix}_{split}_{i:06d}.bin"
         write_shard(path, stream[start:start + shard_tokens])
         shard = dict(file=path.name, tokens=int(min(shard_tokens, len(stream) - start)), sha256=sha256_file(path))
-        if split == "train" and docs:
+        if docs:
             # the document under the shard's first token, then those that start inside it
             first = int(np.searchsorted(doc_starts, start, side="right")) - 1
             last = int(np.searchsorted(doc_starts, start + shard_tokens, side="left"))
@@ -211,6 +213,7 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
     if not force and up_to_date(folders.values(), fingerprint, tok_path):
         log(f"data: up to date ({', '.join(names.values())}), skipping the build")
         report_identity(folders["mix"], log)
+        link_challenge_names(folders["mix"], log)
         return {names[k]: f for k, f in folders.items()}
 
     docs, dropped = collect_documents(cfg, files)
@@ -219,8 +222,11 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
     train_docs = [d for d in docs if d["split"] == "train"]
     model_proto = train_tokenizer(cfg, train_docs)
     log(f"data: tokenizer trained on the training split, vocab {cfg.vocab_size} ({time.time() - t0:.1f}s)")
+    t_encode = time.time()
     encode_documents(model_proto, docs)
-    log(f"data: {sum(len(d['tokens']) for d in docs):,} tokens encoded ({time.time() - t0:.1f}s)")
+    n_tokens = sum(len(d['tokens']) for d in docs)
+    log(f"data: {n_tokens:,} tokens encoded ({time.time() - t0:.1f}s; "
+        f"{n_tokens / max(time.time() - t_encode, 1e-9) / 1e6:.2f} M tokens/s)")
 
     tok_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(tok_path, model_proto)
@@ -273,7 +279,34 @@ def _build(cfg: BuildConfig, out_root: Path, force: bool, log) -> dict[str, Path
             f"{len(splits['train']['shards'])} shards, val {splits['val']['tokens']:,} tokens")
     log(f"data: built in {time.time() - t0:.1f}s")
     report_identity(folders["mix"], log)
+    link_challenge_names(folders["mix"], log)
     return {names[k]: f for k, f in folders.items()}
+
+
+CHALLENGE_NAMES_SUFFIX = "_fineweb_names"
+
+
+def link_challenge_names(mix: Path, log) -> Path:
+    """A folder beside the mix whose files are links to its shards and sidecars under the names
+    the challenge's scripts glob (`fineweb_train_*.bin`, `fineweb_val_*.bin`), so that their
+    `DATA_PATH` can point at the embedded corpus. Made whole under a temporary name, then renamed."""
+    folder = mix.with_name(mix.name + CHALLENGE_NAMES_SUFFIX)
+    wanted = {}
+    for path in sorted(mix.iterdir()):
+        split = next((sp for sp in ("train", "val") if f"_{sp}_" in path.name), None)
+        if split is not None and path.name.endswith((".bin", SIDECAR_SUFFIX)):
+            wanted["fineweb" + path.name[path.name.index(f"_{split}_"):]] = Path("..") / mix.name / path.name
+    if folder.is_dir() and {p.name: Path(os.readlink(p)) for p in folder.iterdir() if p.is_symlink()} == wanted:
+        return folder
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, target in wanted.items():
+        (tmp / name).symlink_to(target)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    log(f"data: {folder}: the mix under the challenge's file names (DATA_PATH for the challenge's scripts)")
+    return folder
 
 
 # ------------------------------------------------------------------------- the corpus's identity

@@ -9,7 +9,7 @@ import pytest
 from tools import bad_inputs as probe
 
 
-SAMPLE = ("NUM_HEADS=0", "a RUN_ID whose logs exist", "an index order with no index", "a mix without datasets",
+SAMPLE = ("NUM_HEADS=0", "an index order with no index", "a mix without datasets",
           "sidecar starts out of order", "a phase after until_progress = 1", "compare: a .json that is a folder",
           "experiment: a NaN budget", "index: every bad argument")
 

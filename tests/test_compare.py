@@ -366,3 +366,8 @@ EXPERIMENTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/logs"))
 def test_every_committed_experiment_is_rederived_from_its_logs(experiment, tmp_path):
     text, _ = cmp.build_report(experiment / "logs", tmp_path)
     assert table_lines(text) == table_lines((experiment / "report.md").read_text())
+
+
+def test_the_report_goes_beside_the_logs_never_among_them(tmp_path):
+    assert cmp.default_out(tmp_path / "exp" / "logs") == (tmp_path / "exp").resolve()
+    assert cmp.default_out(tmp_path / "runs") == tmp_path / "runs_report"

@@ -92,3 +92,11 @@ def test_a_crashed_run_is_reported_and_the_others_go_on(dataset, tmp_path, capsy
     # the same experiment again resumes: the finished runs are kept, nothing is trained twice
     assert experiment.main(argv) == 1
     assert capsys.readouterr().out.count("done earlier, kept") == 2
+
+
+def test_the_progress_line_estimates_what_is_left_from_the_runs_so_far():
+    from tools.experiment import progress_text
+
+    assert progress_text(3.2, 0, 5) == "3s elapsed"
+    assert progress_text(100, 2, 3) == "100s elapsed, about 2m 30s left for 3 runs"
+    assert progress_text(61, 1, 1) == "61s elapsed, about 1m 01s left for 1 runs"

@@ -280,7 +280,7 @@ def test_the_plugin_passes_the_loss_on_and_without_it_keeps_its_weights(dataset,
                 x, y = plugin.next_batch(8 * 16, 16, 1)
                 if call_observe:
                     plugin.observe(torch.where(y < 200, 6.0, 2.0).float())
-            mix = plugin.summary()["mix"]
+            mix = plugin.results()["mix"]
         finally:
             plugin.close()
         assert (mix["final_weights"] != mix["start_weights"]) == call_observe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import inspect
+import json
 import math
 import re
 import time
@@ -21,36 +22,13 @@ from curriculum.plugin import CurriculumSettingsError, CurriculumTokenLoader
 from curriculum.rows import BOS_ID
 
 
-class ReferenceLoader:
-    """The challenge's DistributedTokenLoader as SPEC.md describes it, written independently:
-    the sorted shards in order, wrapping to the first after the last; each call takes
-    world_size x span tokens, span = global_tokens // (world_size x grad_accum) + 1."""
-
-    def __init__(self, pattern: str, rank: int, world_size: int):
-        self.files, self.rank, self.world_size = sorted(glob.glob(pattern)), rank, world_size
-        self.file, self.pos = 0, 0
-        self.tokens = self._load(0)
-
-    def _load(self, i: int) -> np.ndarray:
-        return np.fromfile(self.files[i], dtype="<u2", offset=1024)
-
-    def _take(self, n: int) -> np.ndarray:
-        out = []
-        while n:
-            if self.pos == len(self.tokens):
-                self.file = (self.file + 1) % len(self.files)
-                self.tokens, self.pos = self._load(self.file), 0
-                continue
-            k = min(n, len(self.tokens) - self.pos)
-            out.append(self.tokens[self.pos:self.pos + k])
-            self.pos, n = self.pos + k, n - k
-        return np.concatenate(out)
-
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
-        span = global_tokens // (self.world_size * grad_accum_steps) + 1
-        chunk = self._take(span * self.world_size)
-        local = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))
-        return local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+def ReferenceLoader(pattern: str, rank: int, world_size: int):
+    """The challenge's DistributedTokenLoader as SPEC.md describes it, written independently
+    (tests/challenge_script.py): the sorted shards in order, wrapping to the first after the
+    last; each call takes world_size x span tokens, span = global_tokens // (world_size x
+    grad_accum) + 1."""
+    from tests.challenge_script import DistributedTokenLoader
+    return DistributedTokenLoader(pattern, rank, world_size, torch.device("cpu"))
 
 
 @pytest.fixture
@@ -67,7 +45,8 @@ def tiny_shards(dataset, tmp_path):
 def clean_env(monkeypatch):
     for k in list(__import__("os").environ):
         if k.startswith(("CURRICULUM", "ORDER_")) or k in ("DATA_ORDER", "DATA_ALIGN", "DOC_MAX_TOKENS", "SEED",
-                                                         "VOCAB_SIZE", "TOKENIZER_PATH"):
+                                                         "VOCAB_SIZE", "TOKENIZER_PATH", "MAX_WALLCLOCK_SECONDS",
+                                                         "ITERATIONS"):
             monkeypatch.delenv(k)
     return monkeypatch
 
@@ -113,7 +92,7 @@ def test_with_the_curriculum_shapes_change_and_rows_come_from_the_stream(tiny_sh
             text = stream.tobytes() * 3
             for row in torch.cat([x, y[:, -1:]], 1).numpy().astype("<u2"):
                 assert row.tobytes() in text  # a real row of the (wrapping) stream
-        s = loader.summary()
+        s = loader.results()
     finally:
         loader.close()
     assert s["pool"] == pool and s["sequences_trained"] == 12 * 8  # 128 / 16 and 256 / 32 rows: 8 each call
@@ -144,7 +123,7 @@ def test_data_align_bos_gives_rows_that_begin_at_a_document_through_the_plugin(d
             x, y = loader.next_batch(8 * 16, 16, 1)
             assert x.shape == (8, 16) and (x[:, 0] == BOS_ID).all()
             assert ((x == BOS_ID).sum(dim=1) >= 2).all()  # documents cut at 12 tokens: at least two per row of 17
-        data = loader.summary()
+        data = loader.results()
         assert data["data_align"] == "bos" and data["tokens_skipped"] > 0
     finally:
         loader.close()
@@ -165,7 +144,7 @@ def test_a_whole_run_order_from_the_index_through_the_plugin(dataset, clean_env,
             loader.set_progress(step / 6)
             x, y = loader.next_batch(8 * 16, 16, 1)
             assert x.shape == (8, 16)
-        order = loader.summary()["order"]
+        order = loader.results()["order"]
         assert order["draws"] == 6 and order["max_reads_in_a_pass"] == 1 and order["config"]["pacing"] == "warmup"
     finally:
         loader.close()
@@ -276,3 +255,35 @@ def test_bad_batch_arguments_and_a_nan_progress_are_named(tiny_shards, clean_env
             loader.set_progress(float("nan"))
     finally:
         loader.close()
+
+
+def test_without_set_progress_the_loader_follows_the_scripts_budget_and_sums_up_in_json(tiny_shards, clean_env):
+    clean_env.setenv("CURRICULUM", "1")
+    clean_env.setenv("MAX_WALLCLOCK_SECONDS", "0")
+    clean_env.setenv("ITERATIONS", "8")
+    loader = CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    try:
+        for _ in range(4 * 2):  # four steps of two micro-batches
+            loader.next_batch(512, 32, 2)
+        assert loader.progress == 4 / 8  # the next batch's: step 4 of ITERATIONS=8
+        assert re.search(r" progress:0\.5000 ", loader.log_line(4))
+        loader.set_progress(0.9)
+        assert loader.progress == 0.9 and re.search(r" progress:0\.9000 ", loader.log_line(5))
+        line = loader.summary()
+        assert line.startswith("curriculum: summary {") and "\n" not in line
+        body = json.loads(line.split(" ", 2)[2])
+        assert body["settings"]["ITERATIONS"] == 8 and body["settings"]["SEED"] == 1337
+        assert body["data"]["micro_batches"] == 8 and body["code_bytes"] == CurriculumTokenLoader.code_bytes()
+    finally:
+        loader.close()
+
+
+def test_a_bad_budget_is_named_with_every_other_bad_setting(tiny_shards, clean_env):
+    clean_env.setenv("MAX_WALLCLOCK_SECONDS", "-1")
+    clean_env.setenv("ITERATIONS", "0")
+    clean_env.setenv("CURRICULUM", "2")
+    with pytest.raises(CurriculumSettingsError) as e:
+        CurriculumTokenLoader(tiny_shards, 0, 1, "cpu")
+    message = str(e.value)
+    assert "MAX_WALLCLOCK_SECONDS='-1': must be a number of seconds >= 0" in message
+    assert "ITERATIONS='0': must be a whole number >= 1" in message and "CURRICULUM='2'" in message

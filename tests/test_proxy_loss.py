@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from curriculum.index import DifficultyIndex, RowLayout, build_index
-from curriculum.shards import open_shard
+from curriculum.domains import read_sidecar, write_sidecar
+from curriculum.shards import open_shard, shard_token_count, write_shard
 from tests.conftest import ROOT, TINY
 from tools.proxy_loss import held_out_rows
 
@@ -26,7 +27,13 @@ def test_the_held_out_slice_is_seeded_sorted_and_distinct():
 
 def test_every_row_but_the_slice_is_scored_as_the_artifact_scores_it(dataset, tmp_path):
     folder = next(f for name, f in dataset["folders"].items() if "_docs_" in name)
-    files = sorted(Path(p) for p in glob.glob(str(Path(folder) / "*train_*.bin")))[:1]
+    first = sorted(Path(p) for p in glob.glob(str(Path(folder) / "*train_*.bin")))[0]
+    # the first 8,192 rows of the docs shard, with its sidecar cut to match: scoring is the cost
+    files = [tmp_path / "docs_train_000000.bin"]
+    write_shard(files[0], np.asarray(open_shard(first))[:8192 * 65])
+    starts, ids, names, continues = read_sidecar(first, shard_token_count(first))
+    keep = starts < 8192 * 65
+    write_sidecar(files[0], starts[keep], ids[keep], list(names), continues)
     index = tmp_path / "docs.cidx"
     build_index(files, seq_len=64, align="none", doc_max=0, vocab_size=1024, tokenizer=dataset["tokenizer"],
                 signals=["random"], out=index, progress=False)

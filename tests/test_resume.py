@@ -42,10 +42,11 @@ def killed_after_a_checkpoint(env: dict, nproc: int) -> None:
     assert not loglines.parse("final_exact", log.read_text())
 
 
+# The shuffled order's state is resumed in the two-rank case, the curriculum off in the phases
+# file's second phase: each case a different state to carry over, none twice.
 CASES = {
     "one rank, phases (carry, then the curriculum off at a shorter seq_len), shuffled": (0, dict(DATA_ORDER="shuffled")),
     "one rank, fresh pool, sequential": (0, dict(CURRICULUM="1", CURRICULUM_POOL="fresh")),
-    "one rank, curriculum off, shuffled": (0, dict(DATA_ORDER="shuffled")),
     "two ranks (gloo), carry pool, shuffled": (2, dict(CURRICULUM="1", CURRICULUM_POOL="carry", DATA_ORDER="shuffled")),
 }
 
@@ -59,7 +60,7 @@ files = "{dataset["folders"]["embedded_docs_sp1024"]}/*train_*.bin"
 files = "{dataset["folders"]["embedded_code_sp1024"]}/*train_*.bin"
 [[phase]]
 name = "carry"
-steps = 14
+steps = 10
 mixture = {{ docs = 0.6, code = 0.4 }}
 curriculum = true
 pool = "carry"
@@ -76,7 +77,7 @@ def test_a_killed_run_resumed_from_its_checkpoint_ends_bit_for_bit_as_the_uninte
     nproc, overrides = CASES[case]
     if "phases" in case:
         overrides = overrides | dict(CURRICULUM_PHASES=phases_file(tmp_path, dataset))
-    common = dict(ITERATIONS="40", WARMDOWN_ITERS="15", SWA_EVERY="4", CHECKPOINT_EVERY="5", **overrides)
+    common = dict(ITERATIONS="24", WARMDOWN_ITERS="10", SWA_EVERY="3", CHECKPOINT_EVERY="5", **overrides)
     if nproc:
         common["GRAD_ACCUM_STEPS"] = "1"
     whole = trainer_env(dataset, tmp_path, RUN_ID="whole", **common)
@@ -94,14 +95,14 @@ def test_a_killed_run_resumed_from_its_checkpoint_ends_bit_for_bit_as_the_uninte
     at = loglines.parse("resume", text)
     assert len(at) == 1, "the log does not say where the run resumed"
     start = int(at[0]["step"])
-    assert start >= 5 and start % 5 == 0 and start < 40
+    assert start >= 5 and start % 5 == 0 and start < 24
     expected = losses((Path(whole["LOG_DIR"]) / "whole.txt").read_text())
     after = losses(loglines.after_last_resume(text))
-    assert sorted(after) == list(range(start + 1, 41))
+    assert sorted(after) == list(range(start + 1, 25))
     assert after == {k: v for k, v in expected.items() if k > start}
     assert artifact_sha256(resumed) == artifact_sha256(whole)
     a, b = summary(whole), summary(resumed)
-    assert b["steps"] == a["steps"] == 40 and b["tokens_seen"] == a["tokens_seen"]
+    assert b["steps"] == a["steps"] == 24 and b["tokens_seen"] == a["tokens_seen"]
     assert b["data"]["sequences_read"] == a["data"]["sequences_read"]
     assert b["roundtrip_val_bpb"] == a["roundtrip_val_bpb"]
     if "phases" in case:

@@ -26,7 +26,7 @@ def settings(dataset, tmp_path, **overrides):
 
 
 def test_tiny_run_loss_falls_and_writes_both_logs(dataset, tmp_path):
-    env = trainer_env(dataset, tmp_path)
+    env = trainer_env(dataset, tmp_path, VAL_DOMAINS="1")
     out = run_trainer(env)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
@@ -49,6 +49,12 @@ def test_tiny_run_loss_falls_and_writes_both_logs(dataset, tmp_path):
     assert s["val_tokens"] == 16384
     # the validation prefix is announced, never passed off as the whole split
     assert "validation 16,384 tokens (a prefix: VAL_MAX_TOKENS=16385)" in text
+    # VAL_DOMAINS: the split's domains from the same passes, their tokens and losses adding up to the split's
+    sets = s["val_sets"]
+    assert sets and set(sets) <= {"code", "docs", "prose"} and sum(v["tokens"] for v in sets.values()) == 16384
+    for key in ("val_loss", "roundtrip_val_loss"):
+        assert sum(v["tokens"] * v[key] for v in sets.values()) / 16384 == pytest.approx(s[key], abs=1e-9)
+    assert len(re.findall(r"^val_set:\w+ tokens:\d+ val_loss:", text, re.M)) == len(sets)
 
 
 def test_counted_bytes_equal_utf8_length_of_decoded_documents(dataset):
@@ -120,6 +126,21 @@ def test_lr_multiplier_follows_progress_like_the_baseline_warmdown(dataset, tmp_
                             tg.warmdown_fraction(capped, 190, 9500.0)) == pytest.approx(0.5, rel=0.06)
 
 
+def test_the_schedules_as_fractions_of_the_progress_hold_at_any_step_time(dataset, tmp_path):
+    s = settings(dataset, tmp_path, MAX_WALLCLOCK_SECONDS="100", WARMDOWN_ITERS="100000", WARMDOWN_FRAC="0.4",
+                 MUON_MOMENTUM_WARMUP_FRAC="0.2", SWA_EVERY_FRAC="0.1")
+    for step_ms in (10.0, 1000.0):  # a fast machine and one 100x slower: the same warmdown
+        assert tg.warmdown_fraction(s, 10, 10 * step_ms) == 0.4
+        assert tg.lr_multiplier(0.8, tg.warmdown_fraction(s, 10, 10 * step_ms)) == pytest.approx(0.5)
+    assert tg.momentum_warmed(s, 3, 0.1) == pytest.approx(0.5) and tg.momentum_warmed(s, 99999, 0.3) == 1.0
+    assert [tg.swa_slot(s, k, p) for k, p in [(1, 0.05), (2, 0.099), (3, 0.1), (4, 0.25)]] == [0, 0, 1, 2]
+    steps = settings(dataset, tmp_path, SWA_EVERY="5", MUON_MOMENTUM_WARMUP_STEPS="10")  # the step-based settings
+    assert [tg.swa_slot(steps, k, 0.9) for k in (4, 5, 9, 10)] == [0, 1, 1, 2]
+    assert tg.momentum_warmed(steps, 5, 0.9) == pytest.approx(0.5)
+    with pytest.raises(tg.SettingsError, match=r"WARMDOWN_FRAC='1.5'.*\n.*SWA_EVERY_FRAC='-1'"):
+        settings(dataset, tmp_path, WARMDOWN_FRAC="1.5", SWA_EVERY_FRAC="-1")
+
+
 @pytest.mark.parametrize("order", ["sequential", "shuffled"])
 def test_torchrun_two_ranks_train_on_disjoint_tokens(dataset, tmp_path, order):
     env = trainer_env(dataset, tmp_path, ITERATIONS="6", GRAD_ACCUM_STEPS="1", SWA_ENABLED="0", DATA_ORDER=order)
@@ -157,22 +178,6 @@ def test_a_carry_run_logs_its_waits_and_its_counts_add_up(dataset, tmp_path):
     assert re.search(r"^data: budget at EXPECTED_STEP_MS=100 under the 60 s cap: ~12 steps read ~24,576 tokens, "
                      r"0\.00 passes over the 31,801,185 the shards hold; 24,576 trained on$", text, re.M)
     assert re.search(r"^data: budget at the \d+ ms/step of the first 10 steps under the 60 s cap: ~12 steps", text, re.M)
-
-
-def test_compiled_path_runs_on_cpu_with_the_curriculum(dataset, tmp_path):
-    env = trainer_env(dataset, tmp_path, TORCH_COMPILE="1", CURRICULUM="1", ITERATIONS="8",
-                      CURRICULUM_LOG_EVERY="4", TRAIN_LOG_EVERY="4")
-    out = run_trainer(env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
-    assert "compile 1" in text
-    assert len(re.findall(r"^curriculum step:\d+ progress:[\d.]+ target:[\d.]+ kept_score_mean:[\d.]+ "
-                          r"kept_score_min:[\d.]+ kept_score_max:[\d.]+ pool_score_mean:[\d.]+ data_wait_ms:[\d.]+ "
-                          r"read_mix:(\w+=[\d.]+,?){3} kept_mix:(\w+=[\d.]+,?){3}$",
-                          text, re.M)) == 2
-    s = summary(env)
-    assert s["curriculum"]["enabled"] and s["data"]["sequences_read"] == 2 * s["data"]["sequences_trained"]
-    assert math.isfinite(s["roundtrip_val_bpb"])
 
 
 @pytest.mark.parametrize("run_id", ["../escape", "a/b", ".hidden", ""])
@@ -299,11 +304,13 @@ def test_parameter_count_matches_an_independent_formula(env):
         assert round(count / 1e6, 2) == 22.37
 
 
-def brute_force_bpb(model, val: torch.Tensor, tables, seq: int, stride: int) -> tuple[float, float]:
-    """Each target token on its own: find the window that scores it and take that one position's loss."""
-    n = val.numel() - 1
+def brute_force_bpb(model, val: torch.Tensor, tables, seq: int, stride: int, keep=lambda j: True) -> tuple[float, float]:
+    """Each target token on its own: find the window that scores it and take that one position's
+    loss; only the targets j (1-based) that `keep` keeps."""
+    kept = [j for j in range(1, val.numel()) if keep(j)]
+    n = len(kept)
     loss_sum = bytes_sum = 0.0
-    for j in range(1, n + 1):  # target index
+    for j in kept:  # target index
         start = 0 if j <= seq else -(-(j - seq) // stride) * stride
         x = val[start:start + seq].long()[None]
         y = val[start + 1:start + seq + 1].long()[None]
@@ -326,6 +333,32 @@ def test_sliding_window_evaluation_equals_a_per_token_brute_force(dataset, tmp_p
         y = val[1:windows * s.train_seq_len + 1].long().view(windows, -1)
         with torch.no_grad():
             assert loss == pytest.approx(float(model(x, y).double().mean()), abs=1e-6)
+
+
+def test_one_pass_scores_each_group_of_targets_as_a_brute_force_over_that_group(dataset, tmp_path):
+    s = settings(dataset, tmp_path, EVAL_STRIDE="16", EVAL_BATCH_SEQS="3", VAL_MAX_TOKENS=str(64 * 5 + 1))
+    model, val, tables = scored_model(s)
+    groups = (torch.arange(val.numel() - 1) // 50) % 3  # runs of 50 targets, as documents would be
+    sums = tg.score_windows(model, s, val, tables, torch.device("cpu"), False, groups=groups, n_groups=3)
+    assert tg.loss_and_bpb(sums[:, 0]) == tg.evaluate(model, s, val, tables, torch.device("cpu"), False)
+    assert torch.allclose(sums[:, 1:].sum(dim=1), sums[:, 0])
+    for g in range(3):
+        ref = brute_force_bpb(model, val, tables, s.train_seq_len, 16, keep=lambda j: int(groups[j - 1]) == g)
+        assert tg.loss_and_bpb(sums[:, 1 + g]) == pytest.approx(ref, abs=1e-6)
+
+
+def test_the_validation_domains_count_each_domains_own_validation_tokens(dataset):
+    pattern = dataset["data_path"] + "/*val_*.bin"
+    total = sum(tg.shard_token_count(f) for f in glob.glob(pattern))
+    domains, names = tg.load_validation_domains(pattern, total - 1)
+    assert names == ("code", "docs", "prose") and domains.numel() == total - 1
+    counts = torch.bincount(domains, minlength=3).tolist()
+    for g, name in enumerate(names):  # the mix's validation split is the union of the domains' splits
+        own = sum(tg.shard_token_count(f) for f in glob.glob(dataset["folders"][f"embedded_{name}_sp1024"] + "/*val_*.bin"))
+        assert counts[g] == own - (g == int(domains[0]))  # token 0, no target, is of the first document's domain
+    bos = tg.load_validation_tokens(pattern, 1, 0)[1:] == 1  # every document begins with BOS ...
+    changes = torch.nonzero(domains[1:] != domains[:-1]).flatten() + 1
+    assert bool(bos[changes].all())  # ... so a target's domain changes only where a document begins
 
 
 def test_int6_edge_rows_come_back_finite_and_within_half_a_step():
@@ -486,7 +519,9 @@ def train_losses(env) -> list[str]:
     return re.findall(r"^step:\d+/\d+ train_loss:(\S+)", (Path(env["LOG_DIR"]) / "run.txt").read_text(), re.M)
 
 
-def test_a_seq_len_phase_change_compiles_nothing_after_the_warmup(dataset, tmp_path):
+def test_compiled_a_seq_len_phase_change_and_the_curriculum_compile_nothing_after_the_warmup(dataset, tmp_path):
+    """The compiled path on a CPU: a shorter first phase, then the curriculum's device-side
+    scoring and selection at the full length; one run for both, compilation being the cost."""
     mix = dataset["data_path"] + "/*train_*.bin"
     path = phases_file(tmp_path, f'''
 [datasets.mix]
@@ -499,20 +534,28 @@ mixture = {{ mix = 1.0 }}
 [[phase]]
 name = "full"
 mixture = {{ mix = 1.0 }}
+curriculum = true
 ''')
-    env = trainer_env(dataset, tmp_path, TORCH_COMPILE="1", ITERATIONS="8", CURRICULUM_PHASES=path, SWA_ENABLED="0")
+    env = trainer_env(dataset, tmp_path, TORCH_COMPILE="1", ITERATIONS="8", CURRICULUM_PHASES=path, SWA_ENABLED="0",
+                      CURRICULUM_LOG_EVERY="2", TRAIN_LOG_EVERY="2")
     out = run_trainer(env)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert "compile 1" in text
     assert re.search(r"^phase:1/2 name:short step:0 tokens:0 seq_len:32 batch_tokens:2048 mixture:mix=1.00 curriculum:0 "
                      r"ends:steps=4$", text, re.M)
     assert re.search(r"^phase:2/2 name:full step:4 tokens:8,192 seq_len:64 batch_tokens:2048", text, re.M)
+    assert len(re.findall(r"^curriculum step:\d+ progress:[\d.]+ target:[\d.]+ kept_score_mean:[\d.]+ "
+                          r"kept_score_min:[\d.]+ kept_score_max:[\d.]+ pool_score_mean:[\d.]+ data_wait_ms:[\d.]+ "
+                          r"read_mix:mix=1.000 kept_mix:mix=1.000 phase:2/2", text, re.M)) == 2  # steps 6 and 8
     s = summary(env)
     assert s["recompiles_after_warmup"] == 0 and s["tokens_seen"] == 8 * 2048
     assert [(p["name"], p["steps"], p["tokens"], p["seq_len"]) for p in s["phases"]] == [
         ("short", 4, 8192, 32), ("full", 4, 8192, 64)]
     # every row trained on is counted in its phase: 2048 tokens a step over 32- then 64-token rows
     assert s["phases"][0]["trained"] == {"mix": 4 * 2048 // 32} and s["phases"][1]["trained"] == {"mix": 4 * 2048 // 64}
+    assert s["phases"][1]["read"] == {"mix": 2 * 4 * 2048 // 64}  # the 2x pool of the curriculum's phase
+    assert math.isfinite(s["roundtrip_val_bpb"])
 
 
 def test_phases_end_by_tokens_and_epochs_and_the_token_target_ends_the_run(dataset, tmp_path):
@@ -734,11 +777,14 @@ def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset,
     env = trainer_env(dataset, tmp_path, ITERATIONS="100000", TRAIN_LOG_EVERY="1")
     log = Path(env["LOG_DIR"]) / "run.txt"
     proc = launch.start_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and "step:3/" in log.read_text()):
-        time.sleep(0.05)
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.exists() and "step:3/" in log.read_text()):
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never left running (ITERATIONS=100000), whatever failed above
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
     assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary
 

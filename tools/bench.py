@@ -423,8 +423,8 @@ PROFILED_STEPS = 5  # the last timed steps of baseline and fresh, under torch.pr
 def trainer_env(env: dict, steps: int) -> dict:
     """The CPU configuration as a fixed number of steps with a token evaluation: only the steps are measured."""
     return dict(os.environ) | env | dict(
-        ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_ITERS=str(steps // 3), VAL_MAX_TOKENS="8193",
-        VAL_SETS="", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0")
+        ITERATIONS=str(steps), MAX_WALLCLOCK_SECONDS="0", WARMDOWN_FRAC="0", WARMDOWN_ITERS=str(steps // 3),
+        VAL_MAX_TOKENS="8193", VAL_SETS="", VAL_DOMAINS="0", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0")
 
 
 def with_paths(arm: turns.Arm, steps: int, recorded: Path) -> turns.Arm:

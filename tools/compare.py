@@ -319,7 +319,11 @@ def provenance_block(arms: list[Arm]) -> list[str]:
         + (" (a plain challenge log gives settings from its logged environment and its script's hash as the code; "
            "no device, torch or data fingerprints)" if plain else ""),
         f"- seeds: {values(lambda r: r.seed)}",
-        f"- code (sha256 of the artifact code: train_gpt.py, curriculum/, trainer/): {values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}",
+        f"- code (sha256 of the artifact code: train_gpt.py, curriculum/, trainer/): {values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}"
+        if not plain else
+        f"- code (sha256 of each plain log's script source; of train_gpt.py, curriculum/, trainer/ for summaries): "
+        f"{values(lambda r: (r.provenance.get('code_sha256') or 'unknown')[:16])}; the curriculum modules a plain "
+        f"log's script imported: {values(lambda r: (r.provenance.get('plugin_code_sha256') or 'none')[:16] if r.summary.get('plain_log') else 'all')}",
         f"- git commit: {values(lambda r: r.provenance.get('git_commit') or 'unknown')}",
         f"- torch: {values(lambda r: r.provenance.get('torch') or 'unknown')}; python: "
         f"{values(lambda r: r.provenance.get('python') or 'unknown')}",
@@ -330,8 +334,9 @@ def provenance_block(arms: list[Arm]) -> list[str]:
         f"- training data (sha256 of shard names, sizes, headers, first and last MiB): "
         f"{values(lambda r: (r.provenance.get('train_data_sha256') or 'unknown')[:16])}; corpus fingerprint: "
         f"{values(lambda r: r.provenance.get('corpus_fingerprint') or 'none')}",
-        f"- validation tokens (sha256): {values(lambda r: (r.summary.get('val_sha256') or '')[:16])}, "
-        f"{values(lambda r: r.summary.get('val_tokens'))} tokens",
+        f"- validation tokens (sha256): {values(lambda r: (r.summary.get('val_sha256') or '')[:16] or 'unknown')}, "
+        f"{values(lambda r: r.summary.get('val_tokens') or 'unknown')} tokens"
+        + (" (a plain challenge log does not record them)" if plain else ""),
     ]
 
 
@@ -385,7 +390,7 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
     else:
         lines += ["No curriculum arm has a matching baseline."]
     if sets:
-        lines += ["", f"{h} Per validation set (VAL_SETS)", "", *domain_tables(arms, comparisons, sets)]
+        lines += ["", f"{h} Per validation set (VAL_SETS, or the domains of VAL_DOMAINS)", "", *domain_tables(arms, comparisons, sets)]
     mix = mix_table(arms)
     if mix:
         lines += ["", f"{h} The mixture each arm trained on", "", *mix]
@@ -435,10 +440,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", type=Path, help="folder of train_gpt.py logs (*.json summaries, *.txt logs) or of plain "
                                             "challenge-format logs from any script, or of such folders, one per experiment")
-    ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: the logs folder)")
+    ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: beside the logs, never among "
+                                             "them: the folder above a folder named logs, else LOGS_report)")
     ap.add_argument("--unpaired", action="store_true", help="Welch's test over all runs instead of pairing by seed")
     args = ap.parse_args(argv)
-    return write_report(args.logs, args.out or args.logs, "compare", args.unpaired)
+    return write_report(args.logs, args.out or default_out(args.logs), "compare", args.unpaired)
+
+
+def default_out(logs: Path) -> Path:
+    """Beside the logs: an experiment's folder above its logs/, else a sibling LOGS_report."""
+    logs = Path(logs)
+    return logs.resolve().parent if logs.name == "logs" else logs.with_name(logs.name + "_report")
 
 
 def check_out(out: Path) -> None:

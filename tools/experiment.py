@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     seeds = [args.first_seed + i for i in range(args.seeds)]
     plan = [(seed, arm) for i, seed in enumerate(seeds) for arm in rotated(args.arms, i)]
     print(f"experiment: {len(plan)} runs into {folder}", flush=True)
-    t0, failed = time.time(), []
+    t0, failed, ran = time.time(), [], 0
     for k, (seed, arm) in enumerate(plan, 1):
         run_id = f"{arm}-seed{seed}"
         head = f"experiment: [{k}/{len(plan)}] {run_id}:"
@@ -136,8 +136,9 @@ def main(argv=None) -> int:
             continue
         env = base | arms[arm] | budget | dict(SEED=str(seed), RUN_ID=run_id, LOG_DIR=str(logs),
                                                 VAL_LOSS_EVERY=str(args.val_every))
-        print(f"{head} training ({time.time() - t0:.0f}s elapsed)", flush=True)
+        print(f"{head} training ({progress_text(time.time() - t0, ran, len(plan) - k + 1)})", flush=True)
         out = launch.run_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ran += 1
         if out.returncode:
             failed.append(run_id)
             print(f"{head} FAILED (exit {out.returncode}); going on with the others:\n{out.stderr[-2000:]}",
@@ -146,6 +147,14 @@ def main(argv=None) -> int:
           f"{time.time() - t0:.0f}s", flush=True)
     status = write_report(logs, folder, "experiment")
     return status or (1 if failed else 0)
+
+
+def progress_text(elapsed_s: float, ran: int, left: int) -> str:
+    """'95s elapsed, about 4m 45s left': the runs left at the mean time of those run so far."""
+    if not ran:
+        return f"{elapsed_s:.0f}s elapsed"
+    rest = round(elapsed_s / ran * left)
+    return f"{elapsed_s:.0f}s elapsed, about {rest // 60}m {rest % 60:02d}s left for {left} runs"
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ PATTERNS = {
     "resume": re.compile(r"^resume: from (?P<path>\S+) at step:(?P<step>\d+) tokens:(?P<tokens>[\d,]+) "
                          r"train_time:(?P<ms>\d+)ms", re.M),
     "checkpoint": re.compile(r"^checkpoint: step:(?P<step>\d+) (?P<path>\S+)$", re.M),
+    # the plugin's closing line in anyone's script (CurriculumTokenLoader.summary)
+    "plugin_summary": re.compile(r"^curriculum: summary (?P<json>\{.*\})\s*$", re.M),
+    # where a challenge script's logged source ends when no environment follows it
+    "source_end": re.compile(r"^={20,}\s*$", re.M),
 }
 
 

@@ -39,7 +39,10 @@ from tools.envfile import ROOT
 REFERENCE = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", MLP_MULT="2", BIGRAM_VOCAB_SIZE="0",
                  WARMUP_STEPS="2", CURRICULUM="0", DATA_ORDER="sequential", DATA_ALIGN="none",
                  ATTENTION_MASK="causal", CURRICULUM_PHASES="", VAL_SETS="", EVAL_STRIDE="0", CHECKPOINT_EVERY="0",
-                 RESUME="")
+                 RESUME="", VAL_DOMAINS="0",
+                 # its schedule in steps, whatever configs/cpu.env sets: the reference model stays the one it was
+                 WARMDOWN_FRAC="0", MUON_MOMENTUM_WARMUP_FRAC="0", MUON_MOMENTUM_WARMUP_STEPS="100", SWA_EVERY_FRAC="0",
+                 SWA_EVERY="10")
 SCORE_BATCH_ROWS = 256
 
 

@@ -39,7 +39,7 @@ class CompareError(Exception):
 
 
 RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR", "RANK", "LOCAL_RANK")
-NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS", "EXPECTED_STEP_MS",
+NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS", "VAL_DOMAINS", "EXPECTED_STEP_MS",
              "OVERWRITE", "COLLECTIVE_TIMEOUT")
 PATHS = ("DATA_PATH", "TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH")
 CURRICULUM_PREFIX = "CURRICULUM_"
@@ -178,15 +178,21 @@ def challenge_log_summary(text: str, name: str, known: set[str]) -> dict | None:
     """A run summary from a plain log of the challenge's format, written by any script: the
     script's source, then the environment as KEY=VALUE lines, `step:` lines, and the
     `final_<format>_roundtrip_exact` line (SPEC.md). The settings are the environment's values
-    of names in `known` (this trainer's settings) and CURRICULUM*; the code fingerprint is the
-    sha256 of the text before the first of them. None when the final line is missing."""
+    of names in `known` (this trainer's settings) and CURRICULUM*, and over them those the
+    plugin's `curriculum: summary` line reports (every setting it read, the seed among them).
+    The code fingerprint is the sha256 of the source: the text before the first environment
+    line, or before the line of '=' the challenge's scripts write after it. None when the final
+    line is missing."""
     final = [(f["loss"], f["bpb"]) for f in loglines.parse("final_exact", text)]
     if not final:
         return None
     env = [(m.start(), m.group("name"), m.group("value")) for m in loglines.PATTERNS["env"].finditer(text)
            if m.group("name") in known or m.group("name").startswith(CURRICULUM_PREFIX)]
     settings = {k: v for _, k, v in env}
-    source = text[:env[0][0]].rstrip("\n") if env else ""
+    plugin = plugin_summary(text)
+    settings |= {k: str(v) for k, v in plugin.get("settings", {}).items()}
+    end = env[0][0] if env else next((m.start() for m in loglines.PATTERNS["source_end"].finditer(text)), None)
+    source = text[:end].rstrip("\n") if end else ""
     rt_loss, rt_bpb = final[-1]
     vals = [(v["step"], v["loss"], v["bpb"]) for v in loglines.parse("val", text)]
     steps = [(t["step"], t["ms"], t["avg"]) for t in loglines.parse("train", text)]
@@ -194,11 +200,26 @@ def challenge_log_summary(text: str, name: str, known: set[str]) -> dict | None:
                    roundtrip_val_loss=_number(rt_loss), roundtrip_val_bpb=_number(rt_bpb),
                    val_loss=_number(vals[-1][1]) if vals else _number(rt_loss),
                    val_bpb=_number(vals[-1][2]) if vals else _number(rt_bpb),
-                   provenance=dict(code_sha256=hashlib.sha256(source.encode()).hexdigest() if source else None))
+                   provenance=dict(code_sha256=hashlib.sha256(source.encode()).hexdigest() if source else None,
+                                   plugin_code_sha256=plugin.get("code_sha256")))
+    if isinstance(plugin.get("data"), dict):
+        summary["data"] = plugin["data"]
     if steps:
         step, ms, avg = steps[-1]
         summary |= dict(steps=int(step), train_time_ms=float(ms), step_avg_ms=float(avg))
     return summary
+
+
+def plugin_summary(text: str) -> dict:
+    """The last `curriculum: summary {...}` line's content ({} without one, or when it is damaged)."""
+    for found in reversed(loglines.parse("plugin_summary", text)):
+        try:
+            body = json.loads(found["json"])
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("settings", {}), dict):
+            return body
+    return {}
 
 
 def finite(v) -> bool:

@@ -112,6 +112,9 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "and optimiser restored)", minimum=0),
         S("WARMDOWN_ITERS", "int", 3000, "linear LR decay to 0 over this many steps; under a cap placed in time at the "
           "measured step time", minimum=0),
+        S("WARMDOWN_FRAC", "float", 0.0, "0: `WARMDOWN_ITERS` sets the warmdown; else it spans this fraction of the "
+          "training progress (of the cap's time, or of `ITERATIONS`), which holds at any step time", minimum=0.0,
+          maximum=1.0),
         S("MAX_WALLCLOCK_SECONDS", "float", 600.0, "training-time cap agreed by all ranks; 0: no cap, `ITERATIONS` ends "
           "the run", minimum=0.0),
         S("VAL_LOSS_EVERY", "int", 1000, "steps between evaluations (0: only at the end); not counted as training time",
@@ -124,6 +127,9 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "training (pre-quant and round trip, the same byte accounting, `VAL_MAX_TOKENS` applies): one "
           "`val_set:<name>` line each and the values in the JSON summary. `configs/cpu.env` sets the embedded corpus's "
           "domains"),
+        S("VAL_DOMAINS", "bool", False, "1: also score each domain of the validation split in the same pass, from "
+          "the domains sidecars beside its shards (each target token counts for its document's domain; `make data` "
+          "writes them): one `val_set:<domain>` line each, as `VAL_SETS` gives, at no extra evaluation"),
         S("EVAL_STRIDE", "int", 64, "sliding-window evaluation: windows of `TRAIN_SEQ_LEN` start at every multiple of "
           "this, each token scored once with the most context; must divide `TRAIN_SEQ_LEN`; 0 or ≥ `TRAIN_SEQ_LEN`: "
           "non-overlapping windows", minimum=0),
@@ -141,6 +147,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("MUON_MOMENTUM_WARMUP_START", "float", 0.92, "momentum at step 0, warmed linearly to `MUON_MOMENTUM`",
           minimum=0.0, maximum=1.0),
         S("MUON_MOMENTUM_WARMUP_STEPS", "int", 1500, "over this many steps", minimum=0),
+        S("MUON_MOMENTUM_WARMUP_FRAC", "float", 0.0, "0: `MUON_MOMENTUM_WARMUP_STEPS` sets the warm-up; else it spans "
+          "this fraction of the training progress", minimum=0.0, maximum=1.0),
         S("MUON_BACKEND_STEPS", "int", 5, "Newton–Schulz iterations", minimum=1),
         S("BETA1", "float", 0.9, "AdamW beta1", minimum=0.0, maximum=1.0),
         S("BETA2", "float", 0.95, "AdamW beta2", minimum=0.0, maximum=1.0),
@@ -153,6 +161,8 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("SWA_ENABLED", "bool", True, "stochastic weight averaging"),
         S("SWA_START_FRAC", "float", 0.5, "start once the LR multiplier is below this", minimum=0.0, maximum=1.0),
         S("SWA_EVERY", "int", 50, "steps between snapshots; the average replaces the weights at the end", minimum=1),
+        S("SWA_EVERY_FRAC", "float", 0.0, "0: `SWA_EVERY` sets the cadence; else a snapshot each time the training "
+          "progress passes a multiple of this fraction", minimum=0.0, maximum=0.5),
         S("FP16_KEEP_NAME_PATTERNS", "text", "tok_emb,blocks.8.attn.c_k", "comma-separated name patterns kept in fp16 "
           "in the artifact instead of int6 (the default keeps the last block's key projection of the 9-layer model)"),
         S("CPU_AUTOCAST", "text", "auto", "on a CPU: `bf16` autocast, `off` (fp32), or `auto`: bf16 only where the CPU "
@@ -249,6 +259,9 @@ def check_settings(s: Settings) -> list[str]:
     if s.device == "cuda" and not torch.cuda.is_available():
         errors.append("DEVICE='cuda': no CUDA device is available (use DEVICE=cpu or auto)")
     errors += check_val_sets(s.val_sets)
+    if s.val_domains and s.val_sets.strip():
+        errors.append(f"VAL_DOMAINS=1 with VAL_SETS={s.val_sets!r}: one source of per-domain scores, not two "
+                      f"(VAL_DOMAINS scores the domains of VAL_FILES in its own pass)")
     shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
     if not any("VAL_SETS" in e for e in errors):
         shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
