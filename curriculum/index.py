@@ -372,29 +372,39 @@ def build_index(files: list[Path], *, seq_len: int, align: str, doc_max: int, vo
 # the command
 # ---------------------------------------------------------------------------------------------
 
-def _settings(argv: list[str] | None) -> argparse.Namespace:
-    env = os.environ
+def env_whole(env, name: str, default: int, problems: list[str]) -> int:
+    """A whole-number variable's value, or its default with the problem noted (never a traceback)."""
+    raw = (env.get(name) or "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        problems.append(f"{name}={raw!r}: must be a whole number")
+        return default
+
+
+def _settings(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The arguments, their defaults from the trainer's variables, and those variables' problems."""
+    env, problems = os.environ, []
     p = argparse.ArgumentParser(prog="python -m curriculum.index", description="Build the difficulty index of a "
                                 "training set. Defaults come from the trainer's settings in the environment.")
     data_path = env.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
     p.add_argument("--train-files", default=env.get("TRAIN_FILES") or os.path.join(data_path, "*train_*.bin"))
     p.add_argument("--tokenizer", default=env.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"))
-    p.add_argument("--vocab-size", type=int, default=int(env.get("VOCAB_SIZE") or 1024))
-    p.add_argument("--seq-len", type=int, default=int(env.get("TRAIN_SEQ_LEN") or 2048))
+    p.add_argument("--vocab-size", type=int, default=env_whole(env, "VOCAB_SIZE", 1024, problems))
+    p.add_argument("--seq-len", type=int, default=env_whole(env, "TRAIN_SEQ_LEN", 2048, problems))
     p.add_argument("--align", default=env.get("DATA_ALIGN") or "none", choices=("none", "bos"))
-    p.add_argument("--doc-max-tokens", type=int, default=int(env.get("DOC_MAX_TOKENS") or 0))
+    p.add_argument("--doc-max-tokens", type=int, default=env_whole(env, "DOC_MAX_TOKENS", 0, problems))
     p.add_argument("--signals", default="all", help="comma-separated, or all (every signal but proxy_loss)")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default="", help="the index file (default: beside the first shard)")
-    return p.parse_args(argv)
+    return p.parse_args(argv), problems
 
 
 def main(argv: list[str] | None = None) -> int:
     import glob
-    a = _settings(argv)
+    a, problems = _settings(argv)
     signals = list(TOKEN_SIGNALS + TEXT_SIGNALS) if a.signals == "all" else [s.strip() for s in a.signals.split(",") if s.strip()]
     files = sorted(Path(f) for f in glob.glob(a.train_files))
-    problems = []
     if not files:
         problems.append(f"--train-files={a.train_files!r}: matches no file")
     if a.seq_len < 1:

@@ -159,3 +159,12 @@ def test_a_training_set_too_short_for_one_row_has_an_empty_index(tmp_path, datas
     result = _build([shard], tmp_path, dataset, seq_len=64)
     assert result["rows"] == 0
     assert DifficultyIndex.open(result["path"]).rows == 0
+
+
+def test_a_bad_trainer_variable_is_named_with_the_other_problems_not_a_traceback(monkeypatch, capsys):
+    from curriculum.index import main
+    monkeypatch.setenv("VOCAB_SIZE", "abc")
+    monkeypatch.setenv("TRAIN_SEQ_LEN", "1.5")
+    assert main(["--train-files", "/nowhere/*.bin"]) == 2
+    err = capsys.readouterr().err
+    assert "VOCAB_SIZE='abc': must be a whole number" in err and "TRAIN_SEQ_LEN='1.5'" in err and "/nowhere" in err

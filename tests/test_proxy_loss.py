@@ -70,3 +70,12 @@ def test_every_row_but_the_slice_is_scored_as_the_artifact_scores_it(dataset, tm
             per_token = model(row[:, :-1], row[:, 1:])
         assert per_token.shape == (1, 64)
         assert abs(float(per_token.mean()) - scores[r]) < 0.03, (r, float(per_token.mean()), scores[r])
+
+
+def test_a_bad_trainer_variable_is_named_with_the_other_problems_not_a_traceback(monkeypatch, capsys):
+    from tools.proxy_loss import main
+    monkeypatch.setenv("TRAIN_SEQ_LEN", "x")
+    monkeypatch.setenv("TRAIN_FILES", "/nowhere/*.bin")
+    assert main(["--steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "TRAIN_SEQ_LEN='x': must be" in err and "--steps=0" in err and "TRAIN_FILES" in err

@@ -92,9 +92,10 @@ def trainer(**settings):
     return go
 
 
-def tool(module: str, *args: str, timeout: float = 60):
+def tool(module: str, *args: str, timeout: float = 60, env: dict | None = None):
     def go(folder: Path) -> Outcome:
-        return run([sys.executable, "-m", module, *[a.format(folder=folder) for a in args]], dict(os.environ), timeout)
+        return run([sys.executable, "-m", module, *[a.format(folder=folder) for a in args]], dict(os.environ) | (env or {}),
+                   timeout)
     return go
 
 
@@ -339,6 +340,10 @@ CASES = [
         "tools.experiment", "--out", "{folder}/x")(f))[1], ("x",)),
     Case("index: every bad argument", "index", tool("curriculum.index", "--seq-len", "0", "--processes", "0",
                                                     "--train-files", "/nowhere/*.bin"), ("--seq-len=0", "--processes=0")),
+    Case("index: a VOCAB_SIZE that is no number", "index", tool("curriculum.index", "--train-files", "/nowhere/*.bin",
+                                                             env=dict(VOCAB_SIZE="abc")), ("VOCAB_SIZE='abc'", "/nowhere")),
+    Case("proxy_loss: a TRAIN_SEQ_LEN that is no number", "index", tool("tools.proxy_loss", env=dict(
+        TRAIN_SEQ_LEN="x", TRAIN_FILES="/nowhere/*.bin")), ("TRAIN_SEQ_LEN='x'", "TRAIN_FILES")),
     Case("SIGINT mid-run", "fault", interrupted(signal.SIGINT), ("interrupted",), (130,), fast=False),
     Case("SIGTERM mid-run", "fault", interrupted(signal.SIGTERM), ("interrupted",), (130,), fast=False),
     Case("a shard cut under the run", "fault", shard_cut_under_the_run, ("p_train_000000.bin", "changed while the run"),

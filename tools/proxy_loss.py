@@ -35,6 +35,8 @@ from curriculum.shards import open_shard, write_atomic, write_shard
 from tools import launch
 from trainer.host import keep_freed_memory
 from tools.envfile import ROOT
+from curriculum.config import EnvReader
+from trainer.settings import SETTINGS
 
 REFERENCE = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", MLP_MULT="2", BIGRAM_VOCAB_SIZE="0",
                  WARMUP_STEPS="2", CURRICULUM="0", DATA_ORDER="sequential", DATA_ALIGN="none",
@@ -123,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     data_path = env.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
     files = sorted(Path(f) for f in glob.glob(env.get("TRAIN_FILES") or os.path.join(data_path, "*train_*.bin")))
-    seq_len = int(env.get("TRAIN_SEQ_LEN") or 2048)
-    align, doc_max = env.get("DATA_ALIGN") or "none", int(env.get("DOC_MAX_TOKENS") or 0)
-    vocab, tokenizer = int(env.get("VOCAB_SIZE") or 1024), env.get("TOKENIZER_PATH", "")
-    batch_rows = int(env.get("TRAIN_BATCH_TOKENS") or 786432) // seq_len
-    problems = [f"--steps={a.steps}: must be >= 1"] if a.steps < 1 else []
+    # the trainer's own declarations, read as it reads them: a bad value is a problem, not a traceback
+    declared = {st.name: st for st in SETTINGS}
+    e = EnvReader(env)
+    seq_len, vocab = e.read(declared["TRAIN_SEQ_LEN"]), e.read(declared["VOCAB_SIZE"])
+    batch_tokens, doc_max = e.read(declared["TRAIN_BATCH_TOKENS"]), e.read(declared["DOC_MAX_TOKENS"])
+    align, tokenizer = e.read(declared["DATA_ALIGN"]), env.get("TOKENIZER_PATH", "")
+    batch_rows = batch_tokens // seq_len
+    problems = e.errors + ([f"--steps={a.steps}: must be >= 1"] if a.steps < 1 else [])
     if not files:
         problems.append("TRAIN_FILES: no training shard matches")
     if not Path(tokenizer).is_file():
