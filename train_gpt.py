@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
                         write_atomic)
-from curriculum.domains import read_sidecar, sidecar_path
+from curriculum.domains import DomainIndex
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
@@ -64,19 +64,15 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tenso
 def load_validation_domains(pattern: str, n_targets: int) -> tuple[Tensor, tuple[str, ...]]:
     """(the domain id of each of the first n_targets target tokens, the domain names) from the
     sidecars beside the validation shards: a target counts for the document it belongs to."""
-    ids, names = [], None
-    for f in sorted(glob.glob(pattern)):
-        n = shard_token_count(f)
-        if not sidecar_path(f).exists():
-            raise SettingsError(f"VAL_DOMAINS=1: {f} has no domains sidecar ({sidecar_path(f).name}); "
-                                f"make data writes them for the embedded corpus")
-        starts, domain_ids, shard_names, _ = read_sidecar(f, n)
-        if names is not None and shard_names != names:
-            raise SettingsError(f"VAL_DOMAINS=1: {f} names the domains {shard_names}, the shards before it {names}")
-        names = shard_names
-        ids.append(np.repeat(domain_ids, np.diff(np.append(starts, n))))
-    token_domains = np.concatenate(ids)
-    return torch.from_numpy(token_domains[1:n_targets + 1].astype(np.int64)), names
+    files = sorted(glob.glob(pattern))
+    notes: list[str] = []
+    domains = DomainIndex.from_shards(files, [shard_token_count(f) for f in files], notes)
+    if domains is None:
+        raise SettingsError(f"VAL_DOMAINS=1: the domains of the validation shards ({pattern}) are not known: "
+                            f"{notes[0] if notes else 'they have no domains sidecars'}; make data writes them "
+                            f"for the embedded corpus")
+    targets = np.arange(1, n_targets + 1)  # target j is token j of the split
+    return torch.from_numpy(domains.domains_at(targets).astype(np.int64)), domains.names
 
 
 @dataclass
