@@ -39,7 +39,7 @@ run: data
 	bash tools/run.sh $(PYTHON)
 
 test: data extras
-	$(PYTHON) -m pytest -q --durations=15
+	$(PYTHON) -m pytest -q -n auto --dist loadgroup --durations=15
 
 bench: data
 	$(PYTHON) -m tools.bench

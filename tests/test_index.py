@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import glob
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import preloaded
 
 from curriculum.index import (DifficultyIndex, IndexMismatch, RowLayout, add_scores, build_index, fingerprint,
                               index_path, index_problems, open_checked)
@@ -123,9 +124,9 @@ def test_the_default_path_lies_beside_the_first_shard(docs_files):
 
 def test_the_command_builds_every_signal_and_prints_the_rates(docs_files, tmp_path, dataset):
     out = tmp_path / "cli.cidx"
-    done = subprocess.run([sys.executable, "-m", "curriculum.index", "--train-files", str(docs_files[0]),
-                           "--tokenizer", dataset["tokenizer"], "--seq-len", "128", "--processes", "2", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index", timeout=300, args=(
+        "--train-files", str(docs_files[0]), "--tokenizer", dataset["tokenizer"], "--seq-len", "128", "--processes", "2",
+        "--out", str(out)))
     assert done.returncode == 0, done.stderr
     assert DifficultyIndex.open(out).signals == sorted(TOKEN_SIGNALS + TEXT_SIGNALS)
     for s in TOKEN_SIGNALS + TEXT_SIGNALS:
@@ -134,10 +135,9 @@ def test_the_command_builds_every_signal_and_prints_the_rates(docs_files, tmp_pa
 
 
 def test_the_command_reports_every_bad_argument_at_once(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "curriculum.index", "--train-files", str(tmp_path / "none*.bin"),
-                           "--seq-len", "0", "--processes", "0", "--signals", "entropy,proxy_loss",
-                           "--tokenizer", str(tmp_path / "missing.model")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index", timeout=60, args=(
+        "--train-files", str(tmp_path / "none*.bin"), "--seq-len", "0", "--processes", "0",
+        "--signals", "entropy,proxy_loss", "--tokenizer", str(tmp_path / "missing.model")))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     for part in ("--train-files", "--seq-len=0", "--processes=0", "entropy, proxy_loss", "tools.proxy_loss"):
         assert part in done.stderr, part

@@ -15,6 +15,9 @@ from curriculum.index_order import PACINGS, OrderConfig, pacing_band
 from curriculum.shards import open_shard
 from curriculum.rows import DataError
 
+# its module fixtures are real runs: one pytest worker builds them once (make test runs -n auto --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("index_order")
+
 T = 32
 SEQS = 4
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import preloaded
+
+# its module fixtures are real runs: one pytest worker builds them once (make test runs -n auto --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("pasted_script")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("challenge_script.py")
@@ -67,8 +70,7 @@ def run(work: Path, script: str, dataset: dict, run_id: str, **env) -> str:
     base = dict(PATH="/usr/bin:/bin", DATA_PATH=str(names), TOKENIZER_PATH=dataset["tokenizer"], RUN_ID=run_id,
                 TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048", ITERATIONS="16", WARMUP_STEPS="2", WARMDOWN_ITERS="6",
                 MAX_WALLCLOCK_SECONDS="0", TRAIN_LOG_EVERY="4", CURRICULUM_LOG_EVERY="4", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, script], cwd=work, env=base | env, capture_output=True, text=True,
-                          timeout=300)
+    done = preloaded.run(base | env, work, script=work / script, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return (work / "logs" / f"{run_id}.txt").read_text()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+import preloaded
 
 from curriculum.index import DifficultyIndex, RowLayout, build_index
 from curriculum.domains import read_sidecar, write_sidecar
@@ -41,8 +41,8 @@ def test_every_row_but_the_slice_is_scored_as_the_artifact_scores_it(dataset, tm
         TRAIN_FILES=str(files[0]), TOKENIZER_PATH=dataset["tokenizer"], VOCAB_SIZE="1024",
         DATA_PATH=dataset["data_path"], TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048")
     artifact = tmp_path / "reference.int6.ptz"
-    done = subprocess.run([sys.executable, "-m", "tools.proxy_loss", "--steps", "3", "--index", str(index),
-                           "--keep-artifact", str(artifact)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = preloaded.run(env, ROOT, module="tools.proxy_loss", timeout=600,
+                         args=("--steps", "3", "--index", str(index), "--keep-artifact", str(artifact)))
     assert done.returncode == 0, done.stderr[-3000:]
     idx = DifficultyIndex.open(index)
     scores = np.asarray(idx.columns["proxy_loss"])
