@@ -48,10 +48,12 @@ def trainer_env(dataset: dict, tmp_path: Path, **overrides) -> dict:
     return env
 
 
-def run_trainer(env: dict, nproc: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    if nproc:
+def run_trainer(env: dict, nproc: int = 0, timeout: int = 600, torchrun: bool = False) -> subprocess.CompletedProcess:
+    """The trainer to the end, one process or `nproc` ranks: forked with torch imported, or, with
+    `torchrun`, launched as a user launches it (tools/launch.py)."""
+    if torchrun:
         return launch.run_trainer(env, nproc, capture_output=True, text=True, timeout=timeout)
-    return preloaded.run(env, ROOT, script=ROOT / "train_gpt.py", timeout=timeout)
+    return preloaded.run(env, ROOT, script=ROOT / "train_gpt.py", timeout=timeout, nproc=nproc)
 
 
 def summary(env: dict) -> dict:

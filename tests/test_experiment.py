@@ -7,6 +7,8 @@ from collections import Counter
 
 import pytest
 
+import preloaded
+
 from tests.conftest import TINY
 from tools import experiment
 from tools.runs import rotated
@@ -70,6 +72,7 @@ def test_every_bad_argument_is_listed(capsys, tmp_path):
 
 
 def test_a_crashed_run_is_reported_and_the_others_go_on(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(experiment.launch, "run_trainer", preloaded.run_like_launch)  # each run forked, torch imported
     for k in [k for k in __import__("os").environ if k.startswith("CURRICULUM")]:
         monkeypatch.delenv(k)
     config = tmp_path / "tiny.env"

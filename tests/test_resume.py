@@ -3,17 +3,16 @@ resumed ends with the uninterrupted run's per-step losses and artifact bytes."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_trainer, summary, trainer_env
-from tools import launch, loglines
+import preloaded
+from tests.conftest import ROOT, run_trainer, summary, trainer_env
+from tools import loglines
 
 STEP_LOSS = re.compile(r"^step:(\d+)/\d+ train_loss:([\d.]+) ", re.M)
 
@@ -28,17 +27,17 @@ def artifact_sha256(env: dict) -> str:
 
 
 def killed_after_a_checkpoint(env: dict, nproc: int) -> None:
-    """Start the run, SIGKILL it (every process of it) as soon as its log names a checkpoint."""
+    """Start the run, SIGKILL it (every rank of it) as soon as its log names a checkpoint."""
     log = Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.txt"
-    proc = launch.start_trainer(env, nproc, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    job = preloaded.start(env, ROOT, script=ROOT / "train_gpt.py", nproc=nproc)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and job.poll() is None:
         if log.exists() and loglines.parse("checkpoint", log.read_text()):
-            os.killpg(proc.pid, signal.SIGKILL)
+            job.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way: {proc.stderr.read()[-2000:]}"
+    job.wait()
+    assert job.returncode == -signal.SIGKILL, f"the run was not killed mid-way: {job.result().stderr[-2000:]}"
     assert not loglines.parse("final_exact", log.read_text())
 
 

@@ -144,7 +144,7 @@ def test_the_schedules_as_fractions_of_the_progress_hold_at_any_step_time(datase
 @pytest.mark.parametrize("order", ["sequential", "shuffled"])
 def test_torchrun_two_ranks_train_on_disjoint_tokens(dataset, tmp_path, order):
     env = trainer_env(dataset, tmp_path, ITERATIONS="6", GRAD_ACCUM_STEPS="1", SWA_ENABLED="0", DATA_ORDER=order)
-    out = run_trainer(env, nproc=2)
+    out = run_trainer(env, nproc=2, torchrun=order == "sequential")  # once as a user launches it
     assert out.returncode == 0, out.stderr[-3000:]
     s = summary(env)
     assert s["world_size"] == 2 and s["steps"] == 6
@@ -771,21 +771,22 @@ def test_a_run_with_documents_masked_and_aligned_trains_logs_its_cut_and_its_cou
 
 @pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset, tmp_path, signum):
-    import subprocess
     import time
-    from tools import launch
+    import preloaded
     env = trainer_env(dataset, tmp_path, ITERATIONS="100000", TRAIN_LOG_EVERY="1")
     log = Path(env["LOG_DIR"]) / "run.txt"
-    proc = launch.start_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = preloaded.start(env, preloaded.ROOT, script=preloaded.ROOT / "train_gpt.py")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (log.exists() and "step:3/" in log.read_text()):
             time.sleep(0.05)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
+        job.send_signal(signum)
+        job.wait(timeout=60)
     finally:
-        proc.kill()  # never left running (ITERATIONS=100000), whatever failed above
-    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+        if job.poll() is None:
+            job.kill()  # never left running (ITERATIONS=100000), whatever failed above
+    err = job.result().stderr
+    assert job.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
     assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary
 
 
