@@ -9,19 +9,23 @@ data path's stages are `rows` (readers), `read_ahead` (the one thread), `selecto
 seam a trainer meets: `next_batch(Position)`, `drain_log`, `summary`, `state_dict`,
 `load_state_dict`, `close`. `shards` and `domains` read and write the files.
 """
-from .config import CurriculumConfig
-from .domains import DomainIndex, write_sidecar
-from .loader import DATA_ORDERS, BatchSource, DataError, DataExhausted, DataPath, Mixture, Position
-from .rows import TokenStream
-from .pool import POOLS
-from .schedules import SCHEDULE_PARAMETERS, SCHEDULES, target_percentile, v_schedule
-from .scores import SCORES, unigram_entropy
-from .selection import select_window, split_window, window_start
-from .shards import (ShardFormatError, open_shard, shard_token_count, shards_fingerprint, unigram_counts, write_atomic,
-                     write_shard)
+# Each name is imported from its module on first use (PEP 562), so that importing one part of the
+# package (the plugin, say) imports only what that part needs.
+_MODULE_OF = dict(
+    CurriculumConfig="config", DomainIndex="domains", write_sidecar="domains", DATA_ORDERS="loader",
+    BatchSource="loader", DataError="loader", DataExhausted="loader", DataPath="loader", Mixture="loader",
+    Position="loader", TokenStream="rows", POOLS="pool", SCHEDULE_PARAMETERS="schedules", SCHEDULES="schedules",
+    target_percentile="schedules", v_schedule="schedules", SCORES="scores", unigram_entropy="scores",
+    select_window="selection", split_window="selection", window_start="selection", ShardFormatError="shards",
+    open_shard="shards", shard_token_count="shards", shards_fingerprint="shards", unigram_counts="shards",
+    write_atomic="shards", write_shard="shards")
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "DATA_ORDERS", "DataExhausted", "DataPath", "Position", "Mixture", "POOLS", "DomainIndex", "split_window", "write_sidecar", "BatchSource", "CurriculumConfig", "DataError", "SCHEDULE_PARAMETERS", "SCHEDULES", "SCORES", "ShardFormatError", "TokenStream",
-    "open_shard", "select_window", "shard_token_count", "shards_fingerprint", "target_percentile", "unigram_entropy",
-    "unigram_counts", "v_schedule", "window_start", "write_atomic", "write_shard",
-]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value

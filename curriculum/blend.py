@@ -4,9 +4,12 @@ A smooth weighted round-robin over integer weights: every row, each dataset's cr
 its weight and the richest dataset (the first on ties) supplies the row and pays the total
 weight back. The sequence is deterministic, the same on every rank, and the realised counts
 stay within one row of weight x rows after any number of rows, so the proportions are exact
-over every window up to two rows, not drifting as random draws would.
+over every window up to two rows, not drifting as random draws would. `natural_picks` is the
+random draw, for MIX=natural (a shuffled union's proportions, drifting as they do).
 """
 from __future__ import annotations
+
+import numpy as np
 
 SCALE = 1_000_000  # weights are compared as integers: no rounding drift, identical everywhere
 
@@ -33,3 +36,10 @@ def renormalised(weights: list[float], dropped: set[int]) -> list[float]:
     """The weights with the dropped datasets removed and the rest scaled to sum to 1."""
     left = sum(w for i, w in enumerate(weights) if i not in dropped)
     return [0.0 if i in dropped or left == 0 else w / left for i, w in enumerate(weights)]
+
+
+def natural_picks(weights: list[float], n: int, seed: int, draw: int) -> list[int]:
+    """`natural`: n rows' datasets drawn at random, p = weights, the same on every rank."""
+    rng = np.random.Generator(np.random.PCG64([seed, draw, 7]))
+    p = np.asarray(weights, dtype=np.float64)
+    return rng.choice(len(p), size=n, p=p / p.sum()).tolist()

@@ -12,9 +12,92 @@ DATA_ALIGNS = ("none", "bos")  # curriculum/rows.py reads the rows as these say
 from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
-from .index_order import PACINGS, OrderConfig
-from .signals import SIGNALS
-from .mixing import MIX_MODES, MIX_RULES, MixConfig
+
+# The names the settings accept, and the option groups' dataclasses, live here rather than in the
+# modules that implement them, so that reading the settings imports none of those modules: a run
+# imports only the parts of curriculum/ its settings use, and a user's artifact counts only those.
+TOKEN_SIGNALS = ("unigram_entropy", "distinct_ratio", "repeat_bigram_rate", "unigram_rarity", "random")
+TEXT_SIGNALS = ("compression_ratio", "lexical_diversity", "readability")
+MODEL_SIGNALS = ("proxy_loss",)  # written by tools/proxy_loss.py, which trains the reference model
+SIGNALS = TOKEN_SIGNALS + TEXT_SIGNALS + MODEL_SIGNALS
+PACINGS = ("warmup", "linear", "reverse", "v")
+PACING_PARAMETERS = dict(warmup=("start", "warmup"), linear=("start",), reverse=("start",), v=("width",))
+MIX_MODES = ("", "natural", "stratified", "adaptive")
+MIX_RULES = ("odm", "excess_loss")
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """DATA_ORDER=curriculum's settings (ORDER_SETTINGS below; curriculum/index_order.py draws by them)."""
+    score: str = "compression_ratio"   # ORDER_SCORE
+    pacing: str = "warmup"             # ORDER_PACING
+    start: float = 0.2                 # ORDER_START
+    warmup: float = 0.2                # ORDER_WARMUP
+    width: float = 0.5                 # ORDER_WIDTH
+    index: str = ""                    # ORDER_INDEX ("": beside the shards)
+
+    def parameters(self) -> dict:
+        """The settings this pacing reads: two runs that differ only in others ran the same order."""
+        return dict(score=self.score, pacing=self.pacing) | {k: getattr(self, k) for k in PACING_PARAMETERS[self.pacing]}
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """MIX's settings (MIX_SETTINGS below; curriculum/mixing.py mixes by them)."""
+    mode: str = ""              # MIX
+    datasets: str = ""          # MIX_DATASETS: name=glob,...
+    rule: str = "odm"           # MIX_RULE
+    update_every: int = 8       # MIX_UPDATE_EVERY, micro-batches
+    smoothing: float = 0.9      # MIX_SMOOTHING: ODM's reward average
+    step_size: float = 1.0      # MIX_STEP_SIZE: excess loss's eta
+    min_weight: float = 0.05    # MIX_MIN_WEIGHT: excess loss's floor
+    reference: str = ""         # MIX_REFERENCE: name=loss,... or index:<file>
+
+    def named_globs(self) -> list[tuple[str, str]]:
+        return [tuple(part.split("=", 1)) for part in self.datasets.split(",") if part.strip()]
+
+    def problems(self) -> list[str]:
+        out = []
+        parts = [p for p in self.datasets.split(",") if p.strip()]
+        if self.mode and not parts:
+            out.append(f"MIX={self.mode}: needs MIX_DATASETS=name=glob,name=glob,... (two or more datasets)")
+        bad = [p for p in parts if "=" not in p or not p.split("=", 1)[0].strip() or not p.split("=", 1)[1].strip()]
+        if bad:
+            out.append(f"MIX_DATASETS={self.datasets!r}: each part must be name=glob ({bad[0]!r} is not)")
+        names = [p.split("=", 1)[0].strip() for p in parts if "=" in p]
+        if len(set(names)) != len(names):
+            out.append(f"MIX_DATASETS={self.datasets!r}: a name appears twice")
+        if self.mode and 0 < len(parts) < 2:
+            out.append(f"MIX_DATASETS={self.datasets!r}: a mixture needs two or more datasets")
+        if self.mode == "adaptive" and self.rule == "excess_loss" and not self.reference:
+            out.append("MIX_RULE=excess_loss: needs MIX_REFERENCE (name=loss,... or index:<file> with proxy_loss: "
+                       "python -m tools.proxy_loss writes the per-domain means)")
+        if self.reference and not self.reference.startswith("index:"):
+            try:
+                values = parse_reference(self.reference)
+            except ValueError:
+                out.append(f"MIX_REFERENCE={self.reference!r}: must be name=loss,... (finite numbers) or index:<file>")
+            else:
+                missing = [n for n in names if n not in values]
+                if missing:
+                    out.append(f"MIX_REFERENCE={self.reference!r}: no loss for {', '.join(missing)}")
+        return out
+
+
+def parse_reference(raw: str) -> dict[str, float]:
+    """MIX_REFERENCE=name=loss,...: a ValueError names the part that is not."""
+    out = {}
+    for part in raw.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not math.isfinite(float(value)):
+            raise ValueError(part)
+        out[name.strip()] = float(value)
+    return out
+
+
+def micro_batch_seqs(batch_tokens: int, world_size: int, grad_accum_steps: int, seq_len: int) -> int:
+    """Sequences each rank trains on per micro-batch: the one formula, for the run and each phase."""
+    return batch_tokens // (world_size * grad_accum_steps * seq_len)
 
 
 @dataclass(frozen=True)

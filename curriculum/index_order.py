@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PACING_PARAMETERS, PACINGS, OrderConfig  # noqa: F401  (declared with the settings)
 from .index import RowLayout, open_checked
+from .order import ProgressFeed
 from .rows import DataError, DataEvent, row_table
 from .schedules import v_schedule
 from .shards import read_shard
 
 BUCKETS = 100
-PACINGS = ("warmup", "linear", "reverse", "v")
-PACING_PARAMETERS = dict(warmup=("start", "warmup"), linear=("start",), reverse=("start",), v=("width",))
 V_PEAK = 0.45  # seed 003's V: hardest at 45% of the run
 
 
@@ -55,46 +55,6 @@ def pacing_band(pacing: str, progress: float, start: float, warmup: float, width
         lo = min(max(v_schedule(p, V_PEAK) - width / 2, 0.0), 1.0 - width)
         return lo, lo + width
     raise ValueError(f"ORDER_PACING={pacing!r}: must be one of {', '.join(PACINGS)}")
-
-
-@dataclass(frozen=True)
-class OrderConfig:
-    """DATA_ORDER=curriculum's settings (curriculum/config.py declares them)."""
-    score: str = "compression_ratio"   # ORDER_SCORE
-    pacing: str = "warmup"             # ORDER_PACING
-    start: float = 0.2                 # ORDER_START
-    warmup: float = 0.2                # ORDER_WARMUP
-    width: float = 0.5                 # ORDER_WIDTH
-    index: str = ""                    # ORDER_INDEX ("": beside the shards)
-
-    def parameters(self) -> dict:
-        """The settings this pacing reads: two runs that differ only in others ran the same order."""
-        return dict(score=self.score, pacing=self.pacing) | {k: getattr(self, k) for k in PACING_PARAMETERS[self.pacing]}
-
-
-class ProgressFeed:
-    """The progress each micro-batch was asked at, in order, for a reader `lag` micro-batches ahead."""
-
-    def __init__(self, lag: int):
-        self.lag, self.first, self.values = lag, 0, []
-
-    def observe(self, micro_batch: int, progress: float) -> None:
-        if micro_batch == self.first + len(self.values):
-            self.values.append(float(progress))
-
-    def at(self, micro_batch: int) -> float:
-        """The progress of micro-batch `micro_batch - lag` (0 before there is one)."""
-        k = micro_batch - self.lag
-        if k < self.first:
-            return self.values[0] if k >= 0 and self.values else 0.0
-        return self.values[k - self.first] if k - self.first < len(self.values) else (self.values[-1] if self.values else 0.0)
-
-    def state_dict(self) -> dict:
-        keep = 4 * self.lag + 8
-        return dict(first=self.first + max(len(self.values) - keep, 0), values=self.values[-keep:])
-
-    def load_state_dict(self, state: dict) -> None:
-        self.first, self.values = state["first"], list(state["values"])
 
 
 @dataclass(frozen=True)

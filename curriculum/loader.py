@@ -33,13 +33,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import CurriculumConfig
+from .config import CurriculumConfig, MixConfig, OrderConfig, parse_reference
 from .domains import DomainIndex
-from .index import ScoreLookup, open_checked
-from .index_order import OrderConfig, OrderTally, ProgressFeed
-from .mixing import AdaptiveMix, MixConfig, WeightSchedule, parse_reference
-from .order import DATA_ORDERS
-from .phases import PhaseTracker, RunPhases, RunShape
+from .order import DATA_ORDERS, ProgressFeed
 from .read_ahead import Block, ReadAhead
 from .rows import DATA_ALIGNS, DataError, DataExhausted, Mixture, MixedRows, open_rows
 from .selector import Selector, WindowStats
@@ -136,7 +132,8 @@ class BatchSource:
         self.vocab_size, self.device = vocab_size, torch.device(device)
         self.tracker, self.warm_up_steps = None, warm_up_steps
         pending = []
-        if phases:
+        if phases:  # each optional part is imported where it is used: a run imports only what it uses
+            from .phases import PhaseTracker, RunPhases, RunShape
             run = RunShape(seq_len, batch_seqs * seq_len * world_size * grad_accum_steps, world_size, grad_accum_steps)
             plan = RunPhases.open(phases, config, run)
             self.tracker = PhaseTracker(plan)
@@ -162,12 +159,16 @@ class BatchSource:
             self.domain_names = self.domain_index.names if self.domain_index else ()
         # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
         self.index_order, self.feed = index_order or OrderConfig(), ProgressFeed(lag=read_ahead + 1)
-        self.schedule = WeightSchedule() if mix.mode == "adaptive" else None
+        self.schedule = None
+        if mix.mode == "adaptive":
+            from .mixing import WeightSchedule
+            self.schedule = WeightSchedule()
         self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens,
                               index_order=(self.index_order, self.feed, vocab_size, tokenizer),
                               natural=mix.mode == "natural", schedule=self.schedule)
         self.adaptive = None
         if self.schedule is not None:
+            from .mixing import AdaptiveMix
             reference = None if mix.rule != "excess_loss" else mix_reference(mix.reference, mixture.names)
             self.adaptive = AdaptiveMix(mix, mixture.names, list(self.rows.weights), reference, self.device,
                                         lag=read_ahead + 1, schedule=self.schedule, world_size=world_size)
@@ -176,6 +177,7 @@ class BatchSource:
         self.window_stats: WindowStats | None = None
         self.statistics = DataStatistics(self.domain_names, None)
         if order == "curriculum":
+            from .index_order import OrderTally
             self.statistics.order = OrderTally(rows=self.rows.index.rows)
         self.statistics.pending += pending + self.rows.describe()
         self.config, self.selector, self._read_ahead = None, None, None
@@ -203,8 +205,9 @@ class BatchSource:
                                      domains=len(self.domain_names), pin=self.device.type == "cuda", depth=self.depth,
                                      score_lookup=lookup)
 
-    def _score_lookup(self, config: CurriculumConfig, seq_len: int) -> ScoreLookup:
-        """CURRICULUM_SCORE=index:<signal>: the index of the rows read at this length."""
+    def _score_lookup(self, config: CurriculumConfig, seq_len: int):
+        """CURRICULUM_SCORE=index:<signal>: the index of the rows read at this length (an index.ScoreLookup)."""
+        from .index import ScoreLookup, open_checked
         signal = config.score.split(":", 1)[1]
         if self.mixture is not None or (self.order == "sequential" and self.align == "none"):
             raise DataError(f"CURRICULUM_SCORE={config.score}: the index scores whole rows, which DATA_ORDER=sequential "

@@ -34,60 +34,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-MIX_MODES = ("", "natural", "stratified", "adaptive")
-MIX_RULES = ("odm", "excess_loss")
+from .blend import natural_picks  # noqa: F401  (MIX=natural draws through the blend)
+from .config import MIX_MODES, MIX_RULES, MixConfig, parse_reference  # noqa: F401  (declared with the settings)
 
-
-@dataclass(frozen=True)
-class MixConfig:
-    mode: str = ""              # MIX
-    datasets: str = ""          # MIX_DATASETS: name=glob,...
-    rule: str = "odm"           # MIX_RULE
-    update_every: int = 8       # MIX_UPDATE_EVERY, micro-batches
-    smoothing: float = 0.9      # MIX_SMOOTHING: ODM's reward average
-    step_size: float = 1.0      # MIX_STEP_SIZE: excess loss's eta
-    min_weight: float = 0.05    # MIX_MIN_WEIGHT: excess loss's floor
-    reference: str = ""         # MIX_REFERENCE: name=loss,... or index:<file>
-
-    def named_globs(self) -> list[tuple[str, str]]:
-        return [tuple(part.split("=", 1)) for part in self.datasets.split(",") if part.strip()]
-
-    def problems(self) -> list[str]:
-        out = []
-        parts = [p for p in self.datasets.split(",") if p.strip()]
-        if self.mode and not parts:
-            out.append(f"MIX={self.mode}: needs MIX_DATASETS=name=glob,name=glob,... (two or more datasets)")
-        bad = [p for p in parts if "=" not in p or not p.split("=", 1)[0].strip() or not p.split("=", 1)[1].strip()]
-        if bad:
-            out.append(f"MIX_DATASETS={self.datasets!r}: each part must be name=glob ({bad[0]!r} is not)")
-        names = [p.split("=", 1)[0].strip() for p in parts if "=" in p]
-        if len(set(names)) != len(names):
-            out.append(f"MIX_DATASETS={self.datasets!r}: a name appears twice")
-        if self.mode and 0 < len(parts) < 2:
-            out.append(f"MIX_DATASETS={self.datasets!r}: a mixture needs two or more datasets")
-        if self.mode == "adaptive" and self.rule == "excess_loss" and not self.reference:
-            out.append("MIX_RULE=excess_loss: needs MIX_REFERENCE (name=loss,... or index:<file> with proxy_loss: "
-                       "python -m tools.proxy_loss writes the per-domain means)")
-        if self.reference and not self.reference.startswith("index:"):
-            try:
-                values = parse_reference(self.reference)
-            except ValueError:
-                out.append(f"MIX_REFERENCE={self.reference!r}: must be name=loss,... (finite numbers) or index:<file>")
-            else:
-                missing = [n for n in names if n not in values]
-                if missing:
-                    out.append(f"MIX_REFERENCE={self.reference!r}: no loss for {', '.join(missing)}")
-        return out
-
-
-def parse_reference(raw: str) -> dict[str, float]:
-    out = {}
-    for part in raw.split(","):
-        name, sep, value = part.partition("=")
-        if not sep or not math.isfinite(float(value)):
-            raise ValueError(part)
-        out[name.strip()] = float(value)
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,13 +70,6 @@ def excess_loss_update(weights: list[float], losses: list[float | None], referen
     top = max(logits)
     a = [math.exp(v - top) for v in logits]
     return [(1.0 - k * min_weight) * x / sum(a) + min_weight for x in a]
-
-
-def natural_picks(weights: list[float], n: int, seed: int, draw: int) -> list[int]:
-    """`natural`: n rows' datasets drawn at random, p = weights, the same on every rank."""
-    rng = np.random.Generator(np.random.PCG64([seed, draw, 7]))
-    p = np.asarray(weights, dtype=np.float64)
-    return rng.choice(len(p), size=n, p=p / p.sum()).tolist()
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,3 +28,28 @@ def locate_slots(slots: np.ndarray, first_slot: np.ndarray) -> tuple[np.ndarray,
     global number of shard i's first slot (a cumulative sum starting at 0)."""
     shard = np.searchsorted(first_slot, slots, side="right") - 1
     return shard, slots - first_slot[shard]
+
+
+class ProgressFeed:
+    """The progress each micro-batch was asked at, in order, for a reader `lag` micro-batches ahead."""
+
+    def __init__(self, lag: int):
+        self.lag, self.first, self.values = lag, 0, []
+
+    def observe(self, micro_batch: int, progress: float) -> None:
+        if micro_batch == self.first + len(self.values):
+            self.values.append(float(progress))
+
+    def at(self, micro_batch: int) -> float:
+        """The progress of micro-batch `micro_batch - lag` (0 before there is one)."""
+        k = micro_batch - self.lag
+        if k < self.first:
+            return self.values[0] if k >= 0 and self.values else 0.0
+        return self.values[k - self.first] if k - self.first < len(self.values) else (self.values[-1] if self.values else 0.0)
+
+    def state_dict(self) -> dict:
+        keep = 4 * self.lag + 8
+        return dict(first=self.first + max(len(self.values) - keep, 0), values=self.values[-keep:])
+
+    def load_state_dict(self, state: dict) -> None:
+        self.first, self.values = state["first"], list(state["values"])

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CurriculumConfig
+from .config import CurriculumConfig, micro_batch_seqs
 from .shards import ShardFormatError, shard_token_count
 
 ENDS = ("until_progress", "steps", "tokens", "epochs")
@@ -182,11 +182,6 @@ def load_phases(path: str | Path, base: CurriculumConfig) -> tuple[PhasePlan | N
 # ---------------------------------------------------------------------------------------------
 # A plan as a run follows it
 # ---------------------------------------------------------------------------------------------
-
-
-def micro_batch_seqs(batch_tokens: int, world_size: int, grad_accum_steps: int, seq_len: int) -> int:
-    """Sequences each rank trains on per micro-batch: the one formula, for the run and each phase."""
-    return batch_tokens // (world_size * grad_accum_steps * seq_len)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ The training progress the curriculum follows is the script's own: the loader rea
 `MAX_WALLCLOCK_SECONDS` and `ITERATIONS` the challenge's scripts read (with their defaults,
 600 and 20000) and takes the time since its first batch over the cap, or the steps over the
 iterations without one. `set_progress(p)` replaces that with the script's exact value.
+
+The package is imported piece by piece: the loader imports the index, the whole-run orders and
+adaptive mixing only when the settings use them. What to copy beside a script, for the
+settings in the environment (the files they import, nothing else):
+
+    python -m curriculum.plugin --copy-to ../my_submission --train-files './data/fineweb_train_*.bin'
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -28,11 +36,9 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import (SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order, read_mix,
-                     read_order)
-from .index_order import OrderConfig
-from .mixing import MixConfig
-from .loader import BatchSource, Position
+from .config import (SEED, CurriculumConfig, EnvReader, MixConfig, OrderConfig, read_curriculum, read_data_align,
+                     read_data_order, read_mix, read_order)
+from .loader import BatchSource, DataError, Position
 
 
 class CurriculumSettingsError(ValueError):
@@ -81,6 +87,9 @@ def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | 
     mix = read_mix(e)
     cap, iterations, budget_problems = read_budget(environ)
     errors = e.errors + config.problems() + mix.problems() + budget_problems
+    if environ.get("CURRICULUM_PHASES", "").strip():  # never ignored in silence: the phases change the trainer's shapes
+        errors.append(f"CURRICULUM_PHASES={environ['CURRICULUM_PHASES']!r}: the plugin does not run phases files (a "
+                      f"phase changes the script's sequence length and batch); train_gpt.py does")
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
     values = {k: int(v) if isinstance(v, bool) else v for k, v in e.values.items()}
@@ -88,12 +97,14 @@ def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | 
     return config, order, seed, align, doc_max, index_order, mix, values
 
 
+PACKAGE = Path(__file__).resolve().parent
+
+
 def loaded_modules() -> list[Path]:
-    """The files of this package that are imported now: the code a user's artifact carries."""
-    package = __name__.rsplit(".", 1)[0]
-    files = {Path(m.__file__) for name, m in list(sys.modules.items())
-             if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None)}
-    return sorted(files)
+    """The files of this package that are imported now (this one among them, even when it runs as
+    `python -m curriculum.plugin`): the code a user's artifact carries."""
+    files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    return sorted({p for p in files if p.parent == PACKAGE} | {PACKAGE / "plugin.py"})
 
 
 def code_bytes() -> int:
@@ -232,3 +243,55 @@ class CurriculumTokenLoader:
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
+
+
+def copy_imported(pattern: str, out: Path) -> list[Path]:
+    """Build the loader the environment's settings describe, draw one batch (so that every part
+    those settings use is imported), and copy the package's imported files to `out`/curriculum/,
+    written whole under a temporary name and then renamed."""
+    loader = CurriculumTokenLoader(pattern, 0, 1, torch.device("cpu"))
+    try:
+        seq_len = int(os.environ.get("TRAIN_SEQ_LEN", "1024"))
+        loader.next_batch(int(os.environ.get("TRAIN_BATCH_TOKENS", str(8 * seq_len))), seq_len, 1)
+    finally:
+        loader.close()
+    files, target = loaded_modules(), out / "curriculum"
+    if target.exists():
+        raise FileExistsError(f"{target} exists; remove it or choose another --copy-to")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".curriculum.", dir=out))
+    for f in files:
+        shutil.copy2(f, staging / f.name)
+    os.chmod(staging, 0o755)  # a folder like any other once it is in place (mkdtemp makes it private)
+    os.replace(staging, target)
+    return [target / f.name for f in files]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="Copy the curriculum's files that the environment's settings import.")
+    ap.add_argument("--copy-to", type=Path, required=True, help="the folder of your script; curriculum/ goes inside")
+    default = os.path.join(os.environ["DATA_PATH"], "*train_*.bin") if os.environ.get("DATA_PATH") else None
+    ap.add_argument("--train-files", default=default, help="the training shards (default: $DATA_PATH/*train_*.bin)")
+    args = ap.parse_args(argv)
+    problems = []
+    if not args.train_files or not glob.glob(args.train_files):
+        problems.append(f"--train-files={args.train_files!r}: matches no shard (or set DATA_PATH)")
+    if (args.copy_to / "curriculum").exists():
+        problems.append(f"--copy-to={args.copy_to}: {args.copy_to / 'curriculum'} exists; remove it or choose another")
+    if problems:
+        print("curriculum.plugin: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        files = copy_imported(args.train_files, args.copy_to)
+    except (CurriculumSettingsError, DataError, FileExistsError) as err:
+        print(f"curriculum.plugin: {err}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"{f.stat().st_size:>8,}  {f}")
+    print(f"{sum(f.stat().st_size for f in files):>8,}  bytes in {len(files)} files: add them to the script's Code size")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,8 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
-from .blend import blend, integer_weights, renormalised
-from .mixing import natural_picks
+from .blend import blend, integer_weights, natural_picks, renormalised
 from .order import locate_slots, slot_order, slots_per_shard
 from .shards import read_shard, shard_token_count
 

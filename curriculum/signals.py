@@ -23,15 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import MODEL_SIGNALS, SIGNALS, TEXT_SIGNALS, TOKEN_SIGNALS  # noqa: F401  (declared with the settings)
 from .scores import SCORES
 
 MATTR_WINDOW = 50
 ZSTD_LEVEL = 3
 
-TOKEN_SIGNALS = ("unigram_entropy", "distinct_ratio", "repeat_bigram_rate", "unigram_rarity", "random")
-TEXT_SIGNALS = ("compression_ratio", "lexical_diversity", "readability")
-MODEL_SIGNALS = ("proxy_loss",)  # written by tools/proxy_loss.py, which trains the reference model
-SIGNALS = TOKEN_SIGNALS + TEXT_SIGNALS + MODEL_SIGNALS
 
 
 @dataclass(frozen=True)

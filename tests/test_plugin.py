@@ -21,6 +21,8 @@ from curriculum import CurriculumConfig, open_shard, write_shard
 from curriculum.plugin import CurriculumSettingsError, CurriculumTokenLoader
 from curriculum.rows import BOS_ID
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def ReferenceLoader(pattern: str, rank: int, world_size: int):
     """The challenge's DistributedTokenLoader as SPEC.md describes it, written independently
@@ -287,3 +289,39 @@ def test_a_bad_budget_is_named_with_every_other_bad_setting(tiny_shards, clean_e
     message = str(e.value)
     assert "MAX_WALLCLOCK_SECONDS='-1': must be a number of seconds >= 0" in message
     assert "ITERATIONS='0': must be a whole number >= 1" in message and "CURRICULUM='2'" in message
+
+
+OPTIONAL = {"index.py", "index_order.py", "mixing.py", "phases.py", "signals.py"}  # imported only when used
+
+
+@pytest.mark.parametrize("settings, imported", [
+    (dict(CURRICULUM="1"), set()),
+    (dict(CURRICULUM="0", MIX="adaptive", MIX_RULE="odm"), {"mixing.py"}),
+    (dict(CURRICULUM="0", MIX="natural"), set()),
+], ids=["default", "adaptive mix", "natural mix"])
+def test_the_copy_command_writes_exactly_the_files_the_settings_import(dataset, tmp_path, settings, imported):
+    import os
+    import preloaded
+    folders = dataset["folders"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CURRICULUM", "MIX", "ORDER_", "DATA_"))} | dict(
+        DATA_PATH=dataset["data_path"], TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048",
+        MIX_DATASETS=",".join(f"{d}={folders[f'embedded_{d}_sp1024']}/*train_*.bin" for d in ("code", "docs", "prose")),
+        **settings)
+    out = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(tmp_path / "submission")))
+    assert out.returncode == 0, out.stderr[-3000:]
+    copied = sorted((tmp_path / "submission" / "curriculum").iterdir())
+    names = {p.name for p in copied}
+    assert names & OPTIONAL == imported and {"plugin.py", "loader.py", "__init__.py"} <= names
+    for p in copied:  # the package's own files, whole
+        assert p.read_bytes() == (ROOT / "curriculum" / p.name).read_bytes()
+    total = sum(p.stat().st_size for p in copied)
+    assert f"{total:>8,}  bytes in {len(copied)} files" in out.stdout
+    assert total < sum(p.stat().st_size for p in (ROOT / "curriculum").glob("*.py"))
+    again = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(tmp_path / "submission")))
+    assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_phases_file_is_refused_by_the_plugin_not_ignored(tiny_shards, monkeypatch):
+    monkeypatch.setenv("CURRICULUM_PHASES", "configs/phases/v_filter_one_phase.toml")
+    with pytest.raises(CurriculumSettingsError, match="CURRICULUM_PHASES=.*train_gpt.py does"):
+        CurriculumTokenLoader(tiny_shards, 0, 1, torch.device("cpu"))

@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +29,17 @@ def code_files() -> list[Path]:
                                       if p.is_file() and "__pycache__" not in p.parts]
 
 
+def imported_code_files() -> list[Path]:
+    """train_gpt.py and the files of curriculum/ and trainer/ imported so far: the code this run's
+    artifact needs. The parts of curriculum/ a run's settings do not use are never imported."""
+    files = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+             if name.split(".")[0] in ("curriculum", "trainer") and getattr(m, "__file__", None)}
+    return [HERE / "train_gpt.py"] + sorted(p for p in files if p.is_relative_to(HERE))
+
+
 def code_bytes() -> int:
-    return sum(p.stat().st_size for p in code_files())
+    """The artifact's code: what imported_code_files() holds (call it once the run has built everything)."""
+    return sum(p.stat().st_size for p in imported_code_files())
 
 
 def code_sha256() -> str:

@@ -18,12 +18,9 @@ from pathlib import Path
 import torch
 
 from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
-from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, MIX_SETTINGS,
-                               ORDER_SETTINGS, SEED, EnvReader, Setting, read_curriculum, read_mix, read_order)
-from curriculum.mixing import MixConfig
-from curriculum.index import index_problems
-from curriculum.index_order import OrderConfig
-from curriculum.phases import RunShape, micro_batch_seqs, phase_problems
+from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, MIX_SETTINGS, ORDER_SETTINGS, SEED,
+                               EnvReader, MixConfig, OrderConfig, Setting, micro_batch_seqs, read_curriculum, read_mix,
+                               read_order)
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
 
@@ -295,12 +292,17 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
                       f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
-    if train_tokens and not s.phases and not errors:
+    # the index and the phases are checked, so imported, only when the settings use them: a run
+    # imports the parts of curriculum/ it uses, and its artifact counts those (trainer/provenance.py)
+    uses_index = s.data_order == "curriculum" or (s.curriculum.enabled and s.curriculum.score.startswith("index:"))
+    if train_tokens and not s.phases and not errors and uses_index:
+        from curriculum.index import index_problems
         errors += index_problems([Path(f) for f in sorted(glob.glob(s.train_files))], s.train_seq_len, s.data_align,
                                  s.doc_max_tokens, s.vocab_size, s.tokenizer_path if os.path.isfile(s.tokenizer_path)
                                  else None, s.data_order, s.curriculum.score if s.curriculum.enabled else "",
                                  s.index_order.score, s.index_order.index)
     if s.phases:
+        from curriculum.phases import RunShape, phase_problems
         errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
                                                                   s.grad_accum_steps))
     errors += check_log_dir(s.log_dir)
