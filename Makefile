@@ -10,12 +10,13 @@ STEPS ?= 0
 
 .PHONY: setup extras sources data index run test bench bench-cost compare clean distclean
 
-# --no-compile: pip would byte-compile all of torch (25 s of a 50 s install on 2 cores); Python
-# compiles the modules a run imports on first use instead (about 9 s, once)
+# --no-compile: pip would byte-compile all of torch (25 s of a 50 s install on 2 cores); the
+# import after it compiles only what a run imports (about 10 s), once, before processes race to
 setup: $(VENV)/.core
 $(VENV)/.core: requirements.txt
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
+	$(PYTHON) -c "import torch, torch._dynamo, torch.distributed, numpy, scipy.stats, sentencepiece, zstandard"
 	touch $@
 
 extras: $(VENV)/.extras

@@ -29,6 +29,12 @@ TINY = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", MLP
             MUON_MOMENTUM_WARMUP_STEPS="10")
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked `long` (a cold compile, a process ring) first: with one worker per core,
+    none of them is then left running alone at the end of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def dataset() -> dict:
     from data.build import DATA_DIR, BuildConfig, build

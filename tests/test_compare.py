@@ -17,6 +17,9 @@ from tests.conftest import ROOT, run_trainer, trainer_env
 from tests.helpers_runs import RECORD, changed, record_runs, summary, write_runs
 from tools import compare as cmp
 
+# its module fixture is real runs: one pytest worker builds it once (make test runs -n auto --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("compare_real_runs")
+
 
 def verdict_row(text: str) -> str:
     """The arm's row of the 'Against the baseline' table."""

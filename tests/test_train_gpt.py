@@ -525,6 +525,7 @@ def train_losses(env) -> list[str]:
     return re.findall(r"^step:\d+/\d+ train_loss:(\S+)", (Path(env["LOG_DIR"]) / "run.txt").read_text(), re.M)
 
 
+@pytest.mark.long
 def test_compiled_a_seq_len_phase_change_and_the_curriculum_compile_nothing_after_the_warmup(dataset, tmp_path):
     """The compiled path on a CPU: a shorter first phase, then the curriculum's device-side
     scoring and selection at the full length; one run for both, compilation being the cost."""
@@ -720,7 +721,7 @@ def documents_model(mask: str) -> "tg.GPT":
     return model
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.long)], ids=["eager", "compiled"])
 def test_a_document_sees_nothing_of_the_documents_before_it_in_its_row(compiled):
     model = documents_model("document")
     run = torch.compile(model, dynamic=False) if compiled else model

@@ -22,6 +22,7 @@ def step_losses(workdir: Path, run_id: str) -> list[str]:
     return re.findall(r"^step:\d+/\d+ train_loss:([\d.]+) ", (workdir / f"{run_id}.txt").read_text(), re.M)
 
 
+@pytest.mark.long
 def test_the_processes_of_a_ring_never_step_at_once_and_replay_trains_on_the_recorded_batches(dataset, tmp_path):
     env = ring_env(dataset, tmp_path)
     recorded = tmp_path / "fresh.npy"
