@@ -10,18 +10,15 @@ STEPS ?= 0
 
 .PHONY: setup extras sources data index run test bench bench-cost compare clean distclean
 
-# --no-compile: pip would byte-compile all of torch (25 s of a 50 s install on 2 cores); the
-# import after it compiles only what a run imports (about 10 s), once, before processes race to
 setup: $(VENV)/.core
 $(VENV)/.core: requirements.txt
 	$(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
-	$(PYTHON) -c "import torch, torch._dynamo, torch.distributed, numpy, scipy.stats, sentencepiece, zstandard"
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
 extras: $(VENV)/.extras
 $(VENV)/.extras: requirements-extras.txt $(VENV)/.core
-	$(PYTHON) -m pip install -q --disable-pip-version-check --no-compile -r requirements-extras.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-extras.txt
 	touch $@
 
 sources: setup
