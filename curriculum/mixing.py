@@ -27,7 +27,6 @@ threads' timing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
