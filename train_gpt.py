@@ -956,6 +956,7 @@ def train(job: Job) -> Averaged:
         log(line)
     training_ms, step, tokens, recompiles = loop.training_ms, loop.step, loop.tokens, loop.recompiles
     stop_after, exhausted = None, False
+    ranks_ms = training_ms  # the clock every rank agrees on (with a cap, across ranks: the slowest's)
     job.sync()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: what CPU_MALLOC saves
     t0 = time.perf_counter()
@@ -980,6 +981,8 @@ def train(job: Job) -> Averaged:
             break
 
         elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if job.distributed and max_ms > 0:  # every rank at the same progress: the slowest rank's clock at the last step
+            elapsed_ms = ranks_ms
         progress = training_progress(s, step, elapsed_ms, tokens)
         warmdown = warmdown_fraction(s, step, elapsed_ms)
         lr_mul = lr_multiplier(progress, warmdown)
@@ -1013,7 +1016,8 @@ def train(job: Job) -> Averaged:
         for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
             log(line)
 
-        slot = swa_slot(s, step, training_progress(s, step, training_ms + 1000.0 * (time.perf_counter() - t0), tokens))
+        now_ms = ranks_ms if job.distributed and max_ms > 0 else training_ms + 1000.0 * (time.perf_counter() - t0)
+        slot = swa_slot(s, step, training_progress(s, step, now_ms, tokens))  # with a cap, the same slots on every rank
         if s.swa_enabled and lr_mul < s.swa_start_frac and slot != swa.slot:
             if swa.state is None:
                 swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
@@ -1033,12 +1037,12 @@ def train(job: Job) -> Averaged:
                 + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "")
                    if s.phases or s.train_tokens else ""))
         if max_ms > 0:
-            reached = approx_ms >= max_ms
-            if job.distributed:  # every rank stops at the same step
-                flag = torch.tensor(int(reached), device=job.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                reached = bool(flag.item())
-            if reached and stop_after is None:
+            ranks_ms = approx_ms
+            if job.distributed:  # one clock for all: every rank stops at the same step and steps at the same progress
+                clock = torch.tensor(approx_ms, dtype=torch.float64, device=job.device)
+                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+                ranks_ms = clock.item()
+            if ranks_ms >= max_ms and stop_after is None:
                 stop_after = step
         if s.checkpoint_every and step % s.checkpoint_every == 0 and stop_after is None and step < s.iterations:
             job.sync()  # the clock pauses while the checkpoint is written, as it does for evaluation
@@ -1065,9 +1069,27 @@ def train(job: Job) -> Averaged:
     return swa
 
 
+def weights_agree_across_ranks(job: Job) -> bool:
+    """Whether every rank ends training with the same weights, bit for bit: DDP averages the
+    gradients, so they stay the same only if every rank steps with the same learning rate, that
+    is at the same progress. Checked once, from a hash of each rank's weights."""
+    h = hashlib.sha256()
+    for t in job.base_model.state_dict().values():
+        h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype, bf16 too
+    mine = torch.tensor(list(h.digest()[:8]), dtype=torch.int64, device=job.device)
+    every = [torch.zeros_like(mine) for _ in range(job.s.world_size)]
+    dist.all_gather(every, mine)
+    return all(torch.equal(e, every[0]) for e in every)
+
+
 def average_weights(job: Job, swa: Averaged) -> dict[str, tuple[float, float]]:
     """SWA's average replaces the weights; then the pre-quant scores (sliding windows), whole
     split and each named set (VAL_DOMAINS or VAL_SETS)."""
+    if job.distributed:
+        agree = weights_agree_across_ranks(job)
+        job.results["weights_agree_across_ranks"] = agree
+        job.log(f"ranks: the weights are the same on all {job.s.world_size} ranks" if agree else
+                f"WARNING: ranks: the weights differ between the {job.s.world_size} ranks at the end of training")
     if swa.count:
         state = job.base_model.state_dict()
         job.base_model.load_state_dict({k: (v / swa.count).to(state[k].dtype) for k, v in swa.state.items()})

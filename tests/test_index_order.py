@@ -230,13 +230,18 @@ def mix_index(dataset, tmp_path_factory):
     return out
 
 
-def test_a_curriculum_order_run_trains_on_two_ranks_each_row_once(dataset, tmp_path, mix_index):
+@pytest.mark.parametrize("cap", ["0", "600"], ids=["by steps", "by the clock"])
+def test_a_curriculum_order_run_trains_on_two_ranks_each_row_once(dataset, tmp_path, mix_index, cap):
+    """With a wallclock cap the progress (so the band drawn from, and the learning rate, here all
+    warmdown) must be every rank's same value, not each rank's own clock."""
     from tests.conftest import run_trainer, summary, trainer_env
     env = trainer_env(dataset, tmp_path, ITERATIONS="12", GRAD_ACCUM_STEPS="1", DATA_ORDER="curriculum",
-                      ORDER_INDEX=str(mix_index), ORDER_PACING="linear", CURRICULUM_LOG_EVERY="4")
+                      ORDER_INDEX=str(mix_index), ORDER_PACING="linear", CURRICULUM_LOG_EVERY="4",
+                      MAX_WALLCLOCK_SECONDS=cap, WARMDOWN_FRAC="1.0")
     out = run_trainer(env, nproc=2)
     assert out.returncode == 0, out.stderr[-3000:]
     s = summary(env)
+    assert s["weights_agree_across_ranks"] is True
     order = s["data"]["order"]
     assert order["max_reads_in_a_pass"] == 1 and order["draws"] == 12
     assert order["config"] == dict(score="compression_ratio", pacing="linear", start=0.2)
