@@ -2,13 +2,12 @@
 
 A fresh `python train_gpt.py` spends about 4.5 s of a tiny test run on importing torch and
 torch._dynamo (torch.optim imports the latter on its first parameter group), on a 2-core CPU.
-The tests start some sixty such runs, so each pytest worker starts one multiprocessing fork
+The tests start dozens of such runs, so each pytest worker starts one multiprocessing fork
 server with those imports done, and every run here is a child forked from it: still a process
-of its own, with the run's environment, working directory, argv, sys.path, standard streams and
-exit status, but without the imports; a two-rank run is two such children given torchrun's
-variables. The tests of torchrun itself, of signals sent to a run, and the tools that launch the
-trainer themselves (tools.experiment, tools.bench, tools.turns) still start fresh interpreters, so
-that path stays tested too.
+of its own, with the run's environment, working directory, argv, sys.path, standard streams,
+signals and exit status, but without the imports; a two-rank run is two such children given
+torchrun's variables. One torchrun run (test_train_gpt.py), the probe's cases, the process rings
+of tools.turns and the bench still start fresh interpreters, so that path stays tested too.
 """
 from __future__ import annotations
 
