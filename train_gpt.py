@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
                         write_atomic)
 from curriculum.domains import DomainIndex
-from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
+from trainer.host import cpu_has_native_bf16, keep_freed_memory, repeatable_kernels, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
                               read_settings)
@@ -748,6 +748,7 @@ def set_up(started: float) -> Job:
     log(select_attention_kernel(s, device))
     if device.type == "cpu":
         log(keep_freed_memory(s.cpu_malloc))
+    log(repeatable_kernels(device))
     if s.max_wallclock_seconds == 0 and not s.warmdown_frac and s.warmdown_iters >= s.iterations:
         log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
             f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")

@@ -420,6 +420,31 @@ def test_cpu_autocast_uses_bf16_only_where_asked_or_native(monkeypatch, choice, 
     assert tg.use_bf16(s, torch.device("cpu")) is expected
 
 
+def test_on_a_cpu_the_compiled_embedding_backward_repeats_bit_for_bit():
+    """The kernel that made two compiled runs of one SEED differ: inductor's fused embedding
+    backward, whose threads add into shared rows with atomics (without repeatable_kernels, six
+    such backward passes gave six different gradients on the 2-core EPYC). Few distinct ids and
+    terms of very different sizes, so that any change in the order of the additions shows."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert "deterministic" in tg.repeatable_kernels(torch.device("cpu"))
+        emb = torch.nn.Embedding(64, 256)
+        backward = torch.compile(lambda idx, w: (emb(idx) * w).sum())
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randint(0, 8, (64, 512), generator=g)
+        w = torch.randn(64, 512, 256, generator=g) * torch.logspace(-3, 3, 512).view(1, 512, 1)
+        grads = set()
+        for _ in range(6):
+            emb.weight.grad = None
+            backward(idx, w).backward()
+            grads.add(emb.weight.grad.numpy().tobytes())
+        assert len(grads) == 1
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------- bad input found while training or by size
 
 
@@ -548,7 +573,7 @@ curriculum = true
     out = run_trainer(env)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
-    assert "compile 1" in text
+    assert "compile 1" in text and "kernels: deterministic" in text
     assert re.search(r"^phase:1/2 name:short step:0 tokens:0 seq_len:32 batch_tokens:2048 mixture:mix=1.00 curriculum:0 "
                      r"ends:steps=4$", text, re.M)
     assert re.search(r"^phase:2/2 name:full step:4 tokens:8,192 seq_len:64 batch_tokens:2048", text, re.M)

@@ -1,5 +1,5 @@
 """What the trainer asks of the machine it runs on: native bf16, glibc's malloc, the attention
-kernel. Each answer is a log line or a yes/no; nothing here trains."""
+kernel, repeatable kernels. Each answer is a log line or a yes/no; nothing here trains."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,6 +50,21 @@ def keep_freed_memory(choice: str) -> str:
     if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
         return f"memory: WARNING: glibc {version} refused mallopt; freed memory goes back to the kernel every step"
     return f"memory: glibc {version} keeps freed memory for reuse (CPU_MALLOC=keep: no mmap per block, no trimming)"
+
+
+def repeatable_kernels(device: torch.device) -> str:
+    """On a CPU, the same SEED gives the same artifact, compiled or not.
+
+    Inductor fuses the embeddings' backward into one C++ loop whose threads add into shared rows
+    with atomics, so two compiled runs of one SEED part after a few steps (measured: 120 steps of
+    tools.proxy_loss's reference model, two artifacts, training losses apart from step 5). In
+    PyTorch's deterministic mode inductor keeps the eager scatter for it, which adds in a fixed
+    order; warn_only, because an op without a deterministic kernel should warn, not stop a run.
+    On CUDA nothing changes: the fast kernels (flash attention's backward among them) are kept."""
+    if device.type != "cpu":
+        return "kernels: CUDA's own (atomics in some backward kernels: runs of one SEED can differ in the last bits)"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return "kernels: deterministic (a compiled run of one SEED repeats bit for bit)"
 
 
 def select_attention_kernel(s: Settings, device: torch.device) -> str:
