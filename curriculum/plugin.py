@@ -18,6 +18,9 @@ adaptive mixing only when the settings use them. What to copy beside a script, f
 settings in the environment (the files they import, nothing else):
 
     python -m curriculum.plugin --copy-to ../my_submission --train-files './data/fineweb_train_*.bin'
+
+With `--pack` the same modules go into one minified, compressed `curriculum/__init__.py`
+(curriculum/pack.py): about a fifth of the bytes, the same code.
 """
 from __future__ import annotations
 
@@ -104,7 +107,8 @@ def loaded_modules() -> list[Path]:
     """The files of this package that are imported now (this one among them, even when it runs as
     `python -m curriculum.plugin`): the code a user's artifact carries."""
     files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
-    return sorted({p for p in files if p.parent == PACKAGE} | {PACKAGE / "plugin.py"})
+    files.add(PACKAGE / "plugin.py")
+    return sorted(p for p in files if p.parent == PACKAGE and p.is_file())  # packed: __init__.py alone
 
 
 def code_bytes() -> int:
@@ -245,9 +249,10 @@ class CurriculumTokenLoader:
             self.source.close()
 
 
-def copy_imported(pattern: str, out: Path) -> list[Path]:
+def copy_imported(pattern: str, out: Path, pack: bool = False) -> list[Path]:
     """Build the loader the environment's settings describe, draw one batch (so that every part
     those settings use is imported), and copy the package's imported files to `out`/curriculum/,
+    or with `pack` one `__init__.py` that holds them minified and compressed (curriculum/pack.py),
     written whole under a temporary name and then renamed."""
     loader = CurriculumTokenLoader(pattern, 0, 1, torch.device("cpu"))
     try:
@@ -260,8 +265,13 @@ def copy_imported(pattern: str, out: Path) -> list[Path]:
         raise FileExistsError(f"{target} exists; remove it or choose another --copy-to")
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".curriculum.", dir=out))
-    for f in files:
-        shutil.copy2(f, staging / f.name)
+    if pack:
+        from .pack import packed_init
+        (staging / "__init__.py").write_text(packed_init(files))
+        files = [staging / "__init__.py"]
+    else:
+        for f in files:
+            shutil.copy2(f, staging / f.name)
     os.chmod(staging, 0o755)  # a folder like any other once it is in place (mkdtemp makes it private)
     os.replace(staging, target)
     return [target / f.name for f in files]
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copy-to", type=Path, required=True, help="the folder of your script; curriculum/ goes inside")
     default = os.path.join(os.environ["DATA_PATH"], "*train_*.bin") if os.environ.get("DATA_PATH") else None
     ap.add_argument("--train-files", default=default, help="the training shards (default: $DATA_PATH/*train_*.bin)")
+    ap.add_argument("--pack", action="store_true", help="one minified, compressed __init__.py instead of the files")
     args = ap.parse_args(argv)
     problems = []
     if not args.train_files or not glob.glob(args.train_files):
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print("curriculum.plugin: " + "\n  ".join(problems), file=sys.stderr)
         return 2
     try:
-        files = copy_imported(args.train_files, args.copy_to)
+        files = copy_imported(args.train_files, args.copy_to, args.pack)
     except (CurriculumSettingsError, DataError, FileExistsError) as err:
         print(f"curriculum.plugin: {err}", file=sys.stderr)
         return 2

@@ -321,6 +321,53 @@ def test_the_copy_command_writes_exactly_the_files_the_settings_import(dataset, 
     assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
 
 
+DRAW = """import hashlib, json, sys
+import torch
+import curriculum
+from curriculum.plugin import CurriculumTokenLoader
+loader = CurriculumTokenLoader(sys.argv[1], 0, 1, torch.device("cpu"))
+h = hashlib.sha256()
+for step in range(6):
+    loader.set_progress(step / 6)
+    for t in loader.next_batch(2048, 64, 1):
+        h.update(t.numpy().tobytes())
+loader.close()
+try:
+    import curriculum.index
+    index = "imported"
+except ModuleNotFoundError:
+    index = "missing"
+print(json.dumps(dict(batches=h.hexdigest(), package=curriculum.__file__, code_bytes=loader.code_bytes(), index=index)))
+"""
+
+
+def test_the_packed_plugin_is_one_small_file_that_draws_the_same_batches(dataset, tmp_path):
+    import os
+    import preloaded
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CURRICULUM", "MIX", "ORDER_", "DATA_"))} | dict(
+        DATA_PATH=dataset["data_path"], TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048", CURRICULUM="1", SEED="7")
+    packed = tmp_path / "submission"
+    out = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(packed), "--pack"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [p.name for p in (packed / "curriculum").iterdir()] == ["__init__.py"]
+    size = (packed / "curriculum" / "__init__.py").stat().st_size
+    assert f"{size:>8,}  bytes in 1 files" in out.stdout
+    assert size <= 30_000  # the plugin's share of a user's artifact with the curriculum on (README)
+    (tree := tmp_path / "tree").mkdir()
+    pattern = dataset["data_path"] + "/*train_*.bin"
+    draws = {}
+    for where, extra in ((packed, {}), (tree, dict(PYTHONPATH=str(ROOT)))):
+        (where / "draw.py").write_text(DRAW)
+        done = preloaded.run(env | extra, where, script=where / "draw.py", args=(pattern,))
+        assert done.returncode == 0, done.stderr[-3000:]
+        draws[where] = json.loads(done.stdout.splitlines()[-1])
+    assert draws[packed]["batches"] == draws[tree]["batches"]
+    assert draws[packed]["package"] == str(packed / "curriculum" / "__init__.py")
+    assert draws[tree]["package"] == str(ROOT / "curriculum" / "__init__.py")
+    assert draws[packed]["code_bytes"] == size and draws[tree]["code_bytes"] > 4 * size
+    assert draws[packed]["index"] == "missing" and draws[tree]["index"] == "imported"  # packed: what the run imports
+
+
 def test_a_phases_file_is_refused_by_the_plugin_not_ignored(tiny_shards, monkeypatch):
     monkeypatch.setenv("CURRICULUM_PHASES", "configs/phases/v_filter_one_phase.toml")
     with pytest.raises(CurriculumSettingsError, match="CURRICULUM_PHASES=.*train_gpt.py does"):
