@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rows import DataError
-from .shards import shards_fingerprint, write_atomic
+from .shards import DataError, shards_fingerprint, write_atomic
 
 SIDECAR_SUFFIX = ".domains.npz"
 

@@ -20,11 +20,7 @@ import numpy as np
 from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
 from .blend import blend, integer_weights, natural_picks, renormalised
 from .order import locate_slots, slot_order, slots_per_shard
-from .shards import read_shard, shard_token_count
-
-
-class DataError(ValueError):
-    """Training data that cannot be trained on, found while reading it; the message says where."""
+from .shards import DataError, read_shard, shard_token_count  # noqa: F401  (DataError re-exported)
 
 
 class DataExhausted(Exception):

@@ -23,6 +23,11 @@ class ShardFormatError(ValueError):
     """A file that is not a valid shard; the message names the file and what is wrong."""
 
 
+class DataError(ValueError):
+    """Training data that cannot be trained on, found while reading it; the message says where.
+    Here, with no torch import, so that the data build (numpy and sentencepiece only) can raise it."""
+
+
 def shard_token_count(path: str | Path) -> int:
     """Validate a shard's header and size without reading its tokens; return its length."""
     path = Path(path)

@@ -205,3 +205,12 @@ def test_the_tokenizer_does_not_depend_on_the_machines_core_count(small_build, m
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         models.append(build_mod.train_tokenizer(SMALL, seen))
     assert models[0] == models[1]
+
+
+def test_the_data_build_imports_no_torch():
+    """make test builds the corpus while torch is still installing (Makefile): the build may need
+    numpy and sentencepiece only."""
+    code = "import sys; sys.modules['torch'] = None; import data.build, data.sources; print('built without torch')"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "built without torch" in done.stdout, done.stderr[-2000:]
