@@ -374,3 +374,28 @@ def test_every_committed_experiment_is_rederived_from_its_logs(experiment, tmp_p
 def test_the_report_goes_beside_the_logs_never_among_them(tmp_path):
     assert cmp.default_out(tmp_path / "exp" / "logs") == (tmp_path / "exp").resolve()
     assert cmp.default_out(tmp_path / "runs") == tmp_path / "runs_report"
+
+
+def test_the_difficulty_each_whole_run_order_drew_from_is_reported_by_quarter(tmp_path):
+    """From committed real runs (record 3's first seeds): each quarter's band and mean score are
+    the runs' log windows, averaged directly here."""
+    logs = ROOT / "experiments" / "2026-12-01_record3_experiment1_partial" / "logs"
+    text, _ = cmp.build_report(logs, tmp_path)
+    section = text.split("The difficulty each whole-run order drew from")[1].split("\n## ")[0]
+    runs = [json.loads(p.read_text()) for p in sorted(logs.glob("order_warmup_compression-seed*.json"))]
+    for q in range(4):
+        lo, hi, score, draws = [], [], 0.0, 0
+        for r in runs:
+            last = 0
+            for w in r["data"]["order"]["windows"]:
+                if min(3, math.ceil(4 * w["step"] / r["steps"]) - 1) == q:
+                    lo.append(w["band_lo"])
+                    hi.append(w["band_hi"])
+                    score += w["score_mean"] * (w["step"] - last)
+                    draws += w["step"] - last
+                last = w["step"]
+        row = f"| order compression_ratio/warmup | compression_ratio | {q + 1} | [{sum(lo) / len(lo):.2f}, " \
+              f"{sum(hi) / len(hi):.2f}] | {score / draws:.4f} | 1 |"
+        assert row in section
+    assert "[0.00, 0.75]" in section and "| order random/warmup | random | 1 |" in section  # the warmup opens in Q1
+    assert "| baseline |" not in section

@@ -287,6 +287,45 @@ def mix_weights_table(arms: list[Arm]) -> list[str]:
             "| arm | MIX | quarter | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names)), *rows]
 
 
+def order_difficulty_table(arms: list[Arm]) -> list[str]:
+    """DATA_ORDER=curriculum arms: what each quarter of the run drew from. The band is the share
+    of the index's rank order (easiest first) open to draws, its ends averaged over the quarter's
+    log windows (a warmup over the first fifth opens it within the first quarter); the score is the
+    mean signal of the rows drawn in the quarter (the windows' means weighted by their draws); the
+    last column is the most times any row was read in one pass (1: no row twice). Averaged over an
+    arm's runs. Empty when no run drew from an index."""
+    rows = []
+    for a in arms:
+        quarters = [dict(lo=[], hi=[], score=0.0, draws=0) for _ in range(QUARTERS)]
+        signal, most_reads = None, 0
+        for r in a.runs:
+            order, steps = _get(r.summary, "data", "order"), r.summary.get("steps")
+            if not isinstance(order, dict) or not isinstance(steps, int) or steps < 1:
+                continue
+            signal = (order.get("config") or {}).get("score", signal)
+            most_reads = max(most_reads, order.get("max_reads_in_a_pass") or 0)
+            last = 0
+            for w in order.get("windows") or []:
+                q = min(QUARTERS - 1, max(0, math.ceil(QUARTERS * w["step"] / steps) - 1))
+                quarters[q]["score"] += w["score_mean"] * (w["step"] - last)
+                quarters[q]["draws"] += w["step"] - last
+                quarters[q]["lo"].append(w["band_lo"])
+                quarters[q]["hi"].append(w["band_hi"])
+                last = w["step"]
+        for q, c in enumerate(quarters, 1):
+            if c["draws"]:
+                band = (f"[{sum(c['lo']) / len(c['lo']):.2f}, {sum(c['hi']) / len(c['hi']):.2f}]"
+                        if c["lo"] else "n/a")
+                rows.append(f"| {a.name} | {signal} | {q} | {band} | {c['score'] / c['draws']:.4f} | {most_reads} |")
+    if not rows:
+        return []
+    return ["The difficulty each whole-run order drew from, by quarter of the run (DATA_ORDER=curriculum arms, over "
+            "each arm's runs; band: the share of the index's rank order, easiest first, open to draws, averaged over the "
+            "quarter's log windows):",
+            "", "| arm | signal | quarter | band | mean score drawn | most reads of a row in a pass |",
+            "|---|---|---|---|---|---|", *rows]
+
+
 def _set_tokens(arms: list[Arm], name: str) -> int:
     return max((_get(r.summary, "val_sets", name, "tokens") or 0 for a in arms for r in a.runs), default=0)
 
@@ -398,6 +437,8 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
         lines += ["", *by_quarter] if by_quarter else []
         weights = mix_weights_table(arms)
         lines += ["", *weights] if weights else []
+        difficulty = order_difficulty_table(arms)
+        lines += ["", *difficulty] if difficulty else []
     split = {f"{a.name.rsplit(' #', 1)[0]}: runs not pooled because they differ in {', '.join(a.separated_by)}"
              for a in arms if a.separated_by}
     left_out = [f"failed: {m}" for m in failed] + problems + sorted(split) + unmatched
