@@ -1,0 +1,92 @@
+"""A submission folder: train_gpt.py with only the code the run's settings import, packed small.
+
+    python -m tools.submission OUT      # the run's settings in the environment, as for the run itself
+
+Writes OUT/train_gpt.py (the trainer minified: docstrings, comments and function annotations
+gone, one space per indentation level, still plain text), OUT/trainer/__init__.py and
+OUT/curriculum/__init__.py: each package's modules that these settings import, minified and
+compressed into one file (curriculum/pack.py). Run from OUT, train_gpt.py trains exactly as from
+the repository (the same code, token for token) and its `Code size:` counts those three files.
+A package's modules that the settings do not import are not there: build the folder with the
+settings the run will use. OUT must not exist; it appears whole or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from curriculum.loader import Position
+from trainer.provenance import HERE, imported_code_files
+
+
+def import_what_the_run_imports(environ: dict) -> list[Path]:
+    """Read the settings as the trainer does, build its data path and draw one batch, so that every
+    module the run needs is imported; the files imported_code_files() then names."""
+    sys.path.insert(0, str(HERE))
+    import train_gpt
+    s = train_gpt.read_settings(environ)
+    files = [Path(p) for p in sorted(__import__("glob").glob(s.train_files))]
+    job = train_gpt.Job.__new__(train_gpt.Job)  # only what make_batches reads
+    job.s, job.train_files, job.device = s, files, torch.device("cpu")
+    batches = job.make_batches()
+    try:
+        batches.next_batch(Position())
+        batches.summary(Position())
+    finally:
+        batches.close()
+    return imported_code_files()
+
+
+def write_submission(out: Path, files: list[Path]) -> list[Path]:
+    """train_gpt.py minified and one packed __init__.py per package into `out`, staged beside it and
+    renamed."""
+    from curriculum.pack import minify, packed_init  # here: a run does not import it, so it is not counted
+    if out.exists():
+        raise FileExistsError(f"{out} exists; remove it or choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "train_gpt.py").write_text(minify((HERE / "train_gpt.py").read_text(), "train_gpt.py"))
+        for package in ("trainer", "curriculum"):
+            mine = [f for f in files if f.parent == HERE / package]
+            (staging / package).mkdir()
+            (staging / package / "__init__.py").write_text(packed_init(mine))
+        os.chmod(staging, 0o755)  # mkdtemp makes it private
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out / "train_gpt.py", out / "trainer" / "__init__.py", out / "curriculum" / "__init__.py"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.submission", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="the folder to write (must not exist)")
+    a = ap.parse_args(argv)
+    if a.out.exists():
+        print(f"tools.submission: {a.out} exists; remove it or choose another folder", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(HERE))
+    from trainer.settings import SettingsError
+    from curriculum.shards import DataError
+    try:
+        imported = import_what_the_run_imports(dict(os.environ))
+    except (SettingsError, DataError) as err:
+        print(f"tools.submission: {err}", file=sys.stderr)
+        return 2
+    written = write_submission(a.out, imported)
+    for f in written:
+        print(f"{f.stat().st_size:>8,}  {f}")
+    print(f"{sum(f.stat().st_size for f in written):>8,}  bytes of code in {len(written)} files "
+          f"(the repository's {sum(f.stat().st_size for f in imported):,} in {len(imported)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
