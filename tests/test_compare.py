@@ -399,3 +399,31 @@ def test_the_difficulty_each_whole_run_order_drew_from_is_reported_by_quarter(tm
         assert row in section
     assert "[0.00, 0.75]" in section and "| order random/warmup | random | 1 |" in section  # the warmup opens in Q1
     assert "| baseline |" not in section
+
+
+@pytest.mark.parametrize("alpha, two_sided", [(0.05, True), (cmp.BAR_P, False)])
+def test_the_minimum_detectable_effect_is_found_that_often_in_simulated_experiments(alpha, two_sided):
+    """At the MDE the paired t-test rejects in POWER of simulated experiments with the same seeds
+    and spread: an independent check by simulation (numpy's normal draws, scipy's t-test)."""
+    import numpy as np
+    from scipy import stats
+    diffs = [0.0141, 0.0022, -0.0632, 0.0097, -0.0163]  # five per-seed Δ nats of record 3's first runs, rounded
+    mde = cmp.detectable_effect(diffs, alpha, two_sided)
+    sd, n, trials = statistics.stdev(diffs), len(diffs), 40_000
+    draws = np.random.default_rng(0).normal(-mde, sd, size=(trials, n))  # an improvement: below zero
+    test = stats.ttest_1samp(draws, 0.0, axis=1, alternative="two-sided" if two_sided else "less")
+    assert abs((test.pvalue < alpha).mean() - cmp.POWER) < 0.01
+    assert math.isnan(cmp.detectable_effect(diffs[:2], alpha, two_sided))
+
+
+def test_the_report_says_what_the_design_can_detect(tmp_path):
+    logs = ROOT / "experiments" / "2026-12-01_record3_experiment1_partial" / "logs"
+    text, comparisons = cmp.build_report(logs, tmp_path)
+    section = text.split("What the design can detect")[1].split("\n\n", 2)[1]
+    for c in comparisons:
+        diffs = [d[2] for d in c.overall.per_seed]
+        row = next(line for line in section.splitlines() if line.startswith(f"| {c.arm.name} |"))
+        mde = cmp.detectable_effect(diffs, 0.05, True)
+        assert row == (f"| {c.arm.name} | {len(diffs)} | {statistics.stdev(diffs):.5f} | {mde:.5f} "
+                       f"| {cmp.BAR_NATS + cmp.detectable_effect(diffs, cmp.BAR_P, False):.5f} |")
+        assert mde > c.overall.ci_nats[1] - c.overall.mean_nats  # 80% power needs more than the CI's half-width

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scipy import stats
+from scipy import optimize, stats
 
 from curriculum.shards import write_atomic
 from trainer.settings import check_writable_folder
@@ -182,6 +182,51 @@ def per_seed_table(comparisons: list[Comparison]) -> list[str]:
         for seed, d_bpb, d_nats in c.overall.per_seed:
             rows.append(f"| {c.arm.name} | {seed} | {b[seed][1]:.4f} | {a[seed][1]:.4f} | {d_bpb:+.5f} | {d_nats:+.5f} |")
     return rows
+
+
+POWER = 0.8  # the chance a real effect of the detectable size shows as significant
+
+
+def detectable_effect(diffs: list[float], alpha: float, two_sided: bool) -> float:
+    """The smallest true mean difference (in the diffs' unit) that a paired t-test over this many
+    seeds finds at level `alpha` with probability POWER, if the seeds scatter as these did: the
+    noncentrality at which the noncentral t passes the test's critical value with that chance,
+    times sd / sqrt(n) (exact; the usual (t_a + t_b) sd / sqrt(n) promises 73-77% at 3 seeds).
+    NaN below 3 seeds or with no spread."""
+    n = len(diffs)
+    if n < 3 or len(set(diffs)) == 1:
+        return NAN
+    df, sd = n - 1, statistics.stdev(diffs)
+    crit = stats.t.ppf(1 - alpha / 2 if two_sided else 1 - alpha, df)
+
+    def power(nc: float) -> float:
+        below = stats.nct.cdf(-crit, df, nc) if two_sided else 0.0  # the wrong tail: tiny, NaN once it underflows
+        return float(stats.nct.sf(crit, df, nc)) + (0.0 if math.isnan(below) else float(below))
+    nc = optimize.brentq(lambda x: power(x) - POWER, 0.0, 30.0)
+    return float(nc * sd / math.sqrt(n))
+
+
+def detectable_table(comparisons: list[Comparison]) -> list[str]:
+    """Per paired comparison: the spread of its per-seed differences and what the design can see."""
+    rows = []
+    for c in comparisons:
+        diffs = [d[2] for d in c.overall.per_seed]
+        if c.overall.test != "paired t" or len(diffs) < 3:
+            continue
+        mde = detectable_effect(diffs, 0.05, True)
+        bar = detectable_effect(diffs, BAR_P, False)
+        if math.isnan(mde):
+            continue
+        rows.append(f"| {c.arm.name} | {len(diffs)} | {statistics.stdev(diffs):.5f} | {mde:.5f} "
+                    f"| {BAR_NATS + bar:.5f} |")
+    if not rows:
+        return []
+    return [f"What the design can detect (paired t over the seeds; power {POWER:.0%}; sd: of the per-seed Δ nats): "
+            f"an effect smaller than the minimum detectable effect (MDE) is likely to be missed; the last column is "
+            f"the true improvement that would clear the bar (≥ {BAR_NATS} nats better at p < {BAR_P}, one-sided) "
+            f"with power {POWER:.0%}:", "",
+            "| arm | seeds | sd (nats) | MDE at p < 0.05, two-sided (nats) | improvement that clears the bar (nats) |",
+            "|---|---|---|---|---|", *rows]
 
 
 def domain_tables(arms: list[Arm], comparisons: list[Comparison], sets: list[str]) -> list[str]:
@@ -426,6 +471,8 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
         lines += difference_table(comparisons)
         if not unpaired:
             lines += ["", "Per seed (round-trip val_bpb):", "", *per_seed_table(comparisons)]
+            detectable = detectable_table(comparisons)
+            lines += ["", *detectable] if detectable else []
     else:
         lines += ["No curriculum arm has a matching baseline."]
     if sets:

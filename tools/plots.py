@@ -96,7 +96,8 @@ def make_plots(arms, comparisons, out: Path, bar_nats: float) -> list[str]:
     by_time.set(xlabel="training time (s)", title="val_bpb against training time (each seed)")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
-    by_tokens.legend(fontsize=7)
+    if by_tokens.get_legend_handles_labels()[0]:  # plain challenge logs have no curves to name
+        by_tokens.legend(fontsize=7)
     made.append(_save(fig, out / "val_bpb.png"))
 
     def each_seed(ax, points, label=lambda a: a.name) -> None:
