@@ -379,7 +379,7 @@ def test_the_report_goes_beside_the_logs_never_among_them(tmp_path):
 def test_the_difficulty_each_whole_run_order_drew_from_is_reported_by_quarter(tmp_path):
     """From committed real runs (record 3's first seeds): each quarter's band and mean score are
     the runs' log windows, averaged directly here."""
-    logs = ROOT / "experiments" / "2026-12-01_record3_experiment1_partial" / "logs"
+    logs = ROOT / "experiments" / "2026-12-02_record3_in_progress" / "logs" / "1_step_matched"
     text, _ = cmp.build_report(logs, tmp_path)
     section = text.split("The difficulty each whole-run order drew from")[1].split("\n## ")[0]
     runs = [json.loads(p.read_text()) for p in sorted(logs.glob("order_warmup_compression-seed*.json"))]
@@ -417,7 +417,7 @@ def test_the_minimum_detectable_effect_is_found_that_often_in_simulated_experime
 
 
 def test_the_report_says_what_the_design_can_detect(tmp_path):
-    logs = ROOT / "experiments" / "2026-12-01_record3_experiment1_partial" / "logs"
+    logs = ROOT / "experiments" / "2026-12-02_record3_in_progress" / "logs" / "1_step_matched"
     text, comparisons = cmp.build_report(logs, tmp_path)
     section = text.split("What the design can detect")[1].split("\n\n", 2)[1]
     for c in comparisons:
