@@ -652,6 +652,15 @@ def pick_device(s: Settings) -> torch.device:
     return torch.device("cuda", s.local_rank)
 
 
+def data_path(s: Settings, train_files: list[Path], device: torch.device, warm_up_steps: int = 0) -> DataPath:
+    """The one call to the data path (curriculum/loader.py) for these settings."""
+    return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
+                       world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum,
+                       order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
+                       warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
+                       index_order=s.index_order, tokenizer=s.tokenizer_path, mix=s.mix)
+
+
 @dataclass
 class Job:
     """What the phases of one run share: settings, device, data, model, optimisers, and the
@@ -712,12 +721,7 @@ class Job:
 
     def make_batches(self, warm_up_steps: int = 0) -> DataPath:
         """The data path; with `warm_up_steps`, one that spreads them over every phase."""
-        s = self.s
-        return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
-                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
-                           order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
-                           warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
-                           index_order=s.index_order, tokenizer=s.tokenizer_path, mix=s.mix)
+        return data_path(self.s, self.train_files, self.device, warm_up_steps)
 
 
 def set_up(started: float) -> Job:

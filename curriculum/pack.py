@@ -71,8 +71,8 @@ def minify(source: str, name: str = "<module>") -> str:
 
 
 def packed_init(files: list[Path]) -> str:
-    """The text of a `curriculum/__init__.py` that serves `files` (the package's own files,
-    __init__.py among them) as the modules of the package."""
+    """The text of a package's `__init__.py` (curriculum/ or trainer/) that serves `files` (the
+    package's own files, its __init__.py among them) as the modules of the package."""
     names = {f.stem for f in files}
     if "__init__" not in names:
         raise ValueError("the package's __init__.py must be among the packed files")

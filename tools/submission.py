@@ -13,6 +13,7 @@ settings the run will use. OUT must not exist; it appears whole or not at all.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import sys
@@ -31,10 +32,7 @@ def import_what_the_run_imports(environ: dict) -> list[Path]:
     sys.path.insert(0, str(HERE))
     import train_gpt
     s = train_gpt.read_settings(environ)
-    files = [Path(p) for p in sorted(__import__("glob").glob(s.train_files))]
-    job = train_gpt.Job.__new__(train_gpt.Job)  # only what make_batches reads
-    job.s, job.train_files, job.device = s, files, torch.device("cpu")
-    batches = job.make_batches()
+    batches = train_gpt.data_path(s, [Path(p) for p in sorted(glob.glob(s.train_files))], torch.device("cpu"))
     try:
         batches.next_batch(Position())
         batches.summary(Position())
