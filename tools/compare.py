@@ -211,12 +211,10 @@ def detectable_table(comparisons: list[Comparison]) -> list[str]:
     rows = []
     for c in comparisons:
         diffs = [d[2] for d in c.overall.per_seed]
-        if c.overall.test != "paired t" or len(diffs) < 3:
+        mde = detectable_effect(diffs, 0.05, True) if c.overall.test == "paired t" else NAN
+        if math.isnan(mde):  # Welch's test, or too few seeds or no spread
             continue
-        mde = detectable_effect(diffs, 0.05, True)
         bar = detectable_effect(diffs, BAR_P, False)
-        if math.isnan(mde):
-            continue
         rows.append(f"| {c.arm.name} | {len(diffs)} | {statistics.stdev(diffs):.5f} | {mde:.5f} "
                     f"| {BAR_NATS + bar:.5f} |")
     if not rows:
@@ -358,9 +356,8 @@ def order_difficulty_table(arms: list[Arm]) -> list[str]:
                 quarters[q]["hi"].append(w["band_hi"])
                 last = w["step"]
         for q, c in enumerate(quarters, 1):
-            if c["draws"]:
-                band = (f"[{sum(c['lo']) / len(c['lo']):.2f}, {sum(c['hi']) / len(c['hi']):.2f}]"
-                        if c["lo"] else "n/a")
+            if c["draws"]:  # every window adds to draws and to the band's ends alike
+                band = f"[{sum(c['lo']) / len(c['lo']):.2f}, {sum(c['hi']) / len(c['hi']):.2f}]"
                 rows.append(f"| {a.name} | {signal} | {q} | {band} | {c['score'] / c['draws']:.4f} | {most_reads} |")
     if not rows:
         return []

@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 
 from curriculum.loader import Position
+from curriculum.shards import DataError
 from trainer.provenance import HERE, imported_code_files
+from trainer.settings import SettingsError
 
 
 def import_what_the_run_imports(environ: dict) -> list[Path]:
     """Read the settings as the trainer does, build its data path and draw one batch, so that every
     module the run needs is imported; the files imported_code_files() then names."""
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE))  # train_gpt.py is a script beside the packages, not one of them
     import train_gpt
     s = train_gpt.read_settings(environ)
     batches = train_gpt.data_path(s, [Path(p) for p in sorted(glob.glob(s.train_files))], torch.device("cpu"))
@@ -70,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.exists():
         print(f"tools.submission: {a.out} exists; remove it or choose another folder", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(HERE))
-    from trainer.settings import SettingsError
-    from curriculum.shards import DataError
     try:
         imported = import_what_the_run_imports(dict(os.environ))
     except (SettingsError, DataError) as err:
