@@ -19,7 +19,10 @@ from __future__ import annotations
 import ast
 import base64
 import lzma
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 # The packed file's filters, written into its loader too: raw LZMA2 has no header to spend bytes on
@@ -83,3 +86,22 @@ def packed_init(files: list[Path]) -> str:
         raise ValueError("a module holds a NUL character; it cannot be packed")
     blob = base64.b85encode(lzma.compress(SEPARATOR.join(parts).encode(), lzma.FORMAT_RAW, filters=FILTERS))
     return LOADER.format(blob=blob)
+
+
+def write_folder(target: Path, files: dict[str, str]) -> list[Path]:
+    """Write `files` (a path inside `target` -> its text) as the new folder `target`: staged under a
+    hidden name beside it and renamed once whole, so that a failure leaves no half-written folder."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists; remove it or choose another folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for name, text in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_text(text)
+        os.chmod(staging, 0o755)  # a folder like any other once it is in place (mkdtemp makes it private)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [target / name for name in files]

@@ -29,9 +29,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -260,21 +258,10 @@ def copy_imported(pattern: str, out: Path, pack: bool = False) -> list[Path]:
         loader.next_batch(int(os.environ.get("TRAIN_BATCH_TOKENS", str(8 * seq_len))), seq_len, 1)
     finally:
         loader.close()
-    files, target = loaded_modules(), out / "curriculum"
-    if target.exists():
-        raise FileExistsError(f"{target} exists; remove it or choose another --copy-to")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".curriculum.", dir=out))
-    if pack:
-        from .pack import packed_init
-        (staging / "__init__.py").write_text(packed_init(files))
-        files = [staging / "__init__.py"]
-    else:
-        for f in files:
-            shutil.copy2(f, staging / f.name)
-    os.chmod(staging, 0o755)  # a folder like any other once it is in place (mkdtemp makes it private)
-    os.replace(staging, target)
-    return [target / f.name for f in files]
+    files = loaded_modules()  # before importing pack, which a run does not import and so does not count
+    from .pack import packed_init, write_folder
+    texts = {"__init__.py": packed_init(files)} if pack else {f.name: f.read_text() for f in files}
+    return write_folder(out / "curriculum", texts)
 
 
 def main(argv: list[str] | None = None) -> int:

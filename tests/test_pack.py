@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from curriculum.pack import minify, packed_init
+from curriculum.pack import minify, packed_init, write_folder
 
 SOURCE = '''"""A module docstring."""
 from __future__ import annotations
@@ -49,3 +49,16 @@ def test_packing_needs_the_packages_init(tmp_path):
     (tmp_path / "loader.py").write_text("X = 1\n")
     with pytest.raises(ValueError, match="__init__.py"):
         packed_init([tmp_path / "loader.py"])
+
+
+def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out" / "submission"
+    written = write_folder(target, {"train_gpt.py": "x = 1\n", "curriculum/__init__.py": "y = 2\n"})
+    assert written == [target / "train_gpt.py", target / "curriculum" / "__init__.py"]
+    assert (target / "curriculum" / "__init__.py").read_text() == "y = 2\n" and target.stat().st_mode & 0o777 == 0o755
+    with pytest.raises(FileExistsError, match="exists"):
+        write_folder(target, {"a.py": ""})
+    broken = tmp_path / "out" / "broken"
+    with pytest.raises(UnicodeEncodeError):  # the second file cannot be written: nothing of the folder stays
+        write_folder(broken, {"a.py": "ok\n", "b.py": "\udc80"})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["submission"]

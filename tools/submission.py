@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -46,23 +44,11 @@ def import_what_the_run_imports(environ: dict) -> list[Path]:
 def write_submission(out: Path, files: list[Path]) -> list[Path]:
     """train_gpt.py minified and one packed __init__.py per package into `out`, staged beside it and
     renamed."""
-    from curriculum.pack import minify, packed_init  # here: a run does not import it, so it is not counted
-    if out.exists():
-        raise FileExistsError(f"{out} exists; remove it or choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (staging / "train_gpt.py").write_text(minify((HERE / "train_gpt.py").read_text(), "train_gpt.py"))
-        for package in ("trainer", "curriculum"):
-            mine = [f for f in files if f.parent == HERE / package]
-            (staging / package).mkdir()
-            (staging / package / "__init__.py").write_text(packed_init(mine))
-        os.chmod(staging, 0o755)  # mkdtemp makes it private
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return [out / "train_gpt.py", out / "trainer" / "__init__.py", out / "curriculum" / "__init__.py"]
+    from curriculum.pack import minify, packed_init, write_folder  # here: a run does not import it, so it is not counted
+    texts = {"train_gpt.py": minify((HERE / "train_gpt.py").read_text(), "train_gpt.py")}
+    for package in ("trainer", "curriculum"):
+        texts[f"{package}/__init__.py"] = packed_init([f for f in files if f.parent == HERE / package])
+    return write_folder(out, texts)
 
 
 def main(argv: list[str] | None = None) -> int:
