@@ -39,6 +39,8 @@ def test_the_processes_of_a_ring_never_step_at_once_and_replay_trains_on_the_rec
     # the replay arm is a baseline process fed the fresh arm's batches: it trains exactly as fresh did
     losses = {name: step_losses(tmp_path / "ring", run["run_id"]) for name, run in ring.items()}
     assert len(losses["fresh"]) == 8 and losses["replay"] == losses["fresh"] != losses["baseline"]
+    # the arms' names, settings and variants differ in length; their environments do not
+    assert len({run["turns"]["environment_bytes"] for run in ring.values()}) == 1
     assert ring["replay"]["summary"]["curriculum"]["enabled"] is False
     profile = ring["fresh"]["turns"]["profile"]
     assert profile and any(row["op"] == "aten::mm" for row in profile)
@@ -87,6 +89,16 @@ def test_ratios_pool_blocks_of_rounds_and_the_rule_for_costs_nothing():
     assert turns.costs_nothing(dict(ratio=1.0, ratio_ci95=[0.99, 1.015]))
     assert not turns.costs_nothing(dict(ratio=1.0, ratio_ci95=[0.97, 1.01]))
     assert not turns.costs_nothing(dict(ratio=1.01, ratio_ci95=[1.005, 1.015]))  # excludes 1.00
+
+
+def test_environments_are_padded_to_one_size_and_keep_every_setting():
+    envs = [dict(RUN_ID="r-0-baseline", DATA_ORDER="shuffled"), dict(RUN_ID="r-1-baseline_again", DATA_ORDER="curriculum"),
+            dict(RUN_ID="é", TURNS_VARIANTS="profile=55-59")]
+    padded = turns.equal_sizes(envs)
+    assert len({turns.environment_bytes(e) for e in padded}) == 1
+    assert [{k: v for k, v in e.items() if k != "TURNS_PAD"} for e in padded] == envs
+    assert min(len(e["TURNS_PAD"]) for e in padded) == 0  # the longest is not padded
+    assert turns.environment_bytes(dict(A="é")) == len("A=é".encode()) + 1
 
 
 def test_unknown_variants_are_named():

@@ -431,7 +431,7 @@ def with_paths(arm: turns.Arm, steps: int, recorded: Path) -> turns.Arm:
     """The variants with their values: the recorded batches, the pretraining length, the profiled steps."""
     values = dict(replay=f"replay={recorded}", pretrain=f"pretrain={steps}")
     variants = tuple(values.get(v, v) for v in arm.variants)
-    if arm.name in ("baseline", "fresh"):
+    if arm.name in ("baseline", "baseline_again", "fresh"):  # the A/A pair as one program, profiler and all
         variants += (f"profile={steps - PROFILED_STEPS}-{steps - 1}",)
     return dataclasses.replace(arm, variants=variants)
 

@@ -133,6 +133,7 @@ class RecordedBatches:
 
 
 def child_main() -> None:
+    environment = environment_bytes(os.environ)  # as the process began, before anything sets a variable
     variants = parse_variants(os.environ.get("TURNS_VARIANTS", ""))
     import torch
     ftz = torch.set_flush_denormal(True) if "ftz" in variants else None  # before any thread is made
@@ -227,7 +228,8 @@ def child_main() -> None:
     if "record" in variants:
         tg.write_atomic(Path(variants["record"]), npy_bytes(np.stack(state["recorder"].batches)))
     out = dict(steps_ms=state["steps_ms"], steps_at=state["steps_at"], steps_faults=state["steps_faults"],
-               steps_sys_ms=state["steps_sys_ms"], variants=variants, flush_denormal=ftz, profile=state["profile"])
+               steps_sys_ms=state["steps_sys_ms"], variants=variants, flush_denormal=ftz, profile=state["profile"],
+               environment_bytes=environment)
     tg.write_atomic(Path(os.environ["TURNS_OUT"]), (json.dumps(out) + "\n").encode())
     tg.shut_down_distributed()
 
@@ -261,6 +263,20 @@ def child_environment(arm: Arm, env: dict, workdir: Path, run_id: str) -> dict:
                                       TURNS_OUT=str(workdir / f"{run_id}.turns.json"))
 
 
+def environment_bytes(env: dict) -> int:
+    """What the environment takes on a new process's stack: each `KEY=value` and its NUL."""
+    return sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+
+
+def equal_sizes(envs: list[dict]) -> list[dict]:
+    """The environments padded (TURNS_PAD) to one size. The environment's size moves where a
+    process's stack and so its buffers are placed; two processes of one program can differ by a
+    percent in speed from that alone, and arms that differ in a name's length would carry it."""
+    pad = "TURNS_PAD"
+    longest = max(environment_bytes(e | {pad: ""}) for e in envs)
+    return [e | {pad: "x" * (longest - environment_bytes(e | {pad: ""}))} for e in envs]
+
+
 def run_ring(arms: list[Arm], env: dict, workdir: Path, tag: str, timeout_s: float = 1800) -> dict[str, dict]:
     """Launch one process per arm, start the token when all have compiled and warmed up, and
     return each arm's turns output and trainer summary."""
@@ -270,10 +286,12 @@ def run_ring(arms: list[Arm], env: dict, workdir: Path, tag: str, timeout_s: flo
     procs = []
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        for i, arm in enumerate(arms):
+        run_ids = [f"{tag}-{i}-{arm.name}" for i, arm in enumerate(arms)]
+        envs = equal_sizes([child_environment(arm, env, workdir, run_id) | dict(
+            TURNS_FDS=",".join(map(str, (pipes[i][0], pipes[(i + 1) % n][1], ready_w))))
+            for i, (arm, run_id) in enumerate(zip(arms, run_ids))])
+        for i, (arm, run_id, child_env) in enumerate(zip(arms, run_ids, envs)):
             fds = (pipes[i][0], pipes[(i + 1) % n][1], ready_w)
-            run_id = f"{tag}-{i}-{arm.name}"
-            child_env = child_environment(arm, env, workdir, run_id) | dict(TURNS_FDS=",".join(map(str, fds)))
             log = open(workdir / f"{run_id}.stderr", "w")
             procs.append((arm, run_id, log, launch.start_trainer(
                 child_env, entry=("-m", "tools.turns"), pass_fds=fds, stdout=subprocess.DEVNULL, stderr=log)))
