@@ -89,6 +89,30 @@ def test_unpaired_only_when_asked_and_the_report_says_so(tmp_path):
     assert "Welch's unpaired t-test over all runs" in text and "as asked with --unpaired" in text
 
 
+def test_devices_as_blocks_pool_an_experiment_over_two_machines_and_pair_only_within_one(tmp_path, capsys):
+    """Seeds 1337-1339 on the EPYC (the record's), 1340-1341 on a Xeon, and seed 1340's curriculum
+    run again on the EPYC without its partner: by default the device splits every arm; as blocks
+    there are five pairs, each within one machine, and the partnerless run is named."""
+    runs = record_runs()
+    xeon = {1340: (2.41, 2.36), 1341: (2.38, 2.35)}  # a machine that scores 0.1 higher: the pairs cancel it
+    for seed, (base, cur) in xeon.items():
+        for flag, bpb in ((0, base), (1, cur)):
+            runs[f"c{flag}-s{seed}"] = summary(seed, bool(flag), bpb)
+            runs[f"c{flag}-s{seed}"]["provenance"]["device_name"] = "Intel Xeon"
+    runs["c1-s1340-epyc"] = summary(1340, True, 2.2)
+    folder = write_runs(tmp_path / "logs", runs)
+    split_text, split = cmp.build_report(folder, tmp_path / "split")
+    assert "runs not pooled because they differ in device" in split_text and all(c.overall.n[0] <= 3 for c in split)
+    text, (c,) = cmp.build_report(folder, tmp_path / "blocks", devices_as_blocks=True)
+    expected = [cur - base for base, cur in RECORD.values()] + [cur - base for base, cur in xeon.values()]
+    assert c.overall.n == (5, 5) and c.overall.mean_bpb == pytest.approx(statistics.fmean(expected))
+    assert [d[0] for d in c.overall.per_seed] == [f"{s} on AMD EPYC" for s in RECORD] + ["1340 on Intel Xeon", "1341 on Intel Xeon"]
+    assert "c1-s1340-epyc.json (seed 1340 on AMD EPYC) has no partner" in text
+    assert "devices are blocks, as asked with --devices-as-blocks" in text
+    assert cmp.main([str(folder), "--out", str(tmp_path / "cli"), "--devices-as-blocks"]) == 0
+    assert table_lines((tmp_path / "cli" / "report.md").read_text()) == table_lines(text)
+
+
 def test_a_folder_of_experiments_compares_each_inside_itself(tmp_path):
     """A record with several experiments: a section each, and no arm ever meets another
     experiment's baseline, even one that would match it."""
@@ -308,6 +332,7 @@ def test_every_real_run_has_provenance_and_per_domain_scores(real_logs):
 
 
 RECORDS = sorted(p.parent for p in (ROOT / "records").glob("*/*/logs"))
+RECORD3 = ROOT / "records" / "track_cpu_embedded" / "2026-12-02_DataPathMechanisms_CPU"  # ran over two machines
 
 
 def table_lines(text: str) -> list[str]:
@@ -316,10 +341,16 @@ def table_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r.name for r in RECORDS])
 def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
-    text, _ = cmp.build_report(record / "logs", tmp_path)
+    """By the command its README gives, flags and all."""
+    readme = (record / "README.md").read_text()
+    command = re.search(rf"python -m tools\.compare \S*{re.escape(record.name)}/logs((?: --[a-z-]+)*)", readme)
+    assert command, f"{record.name}: its README gives no python -m tools.compare command for its logs"
+    flags = command.group(1).split()
+    assert set(flags) <= {"--unpaired", "--devices-as-blocks"}
+    text, _ = cmp.build_report(record / "logs", tmp_path, unpaired="--unpaired" in flags,
+                               devices_as_blocks="--devices-as-blocks" in flags)
     committed = (record / "report.md").read_text()
     assert table_lines(text) == table_lines(committed)
-    readme = (record / "README.md").read_text()
     arm_rows = [line for line in table_lines(text) if line.startswith(("| baseline", "| curriculum"))]
     assert arm_rows and all(line in readme for line in arm_rows[:2])
 
@@ -341,9 +372,22 @@ def test_every_committed_record_holds_the_code_its_runs_ran(record):
 
 
 def test_every_record_with_a_submission_has_its_logs():
+    """Each run's summary and its full log: the log beside it in logs/, or byte for byte in the
+    record's run_logs_<experiment>.tar.xz (a folder of full logs is too large to commit plain)."""
+    import tarfile
     for submission in (ROOT / "records").glob("*/*/submission.json"):
-        logs = submission.parent / "logs"
-        assert sorted(logs.rglob("*.json")) and sorted(logs.rglob("*.txt")), f"{submission.parent} has no logs"
+        record = submission.parent
+        summaries = sorted((record / "logs").rglob("*.json"))
+        assert summaries, f"{record} has no logs"
+        archived = {}
+        for summary in summaries:
+            if summary.with_suffix(".txt").is_file():
+                continue
+            archive = record / f"run_logs_{summary.parent.name}.tar.xz"
+            if archive not in archived:
+                with tarfile.open(archive) as tar:
+                    archived[archive] = set(tar.getnames())
+            assert f"{summary.stem}.txt" in archived[archive], f"{summary}: no full log beside it or in {archive.name}"
 
 
 def test_a_treatment_arm_is_measured_against_the_baseline_and_a_treated_curriculum_against_its_treatment(tmp_path):
@@ -377,10 +421,10 @@ def test_the_report_goes_beside_the_logs_never_among_them(tmp_path):
 
 
 def test_the_difficulty_each_whole_run_order_drew_from_is_reported_by_quarter(tmp_path):
-    """From committed real runs (record 3's first seeds): each quarter's band and mean score are
+    """From committed real runs (record 3's): each quarter's band and mean score are
     the runs' log windows, averaged directly here."""
-    logs = ROOT / "experiments" / "2026-12-02_record3_in_progress" / "logs" / "1_step_matched"
-    text, _ = cmp.build_report(logs, tmp_path)
+    logs = RECORD3 / "logs" / "1_step_matched"
+    text, _ = cmp.build_report(logs, tmp_path, devices_as_blocks=True)
     section = text.split("The difficulty each whole-run order drew from")[1].split("\n## ")[0]
     runs = [json.loads(p.read_text()) for p in sorted(logs.glob("order_warmup_compression-seed*.json"))]
     for q in range(4):
@@ -417,8 +461,8 @@ def test_the_minimum_detectable_effect_is_found_that_often_in_simulated_experime
 
 
 def test_the_report_says_what_the_design_can_detect(tmp_path):
-    logs = ROOT / "experiments" / "2026-12-02_record3_in_progress" / "logs" / "1_step_matched"
-    text, comparisons = cmp.build_report(logs, tmp_path)
+    logs = RECORD3 / "logs" / "1_step_matched"
+    text, comparisons = cmp.build_report(logs, tmp_path, devices_as_blocks=True)  # as the record's README does
     section = text.split("What the design can detect")[1].split("\n\n", 2)[1]
     for c in comparisons:
         diffs = [d[2] for d in c.overall.per_seed]
