@@ -48,12 +48,14 @@ def test_the_processes_of_a_ring_never_step_at_once_and_replay_trains_on_the_rec
     assert difference is None  # only the profiled arm has a table
 
 
-def test_pool_only_trains_on_each_pools_first_rows_and_ftz_is_set(dataset, tmp_path):
+def test_pool_only_trains_on_each_pools_first_rows_and_ftz_and_atomic_kernels_are_set(dataset, tmp_path):
     env = ring_env(dataset, tmp_path, ITERATIONS="4")
     recorded = tmp_path / "pool_only.npy"
     out = turns.run_single(turns.Arm("pool", dict(CURRICULUM="1", CURRICULUM_POOL="fresh"),
-                                     ("pool_only", "ftz", f"record={recorded}")), env, tmp_path / "p")
+                                     ("pool_only", "ftz", "atomic_kernels", f"record={recorded}")), env, tmp_path / "p")
     assert out["flush_denormal"] is True
+    kernels = [line for line in (tmp_path / "p" / "pool.txt").read_text().splitlines() if line.startswith("kernels:")]
+    assert kernels == ["kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"]
     data = json.loads((tmp_path / "p" / "pool.json").read_text())["data"]
     assert data["kept_score_mean"] > 0  # the selection still ran: its statistics are there
     batches = np.load(recorded)  # [micro-batches, x/y, rows, seq_len]

@@ -29,7 +29,8 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    the decomposition (the default), controls in the same rings: the pool's work without its
    content (pool_only), reading 2x alone (read_only), the fresh arm's recorded batches in a
    baseline process (replay) and in a baseline-trained model (replay_on_baseline_state),
-   flush-to-zero (baseline_ftz), and glibc's default malloc (the *_system_malloc arms: the
+   flush-to-zero (baseline_ftz), PyTorch's deterministic mode off (baseline_atomic_kernels: what
+   repeating bit for bit costs), and glibc's default malloc (the *_system_malloc arms: the
    page faults behind the 4-16% gap of issue 19, gone with CPU_MALLOC=keep); each arm's page
    faults and kernel time per step, and torch.profiler's operators, fresh against baseline.
 
@@ -412,6 +413,8 @@ DECOMPOSITION_ARMS = (
     turns.Arm("replay", ARM_ENV["baseline"], ("replay",)),
     turns.Arm("replay_on_baseline_state", ARM_ENV["baseline"], ("replay", "pretrain")),
     turns.Arm("baseline_ftz", ARM_ENV["baseline"], ("ftz",)),
+    # the CPU's deterministic mode (repeatable_kernels) left off: what repeating bit for bit costs
+    turns.Arm("baseline_atomic_kernels", ARM_ENV["baseline"], ("atomic_kernels",)),
     # glibc's own malloc, as before CPU_MALLOC=keep: the step-time gap of separate runs (issue 19)
     turns.Arm("baseline_system_malloc", ARM_ENV["baseline"] | dict(CPU_MALLOC="system")),
     turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")))
@@ -451,7 +454,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     with tempfile.TemporaryDirectory() as tmp:
         run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
         recorded = Path(tmp) / "fresh_batches.npy"
-        if decompose:  # the fresh arm's batches, recorded once without the model compiled (the batches are the same)
+        if any("replay" in a.variants for a in arms):  # the fresh arm's batches, recorded once without the model compiled (the batches are the same)
             record = turns.Arm("record", ARM_ENV["fresh"] | dict(TORCH_COMPILE="0", WARMUP_STEPS="0"),
                                (f"record={recorded}",))
             turns.run_single(record, run_env, Path(tmp) / "record")

@@ -1,6 +1,6 @@
 """Did an arm beat its baseline, by more than noise, on the same work?
 
-    python -m tools.compare LOGS [--out REPORT_DIR] [--unpaired]
+    python -m tools.compare LOGS [--out REPORT_DIR] [--unpaired] [--devices-as-blocks]
 
 Reads every run summary in LOGS (tools/runs.py says which runs form an arm), matches each
 curriculum arm with the baseline equal in every other setting and fingerprint, and writes
@@ -11,7 +11,9 @@ every comparison stays inside its own experiment.
 The test is fixed in advance, never chosen by the input: a paired t-test over the seeds both
 arms ran (scipy.stats.ttest_1samp on the per-seed differences). Every run without a partner
 is named and left out. Welch's unpaired test runs only when asked (--unpaired), and the
-report says so.
+report says so. Runs on different devices never pool into one arm, unless asked
+(--devices-as-blocks, for an experiment that ran over several machines): then a run pairs only
+with the runs of its own seed on its own device, and the report says so.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ BAR_P = 0.01
 PAIRED_WHY = ("paired t-test over the seeds both arms ran (scipy.stats.ttest_1samp on the per-seed differences): "
               "a seed fixes the initialisation, so pairing removes the seed-to-seed variation")
 UNPAIRED_WHY = "Welch's unpaired t-test over all runs (scipy.stats.ttest_ind, equal_var=False), as asked with --unpaired"
+BLOCKS_WHY = ("devices are blocks, as asked with --devices-as-blocks: runs of one arm on several devices pool, "
+              "and a pair is two runs of one seed on one device (a seed is written `SEED on DEVICE`), so the "
+              "device's own effect cancels in every difference")
 
 
 # ------------------------------------------------------------------------- statistics
@@ -102,7 +107,7 @@ def scores(arm: Arm, val_set: str | None = None) -> dict:
     for r in arm.runs:
         s = r.summary if val_set is None else (r.summary.get("val_sets") or {}).get(val_set)
         if isinstance(s, dict) and all(finite(s.get(k)) for k in ("roundtrip_val_loss", "roundtrip_val_bpb")):
-            out[r.seed] = (s["roundtrip_val_loss"], s["roundtrip_val_bpb"])
+            out[r.pair_key] = (s["roundtrip_val_loss"], s["roundtrip_val_bpb"])
     return out
 
 
@@ -151,7 +156,7 @@ def arm_table(arms: list[Arm]) -> list[str]:
     rows = ["| arm | runs | seeds | " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
     for a in arms:
         cells = [fmt([_get(r.summary, *path) for r in a.runs], d) for _, path, d in cols]
-        rows.append(f"| {a.name} | {len(a.runs)} | {', '.join(str(r.seed) for r in a.runs)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {a.name} | {len(a.runs)} | {', '.join(str(r.pair_key) for r in a.runs)} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -437,11 +442,11 @@ def experiment_folders(folder: Path) -> list[Path] | None:
     return subs or None
 
 
-def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
-                plot_prefix: str = "") -> tuple[list[str], list[Comparison]]:
+def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2, plot_prefix: str = "",
+                devices_as_blocks: bool = False) -> tuple[list[str], list[Comparison]]:
     """One experiment's sections, headed at `level`: its provenance, arms, tests, domains,
     mixture, what was left out, plots and differing settings."""
-    runs, failed, problems = load_runs(folder)
+    runs, failed, problems = load_runs(folder, devices_as_blocks)
     arms = group_arms(runs)
     sets = val_set_names(arms)
     comparisons, unmatched = [], []
@@ -498,22 +503,25 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2,
     return lines, comparisons
 
 
-def build_report(folder: Path, out: Path, unpaired: bool = False) -> tuple[str, list[Comparison]]:
+def build_report(folder: Path, out: Path, unpaired: bool = False,
+                 devices_as_blocks: bool = False) -> tuple[str, list[Comparison]]:
     """report.md for a folder of runs, or for a folder of experiments (a section each, its plots
     in a subfolder of `out` of the same name): every comparison is made inside one experiment."""
     intro = [f"Differences are arm − baseline on the round-trip (int6+zstd) score: negative is better. "
              f"The competition's bar is {BAR_NATS} nats better at p < {BAR_P}.", "",
-             f"Test: {UNPAIRED_WHY if unpaired else PAIRED_WHY}.", ""]
+             f"Test: {UNPAIRED_WHY if unpaired else PAIRED_WHY}"
+             + (f"; {BLOCKS_WHY}" if devices_as_blocks else "") + ".", ""]
     experiments = experiment_folders(folder)
     if experiments is None:
-        body, comparisons = report_body(folder, out, unpaired)
+        body, comparisons = report_body(folder, out, unpaired, devices_as_blocks=devices_as_blocks)
         lines = [f"# Arms against their baseline: {folder.name}", "", *intro, *body]
     else:
         lines = [f"# Experiments, each arm against its own experiment's baseline: {folder.name}", "", *intro,
                  "Experiments: " + ", ".join(p.name for p in experiments) + ".", ""]
         comparisons = []
         for sub in experiments:
-            body, found = report_body(sub, out / sub.name, unpaired, level=3, plot_prefix=f"{sub.name}/")
+            body, found = report_body(sub, out / sub.name, unpaired, level=3, plot_prefix=f"{sub.name}/",
+                                      devices_as_blocks=devices_as_blocks)
             lines += [f"## {sub.name}", "", *body, ""]
             comparisons += found
     text = "\n".join(lines).rstrip("\n") + "\n"
@@ -528,8 +536,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="where report.md and the plots go (default: beside the logs, never among "
                                              "them: the folder above a folder named logs, else LOGS_report)")
     ap.add_argument("--unpaired", action="store_true", help="Welch's test over all runs instead of pairing by seed")
+    ap.add_argument("--devices-as-blocks", action="store_true",
+                    help="for an experiment run over several machines: runs on different devices pool into one "
+                         "arm, and a run pairs only with its seed's runs on its own device")
     args = ap.parse_args(argv)
-    return write_report(args.logs, args.out or default_out(args.logs), "compare", args.unpaired)
+    return write_report(args.logs, args.out or default_out(args.logs), "compare", args.unpaired,
+                        args.devices_as_blocks)
 
 
 def default_out(logs: Path) -> Path:
@@ -545,11 +557,11 @@ def check_out(out: Path) -> None:
         raise CompareError(problems[0])
 
 
-def write_report(logs: Path, out: Path, who: str, unpaired: bool = False) -> int:
+def write_report(logs: Path, out: Path, who: str, unpaired: bool = False, devices_as_blocks: bool = False) -> int:
     """Build the report and print it, or say why it cannot be built: a command's exit status."""
     try:
         check_out(out)
-        text, _ = build_report(logs, out, unpaired)
+        text, _ = build_report(logs, out, unpaired, devices_as_blocks)
     except CompareError as e:
         print(f"{who}: {e}", file=sys.stderr)
         return 2

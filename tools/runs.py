@@ -54,6 +54,9 @@ class Run:
     path: Path
     summary: dict
     log_text: str = ""
+    # The device, when devices are blocks (load_runs): the run then pairs only with its seed's runs
+    # on the same device, and the device no longer separates arms
+    block: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -68,8 +71,17 @@ class Run:
         return self.settings.get("SEED")
 
     @property
+    def pair_key(self):
+        """What pairs two runs of two arms: the seed, or the seed on one device when devices are blocks."""
+        return self.seed if self.block is None else f"{self.seed} on {self.block}"
+
+    @property
     def provenance(self) -> dict:
         return self.summary.get("provenance") or {}
+
+    @property
+    def device(self) -> str | None:
+        return self.provenance.get("device_name") or str(self.summary.get("device", "")).split(":")[0] or None
 
 
 @dataclass
@@ -89,7 +101,7 @@ class Arm:
         return not self.canonical["CURRICULUM"] and not self.canonical.get("phases") and not treatments(self.canonical)
 
     def by_seed(self) -> dict:
-        return {r.seed: r for r in self.runs}
+        return {r.pair_key: r for r in self.runs}
 
 
 def trainer_defaults() -> dict:
@@ -109,8 +121,10 @@ def rotated(items: list, k: int) -> list:
     return list(items[k:]) + list(items[:k])
 
 
-def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
-    """(runs, failed runs, other problems): every file that is not a usable run is named once."""
+def load_runs(folder: Path, devices_as_blocks: bool = False) -> tuple[list[Run], list[str], list[str]]:
+    """(runs, failed runs, other problems): every file that is not a usable run is named once.
+    With `devices_as_blocks`, each run's device is its block (Run.block): for an experiment that
+    ran over several machines, runs of one setting pool across devices and pair only within one."""
     if not folder.is_dir():
         raise CompareError(f"{folder}: no such folder")
     runs, failed, problems, named = [], [], [], set()
@@ -155,6 +169,9 @@ def load_runs(folder: Path) -> tuple[list[Run], list[str], list[str]]:
                             f"or is still running); left out")
         else:
             runs.append(Run(log, summary, text))
+    if devices_as_blocks:
+        for run in runs:
+            run.block = run.device or "unknown device"
     if not runs:
         raise CompareError(f"{folder}: no usable run summaries (*.json written by train_gpt.py at the end of a run)"
                            + (": " + "; ".join(failed + problems) if failed or problems else ""))
@@ -259,7 +276,7 @@ def canonical(run: Run, defaults: dict) -> dict:
     p, summary = run.provenance, run.summary
     out["code"] = p.get("code_sha256")
     out["torch"] = p.get("torch")
-    out["device"] = p.get("device_name") or str(summary.get("device", "")).split(":")[0] or None
+    out["device"] = run.device if run.block is None else "blocks: pairs within one device"
     out["train data"] = p.get("train_data_sha256") or _resolved(s.get("TRAIN_FILES"), p.get("cwd"))
     out["validation data"] = summary.get("val_sha256")
     out["tokenizer"] = summary.get("tokenizer_sha256")
@@ -329,9 +346,9 @@ def group_arms(runs: list[Run]) -> list[Arm]:
     for a in out:
         seeds = defaultdict(list)
         for r in a.runs:
-            seeds[r.seed].append(r.path.name)
+            seeds[r.pair_key].append(r.path.name)
         duplicates += [f"{a.name}: seed {seed} in {', '.join(files)}" for seed, files in seeds.items() if len(files) > 1]
-        a.runs.sort(key=lambda r: seed_order(r.seed))
+        a.runs.sort(key=lambda r: seed_order(r.pair_key))
     if duplicates:
         raise CompareError("two runs of one seed in one arm (a re-run, or one summary copied under two names); "
                            "keep one of each and compare again:\n  " + "\n  ".join(duplicates))

@@ -14,6 +14,9 @@ bench separates the curriculum's mechanics from the content it keeps and from th
 model reaches:
 
   ftz          flush denormal floats to zero (FTZ/DAZ) in every thread, from the process's start
+  atomic_kernels
+               PyTorch's deterministic mode left off (trainer/host.py's repeatable_kernels not
+               applied): on a CPU, inductor's own fused kernels, atomics and all
   pool_only    the curriculum reads, scores and selects as usual, but trains on the pool's first
                rows: the pool's cost without its content
   read_only    the read-ahead reads the curriculum's pool, nothing is scored or selected, the
@@ -45,7 +48,7 @@ import numpy as np
 from tools import launch
 
 SETTLE_MS = 25.0  # the pause between one process's step and the next one's (see Turns.wait)
-VARIANTS = ("ftz", "pool_only", "read_only", "record", "replay", "pretrain", "profile")
+VARIANTS = ("ftz", "atomic_kernels", "pool_only", "read_only", "record", "replay", "pretrain", "profile")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def child_main() -> None:
     ftz = torch.set_flush_denormal(True) if "ftz" in variants else None  # before any thread is made
     import train_gpt as tg
     from curriculum.loader import Position
+    if "atomic_kernels" in variants:  # what a run did before repeatable_kernels: the cost of repeating bit for bit
+        tg.repeatable_kernels = lambda device: "kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"
     from curriculum.selector import Selector
 
     fds = os.environ.get("TURNS_FDS")
