@@ -1,4 +1,5 @@
-"""README.md and docs/: every relative link names a file of the repository, none leaves it."""
+"""README.md, docs/ and the records' and experiments' READMEs: every relative link names a file of
+the repository, none leaves it."""
 from __future__ import annotations
 
 import re
@@ -7,11 +8,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "records" / "README.md",
+         *sorted((ROOT / "records").glob("*/*/README.md")), *sorted((ROOT / "experiments").glob("*/README.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_link_resolves_inside_the_repository(page):
     for target in LINK.findall(page.read_text()):
         if target.startswith(("http://", "https://", "#", "mailto:")):

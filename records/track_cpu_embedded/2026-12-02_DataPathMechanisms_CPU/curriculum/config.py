@@ -1,0 +1,240 @@
+"""The curriculum's settings, their rules, and the environment reader the trainer and the plugin
+share: the same names, defaults and messages wherever the curriculum is switched on."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from .order import DATA_ORDERS
+
+DATA_ALIGNS = ("none", "bos")  # curriculum/rows.py reads the rows as these say
+from .pool import POOLS
+from .schedules import SCHEDULES
+from .scores import SCORES
+from .index_order import PACINGS, OrderConfig
+from .signals import SIGNALS
+from .mixing import MIX_MODES, MIX_RULES, MixConfig
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    enabled: bool = False           # CURRICULUM
+    score: str = "unigram_entropy"  # CURRICULUM_SCORE
+    schedule: str = "v"             # CURRICULUM_SCHEDULE
+    peak: float | str = 0.45        # CURRICULUM_PEAK: a progress in [0, 1] or "warmdown"
+    target: float = 0.5             # CURRICULUM_TARGET, for the constant schedule
+    oversample: float = 2.0         # CURRICULUM_OVERSAMPLE: pool size / sequences kept
+    pool: str = "fresh"             # CURRICULUM_POOL: fresh (drop the rest) or carry (the rest waits)
+    log_every: int = 50             # CURRICULUM_LOG_EVERY: steps between loader log lines
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, named by its environment variable (the rules of
+        CURRICULUM_SETTINGS: a phases file's values are checked by the same)."""
+        out = [st.problem(getattr(self, st.attribute)) for st in CURRICULUM_SETTINGS]
+        if not math.isfinite(self.oversample):
+            out.append(f"CURRICULUM_OVERSAMPLE={self.oversample!r}: must be >= 1")
+        return [p for p in out if p]
+
+    def pool_size(self, keep: int) -> int:
+        """Sequences read per micro-batch to keep `keep`: exactly `keep` when off."""
+        if not self.enabled:
+            return keep
+        return max(keep, math.ceil(self.oversample * keep - 1e-9))
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _zero_or_one(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(raw)
+    return raw == "1"
+
+
+def _peak(raw: str) -> float | str:
+    return raw if raw == "warmdown" else _finite_float(raw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable, declared once: parsing, its rule, its README row come from here."""
+    name: str
+    kind: str                          # "int", "float", "bool", "text", or "peak" (a number or 'warmdown')
+    default: object                    # a value, or a function of the values read before it
+    meaning: str                       # the README's one line
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    shown_default: str = ""            # the README's default where `default` is computed
+    field: str = ""                    # the attribute it fills, when not the lower-cased name
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name.lower()
+
+    def rule(self) -> str:
+        """What is allowed, in words ("" when any value of the kind is)."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.minimum is not None and self.maximum is not None:
+            return f"in [{self.minimum:g}, {self.maximum:g}]"
+        if self.minimum is not None:
+            return f">= {self.minimum:g}"
+        return "a number in [0, 1] or 'warmdown'" if self.kind == "peak" else ""
+
+    def problem(self, value) -> str | None:
+        """The message for a value that breaks the rule, or None."""
+        ok = ((self.choices is None or value in self.choices)
+              and (self.minimum is None or isinstance(value, str) or value >= self.minimum)
+              and (self.maximum is None or isinstance(value, str) or value <= self.maximum)
+              and (self.kind != "peak" or value == "warmdown" or (isinstance(value, float) and 0.0 <= value <= 1.0)))
+        return None if ok else f"{self.name}={value!r}: must be {self.rule()}"
+
+    def shown(self) -> str:
+        """The default as the README shows it."""
+        if self.shown_default:
+            return self.shown_default
+        if isinstance(self.default, bool):
+            return str(int(self.default))
+        if self.default == "":
+            return "empty"
+        return f"`{self.default}`" if isinstance(self.default, str) else f"{self.default:g}" if isinstance(
+            self.default, float) else str(self.default)
+
+
+PARSERS = {"int": (int, "an integer"), "float": (_finite_float, "a finite number"), "bool": (_zero_or_one, "0 or 1"),
+           "text": (str, "text"), "peak": (_peak, "a number or 'warmdown'")}
+
+
+class EnvReader:
+    """Reads typed settings from an environment mapping, collecting every problem."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ, self.errors, self.values = environ, [], {}
+
+    def read(self, setting: Setting, check: bool = True):
+        """The setting's value (its default when unset or invalid); with `check`, a value that
+        breaks the rule is an error here (the curriculum's are checked by its config instead)."""
+        raw = (self.environ.get(setting.name) or "").strip()
+        default = setting.default(self.values) if callable(setting.default) else setting.default
+        value = default
+        if raw:
+            parse, expected = PARSERS[setting.kind]
+            try:
+                value = parse(raw)
+            except ValueError:
+                self.errors.append(f"{setting.name}={raw!r}: must be {expected}")
+            else:
+                problem = setting.problem(value) if check else None
+                if problem:
+                    self.errors.append(f"{setting.name}={raw!r}: must be {setting.rule()}")
+        self.values[setting.name] = value
+        return value
+
+    def read_all(self, settings: tuple[Setting, ...], check: bool = True) -> dict:
+        """{attribute: value} for every setting, in order (a computed default sees those before)."""
+        return {st.attribute: self.read(st, check) for st in settings}
+
+
+CURRICULUM_SETTINGS = (
+    Setting("CURRICULUM", "bool", False, "0: exactly the baseline's batches; 1: select from an oversampled pool",
+            field="enabled"),
+    Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`); `random` is "
+            "the control; `index:<signal>` looks each row's score up in the difficulty index instead (any signal of "
+            "`ORDER_SCORE`; needs whole rows: `DATA_ORDER=shuffled` or `curriculum`, or `DATA_ALIGN=bos`)",
+            choices=tuple(SCORES) + tuple(f"index:{name}" for name in SIGNALS), field="score"),
+    Setting("CURRICULUM_SCHEDULE", "text", "v", "`v` (easy, hardest at the peak, easy again), `linear` (easy to hard), "
+            "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule"),
+    Setting("CURRICULUM_PEAK", "peak", 0.45, "progress where the V turns, or `warmdown`: where the LR starts to fall",
+            field="peak"),
+    Setting("CURRICULUM_TARGET", "float", 0.5, "percentile of the `constant` schedule", minimum=0.0, maximum=1.0,
+            field="target"),
+    Setting("CURRICULUM_OVERSAMPLE", "float", 2.0, "pool size / sequences kept", minimum=1.0,
+            field="oversample", shown_default="2.0"),
+    Setting("CURRICULUM_POOL", "text", "fresh", "`fresh`: every pool is read anew and what is not kept is discarded; "
+            "`carry`: what is not kept waits on the device for the next micro-batch, whose pool is the waiting "
+            "sequences plus `keep` fresh ones", choices=POOLS, field="pool"),
+    Setting("CURRICULUM_LOG_EVERY", "int", 50, "steps between loader lines (both arms; 0: never)", minimum=0,
+            field="log_every"),
+)
+DATA_ORDER = Setting(
+    "DATA_ORDER", "text", "sequential", "`sequential`: the challenge's loader, the shards in order, each micro-batch "
+    "the next span; `shuffled`: every shard cut into slots of `TRAIN_SEQ_LEN + 1` tokens, all visited once per pass "
+    "in a permutation seeded by (`SEED`, pass), each rank its disjoint share (baseline and curriculum alike); "
+    "`curriculum`: whole rows drawn from the difficulty index by `ORDER_SCORE` and `ORDER_PACING` (docs/index.md)",
+    choices=DATA_ORDERS)
+ORDER_SETTINGS = (
+    Setting("ORDER_SCORE", "text", "compression_ratio", "with `DATA_ORDER=curriculum`, the index's signal that "
+            "orders the rows (`random`: the same machinery in no order, the control)", choices=SIGNALS,
+            field="score"),
+    Setting("ORDER_PACING", "text", "warmup", "`warmup`: the easiest `ORDER_START` of the rows at first, every row "
+            "after `ORDER_WARMUP` of the run; `linear`: the same growth over the whole run; `reverse`: hardest first; "
+            "`v`: a band `ORDER_WIDTH` wide that follows the V", choices=PACINGS, field="pacing"),
+    Setting("ORDER_START", "float", 0.2, "fraction of the rows (easiest first) drawn from at the start", minimum=0.01,
+            maximum=1.0, field="start"),
+    Setting("ORDER_WARMUP", "float", 0.2, "fraction of the run over which `warmup` widens to every row", minimum=0.0,
+            maximum=1.0, field="warmup"),
+    Setting("ORDER_WIDTH", "float", 0.5, "width of the `v` pacing's band, as a fraction of the rows", minimum=0.01,
+            maximum=1.0, field="width"),
+    Setting("ORDER_INDEX", "text", "", "the index file (empty: `curriculum_index_seq<L>_<align>.cidx` beside the "
+            "first training shard; `make index` builds it)", field="index"),
+)
+MIX_SETTINGS = (
+    Setting("MIX", "text", "", "empty: `TRAIN_FILES` as one stream; `natural`: the `MIX_DATASETS` blended row by row "
+            "at random in proportion to their sizes; `stratified`: the same proportions held exactly in every "
+            "micro-batch; `adaptive`: weights that follow each dataset's training loss (`MIX_RULE`; docs/mixing.md)",
+            choices=MIX_MODES, field="mode"),
+    Setting("MIX_DATASETS", "text", "", "the datasets `MIX` blends: `name=glob,name=glob,...` (with "
+            "`CURRICULUM_PHASES`, the phases file's datasets instead)", field="datasets"),
+    Setting("MIX_RULE", "text", "odm", "`MIX=adaptive`'s rule: `odm` (EXP3 over the smoothed loss) or `excess_loss` "
+            "(DoReMi-style, the loss above `MIX_REFERENCE`)", choices=MIX_RULES, field="rule"),
+    Setting("MIX_UPDATE_EVERY", "int", 8, "micro-batches between weight updates", minimum=1, field="update_every"),
+    Setting("MIX_SMOOTHING", "float", 0.9, "`odm`: the reward's moving average (beta)", minimum=0.0, maximum=0.999,
+            field="smoothing"),
+    Setting("MIX_STEP_SIZE", "float", 1.0, "`excess_loss`: the step size (eta) on the excess loss in nats",
+            minimum=0.0, field="step_size"),
+    Setting("MIX_MIN_WEIGHT", "float", 0.05, "`excess_loss`: every dataset's weight floor", minimum=0.0, maximum=0.3,
+            field="min_weight"),
+    Setting("MIX_REFERENCE", "text", "", "`excess_loss`: each dataset's reference loss, `name=nats,...`, or "
+            "`index:<file>`: the per-domain means of that index's `proxy_loss`", field="reference"),
+)
+DATA_ALIGN = Setting(
+    "DATA_ALIGN", "text", "none", "`none`: rows are spans of the stream wherever they fall; `bos`: every row begins "
+    "at a document's BOS and holds it and the next documents, each cut to `DOC_MAX_TOKENS`, cut at the row's end; "
+    "the next row begins at the next document, and every token skipped is counted (log and summary); with "
+    "`shuffled` the permuted unit is the aligned row", choices=DATA_ALIGNS)
+DOC_MAX_TOKENS = Setting("DOC_MAX_TOKENS", "int", 0, "with `DATA_ALIGN=bos`, the most tokens of a document a row "
+                         "holds (0: the row's length)", minimum=0)
+SEED = Setting("SEED", "int", 1337, "model initialisation, and the slot order of `DATA_ORDER=shuffled` (the sequential "
+               "order and the selection have no randomness)")
+
+
+def read_curriculum(e: EnvReader) -> CurriculumConfig:
+    """The CURRICULUM* settings; a value that does not parse is in `e.errors`, one that breaks a
+    rule in the config's `problems()`."""
+    return CurriculumConfig(**e.read_all(CURRICULUM_SETTINGS, check=False))
+
+
+def read_data_order(e: EnvReader) -> str:
+    """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
+    return e.read(DATA_ORDER)
+
+
+def read_order(e: EnvReader) -> OrderConfig:
+    """The ORDER_* settings of DATA_ORDER=curriculum (read, and checked, whatever the order)."""
+    return OrderConfig(**e.read_all(ORDER_SETTINGS))
+
+
+def read_mix(e: EnvReader) -> MixConfig:
+    """The MIX* settings: datasets blended, and how."""
+    return MixConfig(**e.read_all(MIX_SETTINGS))
+
+
+def read_data_align(e: EnvReader) -> tuple[str, int]:
+    """DATA_ALIGN and DOC_MAX_TOKENS: where rows begin, for the baseline and the curriculum alike."""
+    return e.read(DATA_ALIGN), e.read(DOC_MAX_TOKENS)

@@ -1,0 +1,234 @@
+"""A drop-in for the challenge's `DistributedTokenLoader`: the curriculum in anyone's trainer.
+
+    from curriculum.plugin import CurriculumTokenLoader
+    train_loader = CurriculumTokenLoader(args.train_files, rank, world_size, device)  # was DistributedTokenLoader
+
+The constructor and `next_batch` take the challenge's arguments. With CURRICULUM=0 (or unset)
+the batches are the challenge loader's, bit for bit; with CURRICULUM=1 they are selected exactly
+as train_gpt.py selects them, because train_gpt.py uses the same `BatchSource`. Settings come
+from the same environment variables, read by the same function (curriculum/config.py).
+
+The training progress the curriculum follows is the script's own: the loader reads the
+`MAX_WALLCLOCK_SECONDS` and `ITERATIONS` the challenge's scripts read (with their defaults,
+600 and 20000) and takes the time since its first batch over the cap, or the steps over the
+iterations without one. `set_progress(p)` replaces that with the script's exact value.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .config import (SEED, CurriculumConfig, EnvReader, read_curriculum, read_data_align, read_data_order, read_mix,
+                     read_order)
+from .index_order import OrderConfig
+from .mixing import MixConfig
+from .loader import BatchSource, Position
+
+
+class CurriculumSettingsError(ValueError):
+    """Invalid CURRICULUM*/DATA_ORDER settings; the message lists every one."""
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The challenge's scripts read these two for their own progress; the loader reads them the same way
+CHALLENGE_DEFAULTS = {"MAX_WALLCLOCK_SECONDS": 600.0, "ITERATIONS": 20000}
+
+
+def read_budget(environ: Mapping[str, str]) -> tuple[float, int, list[str]]:
+    """(MAX_WALLCLOCK_SECONDS, ITERATIONS, problems), as the challenge's scripts default them."""
+    problems, values = [], {}
+    for name, default in CHALLENGE_DEFAULTS.items():
+        raw = (environ.get(name) or "").strip()
+        values[name] = default
+        if not raw:
+            continue
+        try:
+            value = float(raw) if isinstance(default, float) else int(raw)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < (0 if isinstance(default, float) else 1):
+            problems.append(f"{name}={raw!r}: must be " + ("a number of seconds >= 0 (0: no cap)"
+                                                          if isinstance(default, float) else "a whole number >= 1"))
+        else:
+            values[name] = value
+    return values["MAX_WALLCLOCK_SECONDS"], values["ITERATIONS"], problems
+
+
+def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
+                         ) -> tuple[CurriculumConfig, str, int, str, int, OrderConfig, MixConfig, dict]:
+    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS, the ORDER_* and the MIX*
+    settings, every value read by name) from the environment, every problem reported at once; a
+    `config` given by the caller replaces the CURRICULUM* variables."""
+    e = EnvReader(environ)
+    config = read_curriculum(e) if config is None else config
+    order = read_data_order(e)
+    seed = e.read(SEED)
+    align, doc_max = read_data_align(e)
+    index_order = read_order(e)
+    mix = read_mix(e)
+    cap, iterations, budget_problems = read_budget(environ)
+    errors = e.errors + config.problems() + mix.problems() + budget_problems
+    if errors:
+        raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
+    values = {k: int(v) if isinstance(v, bool) else v for k, v in e.values.items()}
+    values |= dict(MAX_WALLCLOCK_SECONDS=cap, ITERATIONS=iterations)
+    return config, order, seed, align, doc_max, index_order, mix, values
+
+
+def loaded_modules() -> list[Path]:
+    """The files of this package that are imported now: the code a user's artifact carries."""
+    package = __name__.rsplit(".", 1)[0]
+    files = {Path(m.__file__) for name, m in list(sys.modules.items())
+             if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None)}
+    return sorted(files)
+
+
+def code_bytes() -> int:
+    """Bytes of the imported modules of this package (add them to the script's `Code size:`)."""
+    return sum(p.stat().st_size for p in loaded_modules())
+
+
+def code_sha256() -> str:
+    h = hashlib.sha256()
+    for path in loaded_modules():
+        h.update(f"{path.name}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+class CurriculumTokenLoader:
+    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
+                 config: CurriculumConfig | None = None, vocab_size: int | None = None):
+        (config, self.order, self.seed, self.align, self.doc_max, self.index_order, self.mix,
+         self.settings) = read_loader_settings(os.environ, config)
+        self.max_wallclock_seconds, self.iterations = self.settings["MAX_WALLCLOCK_SECONDS"], self.settings["ITERATIONS"]
+        # the index's fingerprint names the tokenizer; the challenge's scripts pass none, so TOKENIZER_PATH if set
+        self.tokenizer = os.environ.get("TOKENIZER_PATH", "").strip() or None
+        problems = []
+        if not (_whole(world_size) and world_size >= 1):
+            problems.append(f"world_size={world_size!r}: must be a whole number >= 1")
+        elif not (_whole(rank) and 0 <= rank < world_size):
+            problems.append(f"rank={rank!r}: must be a whole number in [0, world_size={world_size})")
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            problems.append(f"device={device!r}: not a torch device ({err})")
+        else:
+            if device.type == "cuda" and not torch.cuda.is_available():
+                problems.append(f"device={str(device)!r}: no CUDA device is available here")
+        # the challenge's scripts pass no vocabulary: theirs is VOCAB_SIZE, 1024 by default. The
+        # scores size their tables by it, and the read-ahead thread names any token beyond it
+        raw_vocab = vocab_size if vocab_size is not None else (os.environ.get("VOCAB_SIZE", "").strip() or "1024")
+        try:
+            self.vocab_size = int(raw_vocab)
+            if self.vocab_size < 2:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"VOCAB_SIZE={raw_vocab!r}: must be a whole number >= 2")
+        if problems:
+            raise CurriculumSettingsError("invalid loader arguments:\n  " + "\n  ".join(problems))
+        self.files = [Path(p) for p in sorted(glob.glob(pattern))]
+        if not self.files:
+            raise FileNotFoundError(f"No files found for pattern: {pattern}")
+        self.rank, self.world_size, self.device, self.config = rank, world_size, device, config
+        self.given_progress: float | None = None  # set_progress's value, once it has been called
+        self.warmdown_start = 1.0
+        self.started: float | None = None  # the clock at the first batch: the script's training starts there
+        self.source: BatchSource | None = None
+        self._accum = 1
+
+    def set_progress(self, progress: float, warmdown_start: float = 1.0) -> None:
+        """The training progress in [0, 1] as the caller's warmdown uses it; it replaces the
+        loader's own (time since the first batch over MAX_WALLCLOCK_SECONDS, or steps over
+        ITERATIONS without a cap) from this call on."""
+        if not (math.isfinite(float(progress)) and math.isfinite(float(warmdown_start))):
+            raise ValueError(f"set_progress: progress={progress!r}, warmdown_start={warmdown_start!r}: must be finite numbers")
+        self.given_progress, self.warmdown_start = min(max(float(progress), 0.0), 1.0), warmdown_start
+
+    def budget_progress(self, step: int) -> float:
+        """The challenge's progress at `step`: elapsed time over the cap, or step over ITERATIONS."""
+        if self.max_wallclock_seconds > 0:
+            elapsed = 0.0 if self.started is None else time.perf_counter() - self.started
+            return min(elapsed / self.max_wallclock_seconds, 1.0)
+        return min(step / self.iterations, 1.0)
+
+    @property
+    def steps_taken(self) -> int:
+        return self.source.micro_batches // self._accum if self.source is not None else 0
+
+    @property
+    def progress(self) -> float:
+        """What the next batch is selected at: the caller's progress if given, else the budget's."""
+        return self.given_progress if self.given_progress is not None else self.budget_progress(self.steps_taken)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        bad = [f"{name}={value!r}" for name, value in (("global_tokens", global_tokens), ("seq_len", seq_len),
+                                                       ("grad_accum_steps", grad_accum_steps))
+               if not (_whole(value) and value >= 1)]
+        if bad:
+            raise ValueError(f"next_batch: {', '.join(bad)}: must be whole numbers >= 1")
+        local = global_tokens // (self.world_size * grad_accum_steps)
+        if local < seq_len or local % seq_len:
+            raise ValueError(f"next_batch: {global_tokens} tokens over {self.world_size} ranks x {grad_accum_steps} "
+                             f"micro-batches is {local} per micro-batch, not a whole number of {seq_len}-token sequences")
+        if self.source is None:
+            self.started = time.perf_counter()
+            self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
+                                      world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
+                                      config=self.config, order=self.order, seed=self.seed, align=self.align,
+                                      doc_max_tokens=self.doc_max, index_order=self.index_order, mix=self.mix,
+                                      tokenizer=self.tokenizer if self.tokenizer and Path(self.tokenizer).is_file() else None)
+        else:
+            self.source.set_shape(seq_len, local // seq_len)
+        self._accum = grad_accum_steps
+        return self.source.next_batch(Position(self.progress, self.warmdown_start))
+
+    def observe(self, per_token_loss: Tensor) -> None:
+        """Optional, once per micro-batch after the forward: the per-token loss [sequences, seq_len]
+        (e.g. `F.cross_entropy(..., reduction="none")`), left on the device. MIX=adaptive moves its
+        weights from it; without the call the weights stay where they started."""
+        if self.source is not None:
+            self.source.observe(per_token_loss)
+
+    def log_line(self, step: int) -> str:
+        """The loader's line about the steps since the last one, at `step`'s own progress (the
+        caller's if it gives one, else the budget's at that step)."""
+        if self.source is None:
+            return f"data step:{step} (no batch yet)"
+        progress = self.given_progress if self.given_progress is not None else self.budget_progress(step)
+        return self.source.log_line(step, progress)
+
+    def results(self) -> dict:
+        """What the data path did over the run (the trainer's summary's `data`), {} before a batch."""
+        if self.source is None:
+            return {}
+        return self.source.summary(Position(step=max(self.steps_taken, 1)))["data"]
+
+    def summary(self) -> str:
+        """One line for the script's log at the end: `curriculum: summary {JSON}` with every setting
+        the loader read (the seed among them), its code's size and hash, and `results()`.
+        tools.compare reads it from a plain log to pair and group runs."""
+        data = {k: v for k, v in self.results().items() if k not in ("first_rows", "rank_first_rows")}  # rows, not totals
+        body = dict(settings=self.settings, code_bytes=code_bytes(), code_sha256=code_sha256(), data=data)
+        return "curriculum: summary " + json.dumps(body, sort_keys=True, default=str)
+
+    @staticmethod
+    def code_bytes() -> int:
+        """Bytes of the curriculum's imported modules: add them to the script's `Code size:`."""
+        return code_bytes()
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()

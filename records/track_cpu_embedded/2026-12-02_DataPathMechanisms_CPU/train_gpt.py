@@ -1,0 +1,1201 @@
+"""Parameter Golf trainer with an online data curriculum.
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py        # 8 GPUs
+    python train_gpt.py                                          # one process, CUDA or CPU
+
+Every setting comes from the environment, each declared once in trainer/settings.py
+(docs/settings.md lists them all). The file reads top to bottom: data, model, optimiser,
+progress, evaluation, export, training loop, checkpoints; trainer/ holds the settings, the
+provenance and the host probes. The data path (package `curriculum/`) meets the loop at one
+seam, `curriculum.DataPath`: construction, `next_batch`, `drain_log`, `summary`, `state_dict`,
+`load_state_dict` and `close`.
+"""
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+import gc
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
+                        write_atomic)
+from curriculum.domains import DomainIndex
+from trainer.host import cpu_has_native_bf16, keep_freed_memory, select_attention_kernel
+from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
+from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
+                              read_settings)
+
+CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
+
+# =============================================================================================
+# Data: validation tokens and the byte counts behind val_bpb
+# =============================================================================================
+
+
+def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
+    """The validation split, truncated to whole seq_len windows plus one target token."""
+    tokens = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    if max_tokens:
+        tokens = tokens[:max_tokens]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
+
+
+def load_validation_domains(pattern: str, n_targets: int) -> tuple[Tensor, tuple[str, ...]]:
+    """(the domain id of each of the first n_targets target tokens, the domain names) from the
+    sidecars beside the validation shards: a target counts for the document it belongs to."""
+    files = sorted(glob.glob(pattern))
+    notes: list[str] = []
+    domains = DomainIndex.from_shards(files, [shard_token_count(f) for f in files], notes)
+    if domains is None:
+        raise SettingsError(f"VAL_DOMAINS=1: the domains of the validation shards ({pattern}) are not known: "
+                            f"{notes[0] if notes else 'they have no domains sidecars'}; make data writes them "
+                            f"for the embedded corpus")
+    targets = np.arange(1, n_targets + 1)  # target j is token j of the split
+    return torch.from_numpy(domains.domains_at(targets).astype(np.int64)), domains.names
+
+
+@dataclass
+class ByteTables:
+    """Per token id: UTF-8 bytes of the piece without its leading '▁', whether it has that
+    '▁', and whether it is a boundary (control, unknown, unused) that resets the space."""
+    base_bytes: Tensor
+    has_leading_space: Tensor
+    is_boundary: Tensor
+
+    @classmethod
+    def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=path)
+        ids = list(range(min(sp.vocab_size(), vocab_size)))
+        pieces = sp.id_to_piece(ids)
+        special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in ids], dtype=bool)
+        byte = np.array([sp.is_byte(i) for i in ids], dtype=bool)
+        spaced = np.array([p.startswith("\u2581") for p in pieces], dtype=bool) & ~special & ~byte
+        utf8 = np.array([len(p.encode("utf-8")) for p in pieces], dtype=np.int64) - 3 * spaced  # '▁' is 3 bytes
+        base = np.where(special, 0, np.where(byte, 1, utf8))
+        pad = vocab_size - len(ids)  # ids past the tokenizer's: unused, boundaries worth nothing
+        return cls(torch.from_numpy(np.concatenate([base, np.zeros(pad, dtype=np.int64)])),
+                   torch.from_numpy(np.concatenate([spaced, np.zeros(pad, dtype=bool)])),
+                   torch.from_numpy(np.concatenate([special, np.ones(pad, dtype=bool)])))
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+
+    def count(self, prev: Tensor, tgt: Tensor) -> Tensor:
+        """Bytes the target tokens stand for, given the token before each."""
+        extra = self.has_leading_space[tgt] & ~self.is_boundary[prev]
+        return self.base_bytes[tgt] + extra.long()
+
+
+# =============================================================================================
+# Model: the baseline family (GQA, RoPE, QK-norm, ReLU^2 MLP, U-Net skips, tied embeddings)
+# =============================================================================================
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, T, H, D]; rotate channel pairs (i, i + D/2) by position-dependent angles."""
+        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        cos, sin = angles.cos()[None, :, None, :].to(x.dtype), angles.sin()[None, :, None, :].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.c_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
+        self.rotary = Rotary(self.head_dim, rope_base)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """mask: None (causal) or [B, 1, T, T] booleans, True where a query may attend a key."""
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
+        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
+        v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                           is_causal=mask is None, enable_gqa=self.kv_heads != self.heads)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, mult * dim, bias=False)
+        self.proj = nn.Linear(mult * dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        dim = s.model_dim
+        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init)
+        self.mlp = MLP(dim, s.mlp_mult)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        # how much of the running stream and of the embedding stream enter the block
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+
+    def forward(self, x: Tensor, x0: Tensor, mask: Tensor | None = None) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), mask)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+def bigram_rows(idx: Tensor, rows: int, starts: Tensor | None = None) -> Tensor:
+    """The hash table row of each (previous, current) token pair, in int32 as the record has it:
+    (36313 t[i] XOR 27191 t[i-1]) mod (rows - 1); the last row is position 0's, which has no pair,
+    and with `starts` (ATTENTION_MASK=document) every document start's, whose pair would cross
+    into the document before."""
+    t = idx.to(torch.int32)
+    h = torch.remainder(torch.bitwise_xor(36313 * t[:, 1:], 27191 * t[:, :-1]), rows - 1)
+    h = torch.cat((torch.full_like(t[:, :1], rows - 1), h), dim=1)
+    return h if starts is None else h.masked_fill(starts, rows - 1)
+
+
+class BigramHash(nn.Module):
+    """A learned vector per hashed token pair, projected to the model width; everything starts
+    at zero (table and projection), so the model starts as if it were not there."""
+
+    def __init__(self, rows: int, dim: int, model_dim: int):
+        super().__init__()
+        self.rows = rows
+        self.table = nn.Embedding(rows, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+        nn.init.zeros_(self.table.weight)
+        nn.init.zeros_(self.proj.weight)
+
+    def forward(self, idx: Tensor, starts: Tensor | None = None) -> Tensor:
+        return self.scale * self.proj(self.table(bigram_rows(idx, self.rows, starts)))
+
+
+class SmearGate(nn.Module):
+    """Blend each position with the one before it, per channel: x <- (1 - g) x + g x_prev,
+    g = sigmoid(w), w starting at 0; position 0 blends with zeros, and so does every document
+    start when `starts` is given (ATTENTION_MASK=document)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor, starts: Tensor | None = None) -> Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        before = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if starts is not None:
+            before = before.masked_fill(starts[..., None], 0.0)
+        return (1 - g) * x + g * before
+
+
+def orthogonal_init(model: nn.Module, num_layers: int) -> None:
+    """Every linear weight of at least 64 x 64 that is not zero-initialised becomes orthogonal
+    (gain 1); output projections (`...proj`) are then scaled by 1 / sqrt(2 num_layers)."""
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or min(w.shape) < 64 or not bool(w.detach().any()):
+            continue
+        nn.init.orthogonal_(w, gain=1.0)
+        if name.endswith("proj"):
+            with torch.no_grad():
+                w.mul_(1.0 / math.sqrt(2 * num_layers))
+
+
+BOS_ID = 1  # the challenge's tokenizers begin every document with it
+
+
+def document_mask(idx: Tensor) -> tuple[Tensor, Tensor]:
+    """(each position whether it starts a document [B, T], and the attention mask [B, 1, T, T]:
+    a query attends the keys at or before it in its own document). A document begins at each
+    BOS; the tokens before a row's first BOS are one more document."""
+    starts = idx == BOS_ID
+    doc = torch.cumsum(starts, dim=1)
+    t = idx.size(1)
+    causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
+    return starts, ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+
+
+class GPT(nn.Module):
+    def __init__(self, s: Settings):
+        super().__init__()
+        self.softcap = s.logit_softcap
+        self.document_mask = s.attention_mask == "document"
+        self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
+        self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
+        self.smear = SmearGate(s.model_dim)
+        self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
+        self.n_encoder = s.num_layers // 2
+        n_decoder = s.num_layers - self.n_encoder
+        self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, n_decoder), s.model_dim))
+        self.lm_head = None if s.tie_embeddings else nn.Linear(s.model_dim, s.vocab_size, bias=False)
+        if s.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=s.tied_embed_init_std)
+        else:
+            nn.init.zeros_(self.lm_head.weight)
+        orthogonal_init(self, s.num_layers)
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Per-token cross-entropy [B, T] in nats: training takes the mean, evaluation picks
+        the positions each sliding window scores (one compiled graph for both)."""
+        starts, mask = document_mask(idx) if self.document_mask else (None, None)  # nothing crosses a BOS
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx, starts).to(x.dtype)
+        x = x0 = self.smear(rms_norm(x), starts)
+        skips = []
+        for block in self.blocks[:self.n_encoder]:
+            x = block(x, x0, mask)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.n_encoder:]):
+            if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0, mask)
+        x = rms_norm(x)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, weight.to(x.dtype)).float()
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                               reduction="none").view(targets.shape)
+
+
+# =============================================================================================
+# Optimiser: Muon for block matrices, AdamW for embeddings, head and vectors
+# =============================================================================================
+
+
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """An approximately orthogonal matrix with g's singular vectors (quintic iteration)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum SGD whose update is orthogonalised; each rank orthogonalises every
+    world_size-th matrix and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float,
+                 orthogonalise=newton_schulz):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                                      weight_decay=weight_decay))
+        self.orthogonalise = orthogonalise
+
+    @torch.no_grad()
+    def step(self):
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        for group in self.param_groups:
+            updates = self._shared_updates(group, rank, world, distributed)
+            decay = 1.0 - group["lr"] * group["weight_decay"]
+            for p, update in zip(group["params"], updates):
+                p.mul_(decay).add_(update.view_as(p).to(p.dtype), alpha=-group["lr"])
+
+    def _shared_updates(self, group: dict, rank: int, world: int, distributed: bool) -> list[Tensor]:
+        """Every matrix's orthogonalised update, as views of one flat bf16 buffer kept across
+        steps. Rank r computes the updates of matrices r, r + world, ... into their slots (the
+        others stay zero), so one sum over ranks gives every rank every update."""
+        params = group["params"]
+        if "flat_updates" not in group:
+            group["flat_updates"] = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
+                                                dtype=torch.bfloat16)
+        flat = group["flat_updates"]
+        flat.zero_()
+        slots = flat.split([p.numel() for p in params])
+        for p, slot in list(zip(params, slots))[rank::world]:
+            if p.grad is not None:
+                slot.copy_(self._orthogonal_update(p, group).flatten())
+        if distributed:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        return list(slots)
+
+    def _orthogonal_update(self, p: Tensor, group: dict) -> Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:  # allocated once, on the first step
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(p.grad)
+        g = self.orthogonalise(p.grad.add(buf, alpha=group["momentum"]), group["backend_steps"])  # Nesterov
+        return g * max(1.0, g.size(0) / g.size(1)) ** 0.5
+
+
+def build_optimizers(model: GPT, s: Settings, compile_fn) -> list[torch.optim.Optimizer]:
+    matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in n]
+    vectors = [p for n, p in model.blocks.named_parameters() if p.ndim < 2 or "resid_mix" in n]
+    vectors += [model.skip_weights, model.smear.gate]
+    embeddings = [model.tok_emb.weight]
+    if model.bigram is not None:  # the pair table and its projection learn like the embedding
+        embeddings += [model.bigram.table.weight, model.bigram.proj.weight]
+        vectors.append(model.bigram.scale)
+    fused = dict(fused=True) if next(model.parameters()).is_cuda else {}
+    adam = dict(betas=(s.beta1, s.beta2), eps=s.adam_eps, weight_decay=s.weight_decay, **fused)
+    embed_lr = s.tied_embed_lr if s.tie_embeddings else s.embed_lr
+    groups = [dict(params=embeddings, lr=embed_lr, base_lr=embed_lr),
+              dict(params=vectors, lr=s.scalar_lr, base_lr=s.scalar_lr)]
+    if model.lm_head is not None:
+        groups.append(dict(params=[model.lm_head.weight], lr=s.head_lr, base_lr=s.head_lr))
+    muon = Muon(matrices, lr=s.matrix_lr, momentum=s.muon_momentum, backend_steps=s.muon_backend_steps,
+                weight_decay=s.muon_weight_decay, orthogonalise=compile_fn(newton_schulz))
+    for g in muon.param_groups:
+        g["base_lr"] = s.matrix_lr
+    return [torch.optim.AdamW(groups, **adam), muon]
+
+
+# =============================================================================================
+# Progress: one number in [0, 1] drives LR warmdown, SWA and the curriculum
+# =============================================================================================
+
+
+def training_progress(s: Settings, step: int, elapsed_ms: float, tokens: int = 0) -> float:
+    """Fraction of the wallclock budget used, or of ITERATIONS when there is no cap; with
+    TRAIN_TOKENS, the larger of that and the fraction of the token target trained on."""
+    if s.max_wallclock_seconds > 0:
+        progress = min(elapsed_ms / (1000.0 * s.max_wallclock_seconds), 1.0)
+    else:
+        progress = min(step / s.iterations, 1.0)
+    return max(progress, min(tokens / s.train_tokens, 1.0)) if s.train_tokens else progress
+
+
+def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
+    """How much of the progress the warmdown spans: WARMDOWN_FRAC itself, or WARMDOWN_ITERS
+    steps, placed in time at the mean step time measured so far when there is a cap, or in
+    tokens when TRAIN_TOKENS ends the run before ITERATIONS would."""
+    if s.warmdown_frac > 0:
+        return s.warmdown_frac
+    if s.max_wallclock_seconds > 0:
+        step_ms = elapsed_ms / step if step > 0 else 0.0
+        return s.warmdown_iters * step_ms / (1000.0 * s.max_wallclock_seconds)
+    if s.train_tokens and s.train_tokens < s.iterations * s.train_batch_tokens:
+        return s.warmdown_iters * s.train_batch_tokens / s.train_tokens
+    return s.warmdown_iters / s.iterations
+
+
+def data_budget(s: Settings, steps: int, stream_tokens: int) -> str:
+    """What `steps` steps read of the training shards: tokens, passes, and what is not trained on."""
+    c = s.curriculum
+    rows = c.pool_size(s.micro_batch_seqs) if c.enabled and c.pool == "fresh" else s.micro_batch_seqs
+    read = steps * s.world_size * s.grad_accum_steps * rows * s.train_seq_len
+    trained = steps * s.train_batch_tokens
+    return (f"~{steps:,} steps read ~{read:,} tokens, {read / max(stream_tokens, 1):.2f} passes over the "
+            f"{stream_tokens:,} the shards hold; {trained:,} trained on"
+            + (f", {read - trained:,} discarded by the curriculum's selection" if read > trained else ""))
+
+
+def momentum_warmed(s: Settings, step: int, progress: float) -> float:
+    """How far Muon's momentum has warmed from its start to its value, in [0, 1]: over
+    MUON_MOMENTUM_WARMUP_FRAC of the progress, or MUON_MOMENTUM_WARMUP_STEPS steps."""
+    if s.muon_momentum_warmup_frac > 0:
+        return min(progress / s.muon_momentum_warmup_frac, 1.0)
+    return min(step / s.muon_momentum_warmup_steps, 1.0) if s.muon_momentum_warmup_steps else 1.0
+
+
+def swa_slot(s: Settings, step: int, progress: float) -> int:
+    """Which SWA interval the step ends: a snapshot is taken when it changes. SWA_EVERY_FRAC
+    counts intervals of progress, SWA_EVERY intervals of steps."""
+    return int(progress / s.swa_every_frac) if s.swa_every_frac > 0 else step // s.swa_every
+
+
+def lr_multiplier(progress: float, warmdown: float) -> float:
+    """1 until the warmdown starts, then linear to 0 at progress 1."""
+    if warmdown <= 0:
+        return 1.0
+    return max(min(1.0, (1.0 - progress) / warmdown), 0.0)
+
+
+# =============================================================================================
+# Evaluation: val_loss and exact val_bpb over the whole split, on all ranks
+# =============================================================================================
+
+
+def use_bf16(s: Settings, device: torch.device) -> bool:
+    """CUDA always computes in bf16; a CPU as CPU_AUTOCAST says, `auto` where it is native."""
+    if device.type == "cuda":
+        return True
+    return s.cpu_autocast == "bf16" or (s.cpu_autocast == "auto" and cpu_has_native_bf16())
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def window_starts(n_targets: int, seq: int, stride: int) -> range:
+    """Starts of the evaluation windows over n_targets target tokens: every multiple of the
+    stride (non-overlapping when the stride is 0 or at least seq)."""
+    stride = seq if stride <= 0 or stride >= seq else stride
+    return range(0, n_targets - seq + 1, stride)
+
+
+@torch.no_grad()
+def score_windows(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device, bf16: bool,
+                  stride: int | None = None, groups: Tensor | None = None, n_groups: int = 0) -> Tensor:
+    """Sums of loss, tokens and bytes [3, 1 + n_groups] over sliding windows: each target token is
+    scored once, by the window that gives it the most context. The first window scores all its
+    targets, every later one only its last `stride` (default EVAL_STRIDE; the others were scored
+    with less context before). Column 0 is every target; column 1 + g the targets whose entry in
+    `groups` (one per target token) is g. Each rank takes a contiguous share of the windows; the
+    sums are reduced in float64."""
+    seq = s.train_seq_len
+    starts = window_starts(val_tokens.numel() - 1, seq, s.eval_stride if stride is None else stride)
+    stride = starts.step
+    mine = starts[len(starts) * s.rank // s.world_size:len(starts) * (s.rank + 1) // s.world_size]
+    per_batch = s.eval_batch_seqs
+    if device.type == "cpu":  # a CPU gains nothing from huge matmuls and pays for GBs of logits in page faults
+        per_batch = min(per_batch, max(CPU_EVAL_TOKENS // seq, 1))
+    position = torch.arange(seq, device=device)
+    sums = torch.zeros(3, 1 + n_groups, dtype=torch.float64, device=device)  # loss, tokens, bytes
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(mine), per_batch):
+        batch = mine[i:i + per_batch]
+        offsets = torch.tensor(batch, dtype=torch.long)[:, None] + torch.arange(seq + 1)
+        chunk = val_tokens[offsets].to(device, non_blocking=True).long()
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        first = torch.tensor([0 if b == 0 else seq - stride for b in batch], device=device)
+        scored = (position[None, :] >= first[:, None]).double()
+        with autocast(device, bf16):
+            loss = model(x, y)
+        per_target = torch.stack([loss.double(), torch.ones_like(scored), tables.count(x, y).double()])
+        sums[:, 0] += (per_target * scored).sum(dim=(1, 2))
+        if n_groups:
+            member = F.one_hot(groups[offsets[:, :-1]].to(device), n_groups).double() * scored[..., None]
+            sums[:, 1:] += torch.einsum("kbt,btg->kg", per_target, member)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    model.train(was_training)
+    return sums.cpu()
+
+
+def loss_and_bpb(sums: Tensor) -> tuple[float, float]:
+    """(nats per token, bits per byte) from one column of score_windows' sums."""
+    loss_sum, n_tokens, n_bytes = sums.tolist()
+    return loss_sum / n_tokens, loss_sum / n_tokens / math.log(2) * n_tokens / n_bytes
+
+
+def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
+             bf16: bool, stride: int | None = None) -> tuple[float, float]:
+    """(val_loss in nats per token, val_bpb) over sliding windows (score_windows)."""
+    return loss_and_bpb(score_windows(model, s, val_tokens, tables, device, bf16, stride)[:, 0])
+
+
+# =============================================================================================
+# Export: int6 per-row matrices + fp16 rest, zstd level 22, round-trip evaluation
+# =============================================================================================
+
+INT6_MAX = 31
+
+
+FP16_SMALLEST = 2.0 ** -24  # fp16's smallest subnormal: a smaller scale would round to 0
+FP16_LARGEST = 65504.0
+
+
+def is_int6_matrix(name: str, t: Tensor, keep_fp16: tuple[str, ...] = ()) -> bool:
+    """Attention and MLP weight matrices, except those FP16_KEEP_NAME_PATTERNS names; embeddings
+    and small tensors stay fp16."""
+    return (t.ndim == 2 and name.startswith("blocks.") and (".attn." in name or ".mlp." in name)
+            and not any(p in name for p in keep_fp16))
+
+
+def quantize_int6(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric: scale = row absmax / 31 within fp16's range (so a zero or tiny row
+    never gets a zero scale), values rounded with the stored scale into [-32, 31] (int8 storage)."""
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / INT6_MAX).clamp(FP16_SMALLEST, FP16_LARGEST).half()
+    q = torch.clamp(torch.round(w / scale.float()[:, None]), -INT6_MAX - 1, INT6_MAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int6(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_state(state: dict[str, Tensor], keep_fp16: tuple[str, ...] = ()) -> dict:
+    out = {}
+    for name, t in state.items():
+        t = t.detach().cpu()
+        if is_int6_matrix(name, t, keep_fp16):
+            q, scale = quantize_int6(t)
+            out[name] = {"q": q, "scale": scale}
+        else:
+            out[name] = t.half() if t.is_floating_point() else t
+    return out
+
+
+def dequantize_state(packed: dict, reference: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: (dequantize_int6(v["q"], v["scale"]) if isinstance(v, dict) else v).to(reference[name].dtype)
+            for name, v in packed.items()}
+
+
+def serialize_artifact(packed: dict) -> bytes:
+    import zstandard
+    buf = io.BytesIO()
+    torch.save(packed, buf)
+    return zstandard.ZstdCompressor(level=22).compress(buf.getvalue())
+
+
+def load_artifact(blob: bytes) -> dict:
+    import zstandard
+    return torch.load(io.BytesIO(zstandard.ZstdDecompressor().decompress(blob)), weights_only=True)
+
+
+# =============================================================================================
+# Training
+# =============================================================================================
+
+ARTIFACT_LIMIT = 16_000_000
+
+
+class Logger:
+    def __init__(self, s: Settings):
+        self.master = s.rank == 0
+        self.path = Path(s.log_dir) / f"{s.run_id}.txt"
+        if self.master:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a" if s.resume else "w")  # a resumed run goes on in its log
+
+    def __call__(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        try:
+            self.file.write(msg + "\n")
+            self.file.flush()
+        except OSError as err:  # a full disk: name the log, so the message says which file
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings, batches: DataPath,
+               at: Position, bf16: bool) -> tuple[Tensor, int]:
+    """One optimiser step over GRAD_ACCUM_STEPS micro-batches: the mean loss, left on the
+    device, and the tokens trained on (every rank's)."""
+    losses, tokens = [], 0
+    for micro in range(s.grad_accum_steps):
+        if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
+            model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
+        x, y = batches.next_batch(at)  # the data path's seam
+        tokens += x.numel() * s.world_size
+        with autocast(x.device, bf16):
+            per_token = model(x, y)
+        loss = per_token.mean()
+        batches.observe(per_token.detach())  # MIX=adaptive sums it per dataset on the device; else nothing
+        (loss / s.grad_accum_steps).backward()
+        losses.append(loss.detach())
+    if s.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base_model.parameters(), s.grad_clip_norm)
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return torch.stack(losses).mean(), tokens
+
+
+def pick_device(s: Settings) -> torch.device:
+    if s.device == "cpu" or (s.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", s.local_rank)
+
+
+@dataclass
+class Job:
+    """What the phases of one run share: settings, device, data, model, optimisers, and the
+    results each phase adds for the JSON summary."""
+    s: Settings
+    device: torch.device
+    distributed: bool
+    log: Logger
+    bf16: bool
+    val_tokens: Tensor
+    val_sets: dict[str, Tensor]
+    tables: ByteTables
+    train_files: list[Path]
+    base_model: GPT
+    model_compiled: nn.Module
+    model: nn.Module
+    optimizers: list
+    checkpoint: dict | None = None      # RESUME's contents, checked before any training
+    results: dict = field(default_factory=dict)
+    val_domains: tuple[Tensor, tuple[str, ...]] | None = None  # VAL_DOMAINS: each target's domain id, the names
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
+        return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
+
+    def score_split(self) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+        """(the validation split's (loss, bpb), with VAL_DOMAINS each domain's from the same pass)."""
+        if self.val_domains is None:
+            return self.evaluate(self.val_tokens), {}
+        groups, names = self.val_domains
+        sums = score_windows(self.model_compiled, self.s, self.val_tokens, self.tables, self.device, self.bf16,
+                             groups=groups, n_groups=len(names))
+        return loss_and_bpb(sums[:, 0]), {name: loss_and_bpb(sums[:, 1 + g]) for g, name in enumerate(names)
+                                          if sums[1, 1 + g] > 0}
+
+    def score_sets(self) -> dict[str, tuple[float, float]]:
+        """Each VAL_SETS set's (loss, bpb), one pass each."""
+        return {name: self.evaluate(tokens) for name, tokens in self.val_sets.items()}
+
+    def named_sets(self) -> dict[str, tuple[int, str]]:
+        """{name: (target tokens, sha256)} of the per-domain scores' sets."""
+        if self.val_domains is None:
+            return {name: (t.numel() - 1, hashlib.sha256(t.numpy().tobytes()).hexdigest())
+                    for name, t in self.val_sets.items()}
+        groups, names = self.val_domains
+        starts = window_starts(self.val_tokens.numel() - 1, self.s.train_seq_len, self.s.eval_stride)
+        n_scored = starts[-1] + self.s.train_seq_len  # the windows score targets 0 .. n_scored - 1, once each
+        targets, domains = self.val_tokens[1:n_scored + 1], groups[:n_scored]
+        out = {}
+        for g, name in enumerate(names):
+            mine = targets[domains == g]
+            if mine.numel():
+                out[name] = (mine.numel(), hashlib.sha256(mine.numpy().tobytes()).hexdigest())
+        return out
+
+    def make_batches(self, warm_up_steps: int = 0) -> DataPath:
+        """The data path; with `warm_up_steps`, one that spreads them over every phase."""
+        s = self.s
+        return BatchSource(self.train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
+                           world_size=s.world_size, vocab_size=s.vocab_size, device=self.device, config=s.curriculum,
+                           order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
+                           warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
+                           index_order=s.index_order, tokenizer=s.tokenizer_path, mix=s.mix)
+
+
+def set_up(started: float) -> Job:
+    """Settings, device and process group, the log's header, data, provenance, model, optimisers."""
+    s = read_settings()
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = pick_device(s)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if distributed:
+        # our own timeout on every collective: a rank that stops answering ends the run on the others
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None, timeout=timedelta(seconds=s.collective_timeout))
+    log = Logger(s)
+    log(Path(__file__).read_text(), console=False)
+    for path in code_files()[1:]:  # curriculum/ counts in the artifact, so its source is logged too
+        log(f"{'=' * 40} {path.relative_to(HERE).as_posix()}\n{path.read_text()}", console=False)
+    log("=" * 100, console=False)
+    log("settings: " + json.dumps(s.env, sort_keys=True), console=False)
+    bf16 = use_bf16(s, device)
+    log(f"running python {sys.version.split()[0]} torch {torch.__version__} device {device} "
+        f"world_size {s.world_size} grad_accum_steps {s.grad_accum_steps} compile {int(s.torch_compile)}")
+    log(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ("
+        + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
+                                                 f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
+    log(select_attention_kernel(s, device))
+    if device.type == "cpu":
+        log(keep_freed_memory(s.cpu_malloc))
+    if s.max_wallclock_seconds == 0 and not s.warmdown_frac and s.warmdown_iters >= s.iterations:
+        log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
+            f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+
+    val_tokens = load_validation_tokens(s.val_files, s.train_seq_len, s.val_max_tokens)
+    # named sets (VAL_SETS, e.g. one per domain) scored after training with the same accounting
+    val_sets = {name: load_validation_tokens(pattern, s.train_seq_len, s.val_max_tokens)
+                for name, pattern in s.val_set_patterns.items()}
+    for name, tokens in [("VAL_FILES", val_tokens)] + [(f"VAL_SETS[{k}]", v) for k, v in val_sets.items()]:
+        if int(tokens.max()) >= s.vocab_size:
+            raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
+    val_domains = load_validation_domains(s.val_files, val_tokens.numel() - 1) if s.val_domains else None
+    tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    provenance = run_provenance(s, device, train_files, started)
+    log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
+    train_tokens = sum(shard_token_count(p) for p in train_files)
+    log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
+        f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)")
+        + f", order {s.data_order}")
+    if s.phases:
+        log("data: CURRICULUM_PHASES names the datasets read; TRAIN_FILES is not read")
+    elif s.mix.mode:
+        log(f"data: MIX={s.mix.mode} blends MIX_DATASETS; TRAIN_FILES is not read")
+    elif s.max_wallclock_seconds == 0:
+        log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
+    elif s.expected_step_ms > 0:
+        steps = min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms))
+        log(f"data: budget at EXPECTED_STEP_MS={s.expected_step_ms:g} under the {s.max_wallclock_seconds:g} s cap: "
+            f"{data_budget(s, steps, train_tokens)}")
+
+    compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
+    base_model = GPT(s).to(device)
+    model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
+    model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False) if distributed else model_compiled
+    optimizers = build_optimizers(base_model, s, compile_fn)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
+        f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
+        f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
+    job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
+              model_compiled, model, optimizers, val_domains=val_domains)
+    job.results.update(
+        run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
+        grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
+        tokenizer=s.tokenizer_path, tokenizer_sha256=hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest(),
+        val_files=s.val_files, val_sha256=hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest(),
+        train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)
+    if s.resume:
+        job.checkpoint = load_checkpoint(job)
+    return job
+
+
+def warm_up_and_undo(job: Job) -> None:
+    """Prime compilation and the allocator on real steps, then restore weights and optimisers."""
+    s = job.s
+    if not s.warmup_steps:
+        return
+    initial_model = {k: v.detach().clone() for k, v in job.base_model.state_dict().items()}
+    initial_opts = [copy.deepcopy(o.state_dict()) for o in job.optimizers]
+    batches = job.make_batches(warm_up_steps=s.warmup_steps)  # every phase's shapes compile here, before the clock
+    t0 = time.perf_counter()
+    for k in range(s.warmup_steps):
+        train_step(job.model, job.base_model, job.optimizers, s, batches, Position(step=k), job.bf16)
+    job.sync()
+    batches.close()
+    job.base_model.load_state_dict(initial_model)
+    for opt, state in zip(job.optimizers, initial_opts):
+        opt.load_state_dict(state)
+    job.log(f"warmup: {s.warmup_steps} steps in {1000 * (time.perf_counter() - t0):.0f}ms, "
+            f"weights and optimiser state restored")
+    job.results["graphs_compiled_in_warmup"] = compiled_graphs()
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built so far in this process (0 without compilation)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
+
+
+@dataclass
+class Averaged:
+    """SWA's running sum of snapshots, and how many."""
+    state: dict | None = None
+    count: int = 0
+    slot: int = 0  # the interval (swa_slot) of the last step: a snapshot when a step ends a new one
+
+
+# =============================================================================================
+# Checkpoints: CHECKPOINT_EVERY writes one, RESUME goes on from it, bit for bit
+# =============================================================================================
+
+CHECKPOINT_FORMAT = 1
+# settings a resumed run may change: where it logs, its name, and the checkpointing itself
+RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "OVERWRITE", "COLLECTIVE_TIMEOUT", "RANK",
+                     "LOCAL_RANK")
+
+
+@dataclass
+class LoopState:
+    """Where the training loop stands between two steps."""
+    step: int = 0
+    tokens: int = 0
+    training_ms: float = 0.0
+    recompiles: int = 0
+
+
+def checkpoint_identity(job: Job) -> dict:
+    """What a checkpoint must share with the run that resumes it."""
+    settings = {k: v for k, v in job.s.env.items() if k not in RESUMABLE_CHANGES}
+    return dict(format=CHECKPOINT_FORMAT, code_sha256=job.results["provenance"]["code_sha256"],
+                train_data_sha256=job.results["provenance"]["train_data_sha256"],
+                tokenizer_sha256=job.results["tokenizer_sha256"], settings=settings)
+
+
+def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: DataPath) -> Path:
+    """Every rank's data path and rank 0's weights, optimisers, SWA sum, RNG states and loop
+    counters, in one file written atomically (a kill mid-write leaves the previous one)."""
+    # each rank's own: its data path, and its optimisers (Muon keeps momentum only for the
+    # matrices that rank orthogonalises)
+    mine = dict(data=batches.state_dict(), optimizers=[on_cpu(o.state_dict()) for o in job.optimizers])
+    ranks = [None] * job.s.world_size
+    if job.distributed:
+        dist.all_gather_object(ranks, mine)
+    else:
+        ranks = [mine]
+    path = Path(job.s.log_dir) / f"{job.s.run_id}.ckpt"
+    if job.s.rank == 0:
+        state = dict(identity=checkpoint_identity(job), loop=asdict(loop), model=job.base_model.state_dict(),
+                     ranks=ranks, swa=dict(state=swa.state, count=swa.count, slot=swa.slot),
+                     rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
+                              cuda=torch.cuda.get_rng_state_all() if job.device.type == "cuda" else None))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(path, buffer.getvalue())
+    if job.distributed:
+        dist.barrier()
+    return path
+
+
+def on_cpu(value):
+    """A state dict with every tensor copied to the host, to travel between ranks."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
+
+def load_checkpoint(job: Job) -> dict:
+    """The RESUME file, refused with every difference named when it belongs to other code,
+    data or settings."""
+    try:
+        state = torch.load(job.s.resume, map_location="cpu", weights_only=False)
+        saved = state["identity"]
+    except Exception as err:  # any unreadable file: one message, not a traceback
+        raise SettingsError(f"RESUME={job.s.resume!r}: not a checkpoint of this trainer ({type(err).__name__}: {err})")
+    ours = checkpoint_identity(job)
+    differences = [f"{k}: checkpoint {saved.get(k)!r}, this run {ours[k]!r}" for k in ours if k != "settings"
+                   and saved.get(k) != ours[k]]
+    theirs, mine = saved.get("settings", {}), ours["settings"]
+    differences += [f"{k}: checkpoint {theirs.get(k)!r}, this run {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine))
+                    if theirs.get(k) != mine.get(k)]
+    if differences:
+        raise SettingsError(f"RESUME={job.s.resume!r}: the checkpoint is of another run:\n    " + "\n    ".join(differences))
+    return state
+
+
+def resume(job: Job, state: dict, batches: DataPath, swa: Averaged) -> LoopState:
+    job.base_model.load_state_dict(state["model"])
+    mine = state["ranks"][job.s.rank]
+    for opt, saved in zip(job.optimizers, mine["optimizers"]):
+        opt.load_state_dict(saved)
+    saved_swa = state["swa"]["state"]
+    swa.state = None if saved_swa is None else {k: v.to(job.device) for k, v in saved_swa.items()}
+    swa.count, swa.slot = state["swa"]["count"], state["swa"]["slot"]
+    batches.load_state_dict(mine["data"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    if state["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    loop = LoopState(**state["loop"])
+    job.log(f"resume: from {job.s.resume} at step:{loop.step} tokens:{loop.tokens:,} train_time:{loop.training_ms:.0f}ms "
+            f"(log lines of later steps above this one belong to the interrupted run)")
+    return loop
+
+
+def train(job: Job) -> Averaged:
+    """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
+    s, log = job.s, job.log
+    batches = job.make_batches()
+    max_ms = 1000.0 * s.max_wallclock_seconds
+    swa = Averaged()
+    log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
+        + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
+    loop = LoopState()
+    if job.checkpoint is not None:
+        loop = resume(job, job.checkpoint, batches, swa)
+        job.checkpoint = None
+    for line in batches.drain_log(loop.step):  # the phases, where the run begins in them
+        log(line)
+    training_ms, step, tokens, recompiles = loop.training_ms, loop.step, loop.tokens, loop.recompiles
+    stop_after, exhausted = None, False
+    job.sync()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: what CPU_MALLOC saves
+    t0 = time.perf_counter()
+    while True:
+        last = (step == s.iterations or (stop_after is not None and step >= stop_after)
+                or (s.train_tokens and tokens >= s.train_tokens))
+        if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
+            job.sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0)  # non-overlapping: a curve, not the score
+            log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+            job.sync()
+            t0 = time.perf_counter()
+        if last:
+            if exhausted:
+                log(f"stopping: the training data is used up, step:{step}/{s.iterations}")
+            elif s.train_tokens and tokens >= s.train_tokens:
+                log(f"stopping: TRAIN_TOKENS={s.train_tokens:,} reached, {tokens:,} tokens at step {step}")
+            elif stop_after is not None and step < s.iterations:
+                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+            break
+
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        progress = training_progress(s, step, elapsed_ms, tokens)
+        warmdown = warmdown_fraction(s, step, elapsed_ms)
+        lr_mul = lr_multiplier(progress, warmdown)
+        if step == 10 and max_ms > 0 and not s.phases:
+            steps = min(s.iterations, int(max_ms * step / elapsed_ms))
+            log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
+                f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
+        if step == 10 and max_ms > 0 and warmdown > 0.9 and not s.warmdown_frac:
+            log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
+                f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
+                f"(configs/1xh100.env scales the step-based settings for one GPU; WARMDOWN_FRAC holds at any step time)")
+        momentum_frac = momentum_warmed(s, step, progress)
+        for opt in job.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mul
+                if isinstance(opt, Muon):
+                    g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+        graphs = compiled_graphs()
+        try:
+            at = Position(progress, max(1.0 - warmdown, 0.0), step, tokens, elapsed_ms)
+            train_loss, step_tokens = train_step(job.model, job.base_model, job.optimizers, s, batches, at, job.bf16)
+            recompiles += compiled_graphs() - graphs  # in the timed steps only: evaluation pauses the clock
+        except DataExhausted as e:  # a clean end: the partial step is undone, averaging and export follow
+            for opt in job.optimizers:
+                opt.zero_grad(set_to_none=True)
+            log(f"data: {e}; training ends at step {step}")
+            stop_after, exhausted = step, True
+            continue
+        step += 1
+        tokens += step_tokens
+        for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
+            log(line)
+
+        slot = swa_slot(s, step, training_progress(s, step, training_ms + 1000.0 * (time.perf_counter() - t0), tokens))
+        if s.swa_enabled and lr_mul < s.swa_start_frac and slot != swa.slot:
+            if swa.state is None:
+                swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
+                log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
+            for k, v in job.base_model.state_dict().items():
+                swa.state[k] += v.float()
+            swa.count += 1
+        swa.slot = slot
+
+        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
+            if job.distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
+                dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
+                train_loss /= s.world_size
+            log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
+                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "")
+                   if s.phases or s.train_tokens else ""))
+        if max_ms > 0:
+            reached = approx_ms >= max_ms
+            if job.distributed:  # every rank stops at the same step
+                flag = torch.tensor(int(reached), device=job.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if reached and stop_after is None:
+                stop_after = step
+        if s.checkpoint_every and step % s.checkpoint_every == 0 and stop_after is None and step < s.iterations:
+            job.sync()  # the clock pauses while the checkpoint is written, as it does for evaluation
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+            path = save_checkpoint(job, LoopState(step, tokens, training_ms, recompiles), swa, batches)
+            log(f"checkpoint: step:{step} {path}")
+            t0 = time.perf_counter()
+
+    job.results["recompiles_after_warmup"] = recompiles
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    timed_steps = max(step - loop.step, 1)  # this piece's steps (and its evaluations; none by default)
+    job.results.update(minor_faults_per_step=round((usage.ru_minflt - usage0.ru_minflt) / timed_steps, 1),
+                       kernel_ms_per_step=round(1000 * (usage.ru_stime - usage0.ru_stime) / timed_steps, 3))
+    if s.torch_compile:
+        log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
+    job.results.update(batches.summary(Position(training_progress(s, step, training_ms, tokens), 1.0, step, tokens,
+                                                training_ms)))
+    for line in batches.drain_log(step):
+        log(line)
+    batches.close()
+    job.results.update(steps=step, tokens_seen=tokens, train_time_ms=round(training_ms, 3),
+                       step_avg_ms=round(training_ms / max(step, 1), 4),
+                       stopped_early=stop_after is not None and step < s.iterations)
+    return swa
+
+
+def average_weights(job: Job, swa: Averaged) -> dict[str, tuple[float, float]]:
+    """SWA's average replaces the weights; then the pre-quant scores (sliding windows), whole
+    split and each named set (VAL_DOMAINS or VAL_SETS)."""
+    if swa.count:
+        state = job.base_model.state_dict()
+        job.base_model.load_state_dict({k: (v / swa.count).to(state[k].dtype) for k, v in swa.state.items()})
+    (val_loss, val_bpb), set_scores = job.score_split()
+    set_scores |= job.score_sets()
+    job.log(f"swa:applied snapshots:{swa.count} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}"
+            if swa.count else f"pre-quant val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f}")
+    job.results.update(val_loss=val_loss, val_bpb=val_bpb, swa_snapshots=swa.count)
+    return set_scores
+
+
+def export_and_round_trip(job: Job, set_scores: dict[str, tuple[float, float]]) -> None:
+    """int6 + zstd-22 artifact, loaded back and scored: that round-trip val_bpb is the result."""
+    s, log = job.s, job.log
+    artifact_path = Path(s.log_dir) / f"{s.run_id}.int6.ptz"
+    if s.rank == 0:  # one rank compresses (zstd-22 is slow); every rank then loads the file back
+        keep_fp16 = tuple(p.strip() for p in s.fp16_keep_name_patterns.split(",") if p.strip())
+        write_atomic(artifact_path, serialize_artifact(quantize_state(job.base_model.state_dict(), keep_fp16)))
+    if job.distributed:
+        dist.barrier()
+    blob = artifact_path.read_bytes()
+    job.base_model.load_state_dict(dequantize_state(load_artifact(blob), job.base_model.state_dict()))
+    job.sync()
+    t_eval = time.perf_counter()
+    (rt_loss, rt_bpb), set_rt_scores = job.score_split()
+    eval_ms = 1000.0 * (time.perf_counter() - t_eval)
+    set_rt_scores |= job.score_sets()
+    n_code = code_bytes()
+    total_bytes = len(blob) + n_code
+    log(f"Serialized model int6+zstd: {len(blob)} bytes")
+    log(f"Code size: {n_code} bytes")
+    log(f"Total submission size int6+zstd: {total_bytes} bytes")
+    if total_bytes > ARTIFACT_LIMIT:
+        log(f"WARNING: the artifact is {total_bytes} bytes, {total_bytes - ARTIFACT_LIMIT} over the "
+            f"{ARTIFACT_LIMIT}-byte limit: this run cannot be submitted")
+    log(f"final_int6_zstd_roundtrip val_loss:{rt_loss:.4f} val_bpb:{rt_bpb:.4f} eval_time:{eval_ms:.0f}ms")
+    log(f"final_int6_zstd_roundtrip_exact val_loss:{rt_loss:.8f} val_bpb:{rt_bpb:.8f}")
+    sets = {}
+    for name, (n_tokens, sha256) in job.named_sets().items():
+        (set_loss, set_bpb), (set_rt_loss, set_rt_bpb) = set_scores[name], set_rt_scores[name]
+        sets[name] = dict(tokens=n_tokens, val_loss=set_loss, val_bpb=set_bpb, roundtrip_val_loss=set_rt_loss,
+                          roundtrip_val_bpb=set_rt_bpb, sha256=sha256)
+        log(f"val_set:{name} tokens:{n_tokens} val_loss:{set_loss:.8f} val_bpb:{set_bpb:.8f} "
+            f"roundtrip_val_loss:{set_rt_loss:.8f} roundtrip_val_bpb:{set_rt_bpb:.8f}")
+    job.results.update(roundtrip_val_loss=rt_loss, roundtrip_val_bpb=rt_bpb, roundtrip_eval_ms=round(eval_ms, 3),
+                       eval_stride=window_starts(job.val_tokens.numel() - 1, s.train_seq_len, s.eval_stride).step,
+                       artifact_bytes=len(blob), code_bytes=n_code, total_bytes=total_bytes,
+                       artifact_limit=ARTIFACT_LIMIT, val_sets=sets)
+
+
+def write_summary(job: Job) -> None:
+    if job.s.rank == 0:
+        job.results["peak_memory_mb"] = round(peak_memory_mb(job.device), 1)
+        path = Path(job.s.log_dir) / f"{job.s.run_id}.json"
+        write_atomic(path, (json.dumps(job.results, indent=2) + "\n").encode())
+        job.log(f"logs: {job.log.path} and {path}")
+
+
+def main() -> None:
+    job = set_up(started=time.time())
+    warm_up_and_undo(job)
+    swa = train(job)
+    set_scores = average_weights(job, swa)
+    export_and_round_trip(job, set_scores)
+    write_summary(job)
+
+
+def shut_down_distributed() -> None:
+    """Destroy the process group while the interpreter is fully alive. A gloo worker thread can
+    still be dropping the last reference to a finished collective's tensors; if that happens
+    during interpreter finalisation it cannot take the GIL and the process aborts ("terminate
+    called without an active exception"). Collecting the DDP wrapper's reference cycles frees
+    the group now, and its destructor joins those threads first."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+
+
+PEER_LOST = ("timeout", "timed out", "closed", "connection reset", "broken pipe", "nccl communicator")
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether a collective failed because another rank stopped answering or went away (gloo and
+    NCCL raise RuntimeError, or DistError, with these words)."""
+    return isinstance(err, dist.DistError) or any(w in str(err).lower() for w in PEER_LOST)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written.
+    SIGINT too, even where the launching shell ignored it (a job started with `&` inherits SIGINT
+    ignored, and Python then leaves it so): `kill -INT` always stops the run."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+if __name__ == "__main__":
+    stop_on_sigterm()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written is whole (every file is written atomically)
+        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+              f"interrupted; the log is complete up to here, and no artifact or summary was left half-written",
+              file=sys.stderr)
+        sys.exit(130)
+    except RuntimeError as err:  # a peer stopped or died: one line on every rank that is left
+        if not (dist.is_available() and dist.is_initialized() and lost_peer(err)):
+            raise
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        others = [r for r in range(world) if r != rank]
+        who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {', '.join(map(str, others))}"
+        print(f"train_gpt.py (rank {rank}): lost the other ranks: {who} stopped answering for COLLECTIVE_TIMEOUT="
+              f"{os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died ({str(err).splitlines()[0][:300]}). The log "
+              f"is complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
+        os._exit(3)  # not sys.exit: the process group's teardown would wait on the lost peer
+    except OSError as err:  # a full disk, a file-size limit, a folder gone: what was written before is whole
+        if err.filename is None:
+            raise
+        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+              f"cannot write or read {err.filename}: {err.strerror}; every file written before is whole (they are "
+              f"written under a temporary name and renamed)", file=sys.stderr)
+        shut_down_distributed()
+        sys.exit(1)
+    except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
+        rank = os.environ.get("RANK", "0")
+        if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own
+            print(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}", file=sys.stderr)
+        shut_down_distributed()
+        sys.exit(2)
+    shut_down_distributed()
