@@ -354,10 +354,16 @@ def build_index(files: list[Path], *, seq_len: int, align: str, doc_max: int, vo
         with multiprocessing.get_context("fork").Pool(processes, _init_worker, init) as pool:
             for result in pool.imap(_score_chunk, bounds):
                 collect(result)
-    else:
-        _init_worker(*init)
-        for bound in bounds:
-            collect(_score_chunk(bound))
+    else:  # in the caller's process: its torch thread count and _WORKER are put back after
+        import torch
+        threads = torch.get_num_threads()
+        try:
+            _init_worker(*init)
+            for bound in bounds:
+                collect(_score_chunk(bound))
+        finally:
+            torch.set_num_threads(threads)
+            _WORKER.clear()
     surprisal_counted = 0
     if "unigram_rarity" in signals:
         from .selector import corpus_surprisal

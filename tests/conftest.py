@@ -35,6 +35,22 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: the rest keep their order
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_unchanged():
+    """A test that leaves its process on more torch threads than it found makes every later test
+    of that worker spin against the other worker: the suite then took 1.5x as long. Named here,
+    not found by timing."""
+    import sys
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        after = torch.get_num_threads()
+        torch.set_num_threads(before)
+        pytest.fail(f"the test left torch on {after} threads; it began on {before}")
+
+
 @pytest.fixture(scope="session")
 def dataset() -> dict:
     from data.build import DATA_DIR, BuildConfig, build

@@ -64,6 +64,22 @@ def test_the_file_round_trips_every_column_memory_mapped(docs_files, tmp_path, d
     assert result["path"].stat().st_size < layout.rows * (8 + 2 * 4) + 4096
 
 
+def test_a_build_in_the_callers_process_leaves_its_torch_threads_as_they_were(docs_files, tmp_path, dataset):
+    """The build scores on every core, and then gives the caller back its own thread count: a
+    test that built an index once left its pytest worker on two spinning threads, and the rest of
+    that worker's tests ran up to 70 times slower beside the other worker (2-core Xeon)."""
+    import torch
+    from curriculum import index
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads((os.cpu_count() or 1) + 1)  # not what the build sets for itself
+        _build(docs_files, tmp_path, dataset)
+        assert torch.get_num_threads() == (os.cpu_count() or 1) + 1
+        assert not index._WORKER  # nor keeps the shards it read
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_several_processes_build_the_same_scores(docs_files, tmp_path, dataset):
     one = DifficultyIndex.open(_build(docs_files, tmp_path, dataset, name="one.cidx")["path"])
     two = DifficultyIndex.open(_build(docs_files, tmp_path, dataset, processes=2, name="two.cidx")["path"])
