@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def torch_threads_unchanged():
     """A test that leaves its process on more torch threads than it found makes every later test
-    of that worker spin against the other worker: the suite then took 1.5x as long. Named here,
+    of that worker spin against the other worker: the suite then took twice as long. Named here,
     not found by timing."""
     import sys
     torch = sys.modules.get("torch")
