@@ -41,12 +41,10 @@ def torch_threads_unchanged():
     of that worker spin against the other worker: the suite then took twice as long. Named here,
     not found by timing."""
     import sys
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch")  # a test that imports torch first begins on OMP_NUM_THREADS
     before = torch.get_num_threads() if torch else None
     yield
-    torch = sys.modules.get("torch")
-    if torch is not None and before is not None and torch.get_num_threads() != before:
-        after = torch.get_num_threads()
+    if before is not None and (after := torch.get_num_threads()) != before:
         torch.set_num_threads(before)
         pytest.fail(f"the test left torch on {after} threads; it began on {before}")
 

@@ -31,6 +31,15 @@ def tiny_settings(dataset) -> tg.Settings:
     return bench.cpu_settings(env)
 
 
+def test_the_mixers_own_work_is_timed_over_its_updates(dataset):
+    """The in-process figure beside the rings' mix_adaptive ratio: every update point after the
+    first applies the rule (the first has no window reduced before it)."""
+    from curriculum.config import MixConfig
+    work = bench.bench_mix_work(tiny_settings(dataset), micro_batches=80, repeats=2)
+    assert work["updates"] == 80 // MixConfig().update_every - 1
+    assert work["us_per_micro_batch"] > 0
+
+
 def test_paired_bench_takes_turns_between_the_arms_on_one_model(dataset):
     out = bench.bench_paired_steps(tiny_settings(dataset), 4)
     assert out["pairs"] == 4 and all(out["median_ms"][arm] > 0 for arm in bench.ARMS)

@@ -581,6 +581,28 @@ def index_section(env: dict, s: tg.Settings, report: dict) -> None:
           f"{s.micro_batch_seqs} rows, on the read-ahead thread (median of 6 alternating blocks)")
 
 
+def bench_mix_work(s: tg.Settings, micro_batches: int = 4000, repeats: int = 5) -> dict:
+    """MIX=adaptive's own work in one process, the loader left out: curriculum.mixing.AdaptiveMix
+    observing a micro-batch's per-token loss and updating at its points, on the CPU configuration's
+    shapes and three datasets. Best of `repeats` runs: the number the ops are capable of."""
+    from curriculum.config import MixConfig
+    from curriculum.mixing import AdaptiveMix, WeightSchedule
+    g = torch.Generator().manual_seed(0)
+    loss = torch.rand(s.micro_batch_seqs, s.train_seq_len, generator=g) * 6
+    domains = torch.randint(0, 3, (s.micro_batch_seqs,), generator=g)
+    best, updates = float("inf"), 0
+    for _ in range(repeats):
+        mix = AdaptiveMix(MixConfig(mode="adaptive"), ("code", "docs", "prose"), [1 / 3] * 3, None,
+                          torch.device("cpu"), lag=1, schedule=WeightSchedule(), world_size=1)
+        t0 = time.perf_counter()
+        for micro in range(micro_batches):
+            mix.observe(loss, domains)
+            mix.at_micro_batch(micro, micro // s.grad_accum_steps)
+        best = min(best, (time.perf_counter() - t0) / micro_batches)
+        updates = mix.updates
+    return dict(us_per_micro_batch=1e6 * best, micro_batches=micro_batches, updates=updates)
+
+
 def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     """Section 7: the curriculum's cost as a user meets it, separate trainer processes in turns."""
     decompose = not args.no_decompose
@@ -605,6 +627,13 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
           f"mix_adaptive: against mix_stratified, the same blend with fixed weights (the goal: <= 1.002); "
           f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
           f"kernel ms: the process's system time per step, medians)")
+    if "mix_adaptive" in cost["arms"]:
+        work = cost["mix_work"] = bench_mix_work(s)
+        step_ms = cost["ratios"]["mix_stratified"]["median_ms"]
+        per_step = work["us_per_micro_batch"] * s.grad_accum_steps / 1000
+        print(f"  mix_adaptive's own work in one process (AdaptiveMix.observe and its updates, no loader): "
+              f"{work['us_per_micro_batch']:.1f} us a micro-batch, {100 * per_step / step_ms:.3f}% of "
+              f"mix_stratified's median step")
     if cost["flush_denormal_set"]:
         print(f"  flush-to-zero set in the ftz arms: {cost['flush_denormal_set']}")
     print(f"  torch.profiler, the last {PROFILED_STEPS} steps: self CPU ms per step, fresh against baseline "
