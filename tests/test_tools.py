@@ -1,11 +1,13 @@
 """tools/: the CPU configuration, the env-file reader, the bench."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import train_gpt as tg
 from conftest import TINY
-from tools import bench
+from tools import bench, turns
 from tools.envfile import ROOT, read_env_file
 
 
@@ -76,3 +78,32 @@ def test_every_shell_script_parses():
     for script in scripts:
         out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert out.returncode == 0, f"{script}: {out.stderr}"
+
+
+@pytest.mark.long
+def test_mix_replay_trains_on_the_batches_the_adaptive_mixer_chose(dataset, tmp_path):
+    """The split of the mixer's cost rests on this: mix_replay, a MIX=stratified process, trains
+    on exactly mix_adaptive's batches (recorded in an untimed run of mix_adaptive, compiled and
+    warmed up as in the ring), so the two differ only in the mixer's own work."""
+    from test_mixing import three_domains
+    from test_turns import ring_env, step_losses
+    env = ring_env(dataset, tmp_path, ITERATIONS="6", MIX_UPDATE_EVERY="2")
+    arms = {a.name: dataclasses.replace(a, env=a.env | dict(MIX_DATASETS=three_domains(dataset)))
+            for a in bench.COST_ARMS + bench.DECOMPOSITION_ARMS if a.name in ("mix_adaptive", "mix_replay")}
+    assert bench.replay_sources(list(arms.values())) == ["mix_adaptive"]
+    recorded = {"mix_adaptive": bench.record_batches(arms["mix_adaptive"], env, tmp_path)}
+    ring = turns.run_ring([bench.with_paths(a, 6, recorded) for a in arms.values()], env, tmp_path / "ring", tag="m")
+    losses = {name: step_losses(tmp_path / "ring", run["run_id"]) for name, run in ring.items()}
+    assert len(losses["mix_adaptive"]) == 6 and losses["mix_replay"] == losses["mix_adaptive"]
+    adaptive, replay = (ring[name]["summary"]["data"]["mix"] for name in ("mix_adaptive", "mix_replay"))
+    assert adaptive["final_weights"] != adaptive["start_weights"]  # the mixer moved: its batches are its own
+    assert replay["mode"] == "stratified" and "updates" not in replay  # no mixer of its own
+
+
+def test_ring_arms_bring_the_references_own_baselines_and_replayed_sources_and_refuse_unknown_names(capsys):
+    names = [a.name for a in bench.ring_arms(False, ("mix_replay",))]
+    assert sorted(names) == sorted(["baseline", "baseline_again", "mix_stratified", "mix_adaptive", "mix_replay"])
+    assert [a.name for a in bench.ring_arms(False)] == [a.name for a in bench.COST_ARMS]
+    with pytest.raises(SystemExit):
+        bench.main(["--cost-only", "--cost-arms", "mix_adaptive,mix_replya"])
+    assert "--cost-arms: mix_replya not among" in capsys.readouterr().err

@@ -32,7 +32,10 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    flush-to-zero (baseline_ftz), PyTorch's deterministic mode off (baseline_atomic_kernels: what
    repeating bit for bit costs), and glibc's default malloc (the *_system_malloc arms: the
    page faults behind the 4-16% gap of issue 19, gone with CPU_MALLOC=keep); each arm's page
-   faults and kernel time per step, and torch.profiler's operators, fresh against baseline.
+   faults and kernel time per step, and torch.profiler's operators, fresh against baseline; and
+   mix_adaptive's recorded batches in a MIX=stratified process (mix_replay), which splits the
+   adaptive mixer's cost into its content (mix_replay against mix_stratified) and its own work
+   (mix_adaptive against mix_replay).
 
 8. The document mask (ATTENTION_MASK=document) against the causal model: one training step each
    in turn on the same batch, at the CPU configuration and at the 1xH100 model and sequence length
@@ -393,9 +396,11 @@ def bench_eval_strides(s: tg.Settings) -> list[dict]:
 
 DOMAINS = ",".join(f"{d}=./data/datasets/embedded_{d}_sp1024/*train_*.bin" for d in ("code", "docs", "prose"))
 
+MIX_STRATIFIED = ARM_ENV["baseline"] | dict(MIX="stratified", MIX_DATASETS=DOMAINS)
+
 # The ring of separate trainer processes (tools/turns.py): the arms a user compares, then the
-# controls that take the curriculum apart. `replay` arms train on the batches the fresh arm
-# recorded in an untimed run first.
+# controls that take the curriculum apart. A `replay=ARM` arm trains on the batches ARM trained on,
+# recorded in an untimed run of ARM first.
 COST_ARMS = (turns.Arm("baseline", ARM_ENV["baseline"]),
              turns.Arm("baseline_again", ARM_ENV["baseline"]),  # the A/A control: the method's own error
              turns.Arm("fresh", ARM_ENV["fresh"]),
@@ -405,13 +410,16 @@ COST_ARMS = (turns.Arm("baseline", ARM_ENV["baseline"]),
              turns.Arm("baseline_shuffled", ARM_ENV["baseline"] | dict(DATA_ORDER="shuffled")),
              turns.Arm("order_curriculum", ARM_ENV["baseline"] | dict(DATA_ORDER="curriculum")),
              # the adaptive mixer's sums, copies and updates against the same blend held fixed
-             turns.Arm("mix_stratified", ARM_ENV["baseline"] | dict(MIX="stratified", MIX_DATASETS=DOMAINS)),
-             turns.Arm("mix_adaptive", ARM_ENV["baseline"] | dict(MIX="adaptive", MIX_DATASETS=DOMAINS)))
+             turns.Arm("mix_stratified", MIX_STRATIFIED),
+             turns.Arm("mix_adaptive", MIX_STRATIFIED | dict(MIX="adaptive")))
 DECOMPOSITION_ARMS = (
     turns.Arm("pool_only", ARM_ENV["fresh"], ("pool_only",)),
     turns.Arm("read_only", ARM_ENV["fresh"], ("read_only",)),
-    turns.Arm("replay", ARM_ENV["baseline"], ("replay",)),
-    turns.Arm("replay_on_baseline_state", ARM_ENV["baseline"], ("replay", "pretrain")),
+    turns.Arm("replay", ARM_ENV["baseline"], ("replay=fresh",)),
+    turns.Arm("replay_on_baseline_state", ARM_ENV["baseline"], ("replay=fresh", "pretrain")),
+    # MIX=stratified trained on mix_adaptive's batches: the adaptive content without the mixer, so that
+    # mix_adaptive against it is the mixer's own sums, copies and updates, and it against mix_stratified the content
+    turns.Arm("mix_replay", MIX_STRATIFIED, ("replay=mix_adaptive",)),
     turns.Arm("baseline_ftz", ARM_ENV["baseline"], ("ftz",)),
     # the CPU's deterministic mode (repeatable_kernels) left off: what repeating bit for bit costs
     turns.Arm("baseline_atomic_kernels", ARM_ENV["baseline"], ("atomic_kernels",)),
@@ -419,7 +427,10 @@ DECOMPOSITION_ARMS = (
     turns.Arm("baseline_system_malloc", ARM_ENV["baseline"] | dict(CPU_MALLOC="system")),
     turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")))
 REFERENCE = ("baseline", "baseline_again")  # per round, the geometric mean of two baseline processes
-OWN_BASELINE = {"order_curriculum": "baseline_shuffled", "mix_adaptive": "mix_stratified"}
+OWN_BASELINE = {"order_curriculum": "baseline_shuffled", "mix_adaptive": "mix_stratified",
+                "mix_replay": "mix_stratified"}
+# Sources whose batches do not depend on the model: recorded without compiling or warming up (the same batches)
+MODEL_FREE_BATCHES = ("fresh",)
 PROFILED_STEPS = 5  # the last timed steps of baseline and fresh, under torch.profiler (not in the ratios)
 
 
@@ -430,13 +441,46 @@ def trainer_env(env: dict, steps: int) -> dict:
         VAL_MAX_TOKENS="8193", VAL_SETS="", VAL_DOMAINS="0", TRAIN_LOG_EVERY="0", CURRICULUM_LOG_EVERY="0")
 
 
-def with_paths(arm: turns.Arm, steps: int, recorded: Path) -> turns.Arm:
+def replay_sources(arms: list[turns.Arm]) -> list[str]:
+    """The arms whose batches some `replay=ARM` arm trains on, in order of first use."""
+    found = [v.partition("=")[2] for a in arms for v in a.variants if v.startswith("replay=")]
+    return list(dict.fromkeys(found))
+
+
+def record_batches(source: turns.Arm, env: dict, folder: Path) -> Path:
+    """One untimed run of `source` that saves the batches its timed steps trained on. A mixer's
+    batches follow the model's losses, so such a source runs exactly as in the ring (compiled,
+    warmed up, the same SEED: the same batches, bit for bit)."""
+    out = folder / f"{source.name}_batches.npy"
+    own = dict(TORCH_COMPILE="0", WARMUP_STEPS="0") if source.name in MODEL_FREE_BATCHES else {}
+    turns.run_single(turns.Arm(f"record_{source.name}", source.env | own, (f"record={out}",)), env, folder / "record")
+    return out
+
+
+def with_paths(arm: turns.Arm, steps: int, recorded: dict[str, Path]) -> turns.Arm:
     """The variants with their values: the recorded batches, the pretraining length, the profiled steps."""
-    values = dict(replay=f"replay={recorded}", pretrain=f"pretrain={steps}")
-    variants = tuple(values.get(v, v) for v in arm.variants)
+    def value(v: str) -> str:
+        if v.startswith("replay="):
+            return f"replay={recorded[v.partition('=')[2]]}"
+        return f"pretrain={steps}" if v == "pretrain" else v
+    variants = tuple(value(v) for v in arm.variants)
     if arm.name in ("baseline", "baseline_again", "fresh"):  # the A/A pair as one program, profiler and all
         variants += (f"profile={steps - PROFILED_STEPS}-{steps - 1}",)
     return dataclasses.replace(arm, variants=variants)
+
+
+def ring_arms(decompose: bool, only: tuple[str, ...] = ()) -> list[turns.Arm]:
+    """The arms of every ring: all of them, or those asked for with the references, their own
+    baselines and the arms whose batches they replay."""
+    arms = list(COST_ARMS) + (list(DECOMPOSITION_ARMS) if decompose or only else [])
+    if not only:
+        return arms
+    unknown = sorted(set(only) - {a.name for a in arms})
+    if unknown:
+        raise ValueError(f"--cost-arms: {', '.join(unknown)} not among {', '.join(a.name for a in arms)}")
+    asked = [a for a in arms if a.name in only]
+    wanted = set(only) | set(REFERENCE) | {OWN_BASELINE[a] for a in only if a in OWN_BASELINE}
+    return [a for a in arms if a.name in wanted | set(replay_sources(asked))]
 
 
 def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5,
@@ -444,20 +488,14 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     """Separate train_gpt.py processes per arm taking turns step by step, one ring per repeat
     with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI, the
     loader's own numbers from the runs' summaries, and the two profiled arms' operators."""
-    arms = list(COST_ARMS) + (list(DECOMPOSITION_ARMS) if decompose else [])
-    if only:  # the references, and the arms asked for with their own baselines
-        wanted = set(only) | set(REFERENCE) | {OWN_BASELINE[a] for a in only if a in OWN_BASELINE}
-        arms = [a for a in arms if a.name in wanted]
+    arms = ring_arms(decompose, only)
     names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
     rings = []
     with tempfile.TemporaryDirectory() as tmp:
         run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
-        recorded = Path(tmp) / "fresh_batches.npy"
-        if any("replay" in a.variants for a in arms):  # the fresh arm's batches, recorded once without the model compiled (the batches are the same)
-            record = turns.Arm("record", ARM_ENV["fresh"] | dict(TORCH_COMPILE="0", WARMUP_STEPS="0"),
-                               (f"record={recorded}",))
-            turns.run_single(record, run_env, Path(tmp) / "record")
+        by_name = {a.name: a for a in arms}
+        recorded = {name: record_batches(by_name[name], run_env, Path(tmp)) for name in replay_sources(arms)}
         arms = [with_paths(arm, steps, recorded) for arm in arms]
         for r in range(repeats):
             t0 = time.perf_counter()
@@ -471,6 +509,8 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     for arm, own in OWN_BASELINE.items():  # against the arm that differs from it in that one thing
         if arm in names and own in names:
             ratios[arm] = turns.ratios_in_turns(rings, own, end=end, block=block)[arm]
+    if {"mix_adaptive", "mix_replay"} <= names:  # the same batches: what is left is the mixer's own work
+        ratios["mix_adaptive_vs_replay"] = turns.ratios_in_turns(rings, "mix_replay", end=end, block=block)["mix_adaptive"]
     def mean(name, get):
         return statistics.mean(get(ring[name]) for ring in rings)
     loader = {a.name: dict(data_wait_ms_per_step=mean(a.name, lambda r: r["summary"]["data"]["data_wait_ms_per_step"]),
@@ -624,9 +664,14 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
           f"the A/A control, the method's own error; geometric mean over blocks of {cost['block_rounds']} rounds, "
           f"every ring's blocks pooled; "
           f"order_curriculum: against baseline_shuffled, its own baseline (the goal: a CI inside [0.99, 1.01]); "
-          f"mix_adaptive: against mix_stratified, the same blend with fixed weights (the goal: <= 1.002); "
+          f"mix_adaptive and mix_replay: against mix_stratified, the same blend with fixed weights; "
           f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
           f"kernel ms: the process's system time per step, medians)")
+    if "mix_adaptive_vs_replay" in cost["ratios"]:
+        r = cost["ratios"]["mix_adaptive_vs_replay"]
+        print(f"  mix_adaptive against mix_replay (the same batches, so the mixer's own sums, copies and updates; "
+              f"the goal: <= 1.002): {r['ratio']:.4f} [{r['ratio_ci95'][0]:.4f}, {r['ratio_ci95'][1]:.4f}]  "
+              f"per ring {' '.join(f'{x:.3f}' for x in r['per_ring'])}")
     if "mix_adaptive" in cost["arms"]:
         work = cost["mix_work"] = bench_mix_work(s)
         step_ms = cost["ratios"]["mix_stratified"]["median_ms"]
@@ -675,6 +720,10 @@ def main(argv=None) -> None:
     ap.add_argument("--index-only", action="store_true", help="only section 9: the difficulty index's build rates")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
+    try:  # a misspelt arm ends the bench here, not after the sections before the rings
+        ring_arms(not args.no_decompose, tuple(a for a in args.cost_arms.split(",") if a))
+    except ValueError as err:
+        ap.error(str(err))
     env = read_env_file(ROOT / "configs" / "cpu.env")
     s = cpu_settings(env)
     device = tg.pick_device(s)
