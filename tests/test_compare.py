@@ -31,7 +31,7 @@ def verdict_row(text: str) -> str:
 
 
 def test_the_record_reads_paired_and_does_not_clear_the_bar(tmp_path):
-    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", record_runs()), tmp_path)
+    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", record_runs()), tmp_path, draw=False)
     d = c.overall
     assert d.test == "paired t" and d.n == (3, 3) and not d.clears_bar
     assert d.mean_bpb == pytest.approx(statistics.fmean(cur - base for base, cur in RECORD.values()))
@@ -64,7 +64,7 @@ def test_ordinary_input_never_switches_the_test(tmp_path, perturb):
     folder = write_runs(tmp_path / "logs", runs)
     if perturb is crashed_curriculum_seed:
         (folder / "c1-s1339.txt").write_text("step:1/100000 train_loss:6.9312 train_time:350ms step_avg:350.00ms\n")
-    text, comparisons = cmp.build_report(folder, tmp_path)
+    text, comparisons = cmp.build_report(folder, tmp_path, draw=False)
     d = next(c.overall for c in comparisons if len(c.base.runs) > 1)
     assert d.test == "paired t" and not d.clears_bar and "Welch" not in text
     assert "| no" in verdict_row(text)
@@ -76,7 +76,7 @@ def test_ordinary_input_never_switches_the_test(tmp_path, perturb):
 def test_a_seed_twice_in_an_arm_is_an_error_not_an_average(tmp_path, capsys, how):
     runs = record_runs()
     runs["c1-s1338-b"] = runs["c1-s1338"] if how == "copy" else summary(1338, True, 2.25)
-    assert cmp.main([str(write_runs(tmp_path / "logs", runs))]) == 2
+    assert cmp.main(["--no-plots", str(write_runs(tmp_path / "logs", runs))]) == 2
     err = capsys.readouterr().err
     assert "seed 1338 in c1-s1338-b.json, c1-s1338.json" in err and "Traceback" not in err
 
@@ -84,7 +84,7 @@ def test_a_seed_twice_in_an_arm_is_an_error_not_an_average(tmp_path, capsys, how
 def test_unpaired_only_when_asked_and_the_report_says_so(tmp_path):
     runs = record_runs()
     del runs["c1-s1339"]
-    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", runs), tmp_path, unpaired=True)
+    text, (c,) = cmp.build_report(write_runs(tmp_path / "logs", runs), tmp_path, unpaired=True, draw=False)
     assert c.overall.test == "Welch t" and c.overall.n == (2, 3)
     assert "Welch's unpaired t-test over all runs" in text and "as asked with --unpaired" in text
 
@@ -101,15 +101,15 @@ def test_devices_as_blocks_pool_an_experiment_over_two_machines_and_pair_only_wi
             runs[f"c{flag}-s{seed}"]["provenance"]["device_name"] = "Intel Xeon"
     runs["c1-s1340-epyc"] = summary(1340, True, 2.2)
     folder = write_runs(tmp_path / "logs", runs)
-    split_text, split = cmp.build_report(folder, tmp_path / "split")
+    split_text, split = cmp.build_report(folder, tmp_path / "split", draw=False)
     assert "runs not pooled because they differ in device" in split_text and all(c.overall.n[0] <= 3 for c in split)
-    text, (c,) = cmp.build_report(folder, tmp_path / "blocks", devices_as_blocks=True)
+    text, (c,) = cmp.build_report(folder, tmp_path / "blocks", devices_as_blocks=True, draw=False)
     expected = [cur - base for base, cur in RECORD.values()] + [cur - base for base, cur in xeon.values()]
     assert c.overall.n == (5, 5) and c.overall.mean_bpb == pytest.approx(statistics.fmean(expected))
     assert [d[0] for d in c.overall.per_seed] == [f"{s} on AMD EPYC" for s in RECORD] + ["1340 on Intel Xeon", "1341 on Intel Xeon"]
     assert "c1-s1340-epyc.json (seed 1340 on AMD EPYC) has no partner" in text
     assert "devices are blocks, as asked with --devices-as-blocks" in text
-    assert cmp.main([str(folder), "--out", str(tmp_path / "cli"), "--devices-as-blocks"]) == 0
+    assert cmp.main(["--no-plots", str(folder), "--out", str(tmp_path / "cli"), "--devices-as-blocks"]) == 0
     assert table_lines((tmp_path / "cli" / "report.md").read_text()) == table_lines(text)
 
 
@@ -194,7 +194,7 @@ def bad_folders(tmp_path) -> dict[str, tuple[Path, str]]:
                                   "summary lost"])
 def test_bad_input_is_named_never_raised(tmp_path, capsys, case):
     folder, message = bad_folders(tmp_path)[case]
-    status = cmp.main([str(folder), "--out", str(tmp_path / "report")])
+    status = cmp.main(["--no-plots", str(folder), "--out", str(tmp_path / "report")])
     out = capsys.readouterr()
     assert status in (0, 2) and "Traceback" not in out.out + out.err
     assert message in out.out + out.err
@@ -207,7 +207,7 @@ def test_an_out_that_is_a_file_or_unwritable_is_named_before_any_work(tmp_path, 
     (tmp_path / "a_file").write_text("x")
     for out, message in ((tmp_path / "a_file", "is a file; must be a folder"),
                          (tmp_path / "a_file" / "sub", "is a file, so the folder cannot be made")):
-        assert cmp.main([str(folder), "--out", str(out)]) == 2
+        assert cmp.main(["--no-plots", str(folder), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
 
@@ -348,7 +348,8 @@ def test_every_committed_record_is_rederived_from_its_logs(record, tmp_path):
     flags = command.group(1).split()
     assert set(flags) <= {"--unpaired", "--devices-as-blocks"}
     text, _ = cmp.build_report(record / "logs", tmp_path, unpaired="--unpaired" in flags,
-                               devices_as_blocks="--devices-as-blocks" in flags)
+                               devices_as_blocks="--devices-as-blocks" in flags, draw=False)
+    assert "Not drawn (--no-plots)." in text and not list(tmp_path.rglob("*.png"))  # the tables alone, fast
     committed = (record / "report.md").read_text()
     assert table_lines(text) == table_lines(committed)
     arm_rows = [line for line in table_lines(text) if line.startswith(("| baseline", "| curriculum"))]
@@ -397,7 +398,7 @@ def test_a_treatment_arm_is_measured_against_the_baseline_and_a_treated_curricul
         runs[f"doc-s{seed}"] = summary(seed, False, base - 0.01, ATTENTION_MASK="document")
         runs[f"bos-s{seed}"] = summary(seed, False, base + 0.2, DATA_ALIGN="bos", DOC_MAX_TOKENS=64)
         runs[f"c1doc-s{seed}"] = summary(seed, True, cur, ATTENTION_MASK="document")
-    text, comparisons = cmp.build_report(write_runs(tmp_path / "runs", runs), tmp_path / "out")
+    text, comparisons = cmp.build_report(write_runs(tmp_path / "runs", runs), tmp_path / "out", draw=False)
     pairs = {(c.arm.name, c.base.name) for c in comparisons}
     assert ("ATTENTION_MASK=document", "baseline") in pairs
     assert ("DATA_ALIGN=bos DOC_MAX_TOKENS=64", "baseline") in pairs
@@ -411,7 +412,7 @@ EXPERIMENTS = sorted(p.parent for p in (ROOT / "experiments").glob("*/logs"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[e.name for e in EXPERIMENTS])
 def test_every_committed_experiment_is_rederived_from_its_logs(experiment, tmp_path):
-    text, _ = cmp.build_report(experiment / "logs", tmp_path)
+    text, _ = cmp.build_report(experiment / "logs", tmp_path, draw=False)
     assert table_lines(text) == table_lines((experiment / "report.md").read_text())
 
 
@@ -424,7 +425,7 @@ def test_the_difficulty_each_whole_run_order_drew_from_is_reported_by_quarter(tm
     """From committed real runs (record 3's): each quarter's band and mean score are
     the runs' log windows, averaged directly here."""
     logs = RECORD3 / "logs" / "1_step_matched"
-    text, _ = cmp.build_report(logs, tmp_path, devices_as_blocks=True)
+    text, _ = cmp.build_report(logs, tmp_path, devices_as_blocks=True, draw=False)
     section = text.split("The difficulty each whole-run order drew from")[1].split("\n## ")[0]
     runs = [json.loads(p.read_text()) for p in sorted(logs.glob("order_warmup_compression-seed*.json"))]
     for q in range(4):
@@ -462,7 +463,7 @@ def test_the_minimum_detectable_effect_is_found_that_often_in_simulated_experime
 
 def test_the_report_says_what_the_design_can_detect(tmp_path):
     logs = RECORD3 / "logs" / "1_step_matched"
-    text, comparisons = cmp.build_report(logs, tmp_path, devices_as_blocks=True)  # as the record's README does
+    text, comparisons = cmp.build_report(logs, tmp_path, devices_as_blocks=True, draw=False)  # as the record's README does
     section = text.split("What the design can detect")[1].split("\n\n", 2)[1]
     for c in comparisons:
         diffs = [d[2] for d in c.overall.per_seed]

@@ -219,7 +219,7 @@ def test_a_challenge_style_loop_trains_with_both_arms_and_compare_reads_its_plai
             challenge_style_run(pattern, val, dataset["tokenizer"], logs / f"arm{arm}_seed{seed}.txt")
     text = (logs / "arm1_seed1.txt").read_text()
     assert "curriculum step:12 " in text and "data step:12 " in (logs / "arm0_seed1.txt").read_text()
-    report, comparisons = build_report(logs, tmp_path / "out")
+    report, comparisons = build_report(logs, tmp_path / "out", draw=False)
     c = comparisons[0]
     assert len(comparisons) == 1 and c.overall.test == "paired t" and c.overall.n == (3, 3) and len(c.overall.per_seed) == 3
     assert "baseline" in report and "curriculum unigram_entropy/v" in report

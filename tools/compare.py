@@ -443,7 +443,7 @@ def experiment_folders(folder: Path) -> list[Path] | None:
 
 
 def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2, plot_prefix: str = "",
-                devices_as_blocks: bool = False) -> tuple[list[str], list[Comparison]]:
+                devices_as_blocks: bool = False, draw: bool = True) -> tuple[list[str], list[Comparison]]:
     """One experiment's sections, headed at `level`: its provenance, arms, tests, domains,
     mixture, what was left out, plots and differing settings."""
     runs, failed, problems = load_runs(folder, devices_as_blocks)
@@ -463,8 +463,10 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2, plot_pr
             unmatched += pair_by_seed(arm, base)[1]
         comparisons.append(compare(arm, base, sets, unpaired))
     out.mkdir(parents=True, exist_ok=True)
-    from tools.plots import make_plots
-    plots = make_plots(arms, comparisons, out, BAR_NATS)
+    plots = None
+    if draw:  # matplotlib takes nine tenths of a report's time
+        from tools.plots import make_plots
+        plots = make_plots(arms, comparisons, out, BAR_NATS)
     h = "#" * level
     lines = [f"{len(runs)} runs in {len(arms)} arms.", "",
              f"{h} Provenance", "", *provenance_block(arms), "",
@@ -494,8 +496,11 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2, plot_pr
     if left_out:
         lines += ["", f"{h} Left out or not compared", ""] + [f"- {m}" for m in left_out]
     lines += ["", f"{h} Plots", ""]
-    lines += [f"![{p}]({plot_prefix}{p})" for p in plots] if plots else \
-        ["matplotlib is not installed (`make extras`): no plots."]
+    if not draw:
+        lines += ["Not drawn (--no-plots)."]
+    else:
+        lines += [f"![{p}]({plot_prefix}{p})" for p in plots] if plots else \
+            ["matplotlib is not installed (`make extras`): no plots."]
     lines += ["", f"{h} Settings and fingerprints that differ between arms", ""]
     diff = differing(arms)
     lines += [f"- `{k}`{' (fingerprint)' if k in FINGERPRINTS else ''}: "
@@ -504,7 +509,7 @@ def report_body(folder: Path, out: Path, unpaired: bool, level: int = 2, plot_pr
 
 
 def build_report(folder: Path, out: Path, unpaired: bool = False,
-                 devices_as_blocks: bool = False) -> tuple[str, list[Comparison]]:
+                 devices_as_blocks: bool = False, draw: bool = True) -> tuple[str, list[Comparison]]:
     """report.md for a folder of runs, or for a folder of experiments (a section each, its plots
     in a subfolder of `out` of the same name): every comparison is made inside one experiment."""
     intro = [f"Differences are arm − baseline on the round-trip (int6+zstd) score: negative is better. "
@@ -513,7 +518,7 @@ def build_report(folder: Path, out: Path, unpaired: bool = False,
              + (f"; {BLOCKS_WHY}" if devices_as_blocks else "") + ".", ""]
     experiments = experiment_folders(folder)
     if experiments is None:
-        body, comparisons = report_body(folder, out, unpaired, devices_as_blocks=devices_as_blocks)
+        body, comparisons = report_body(folder, out, unpaired, devices_as_blocks=devices_as_blocks, draw=draw)
         lines = [f"# Arms against their baseline: {folder.name}", "", *intro, *body]
     else:
         lines = [f"# Experiments, each arm against its own experiment's baseline: {folder.name}", "", *intro,
@@ -521,7 +526,7 @@ def build_report(folder: Path, out: Path, unpaired: bool = False,
         comparisons = []
         for sub in experiments:
             body, found = report_body(sub, out / sub.name, unpaired, level=3, plot_prefix=f"{sub.name}/",
-                                      devices_as_blocks=devices_as_blocks)
+                                      devices_as_blocks=devices_as_blocks, draw=draw)
             lines += [f"## {sub.name}", "", *body, ""]
             comparisons += found
     text = "\n".join(lines).rstrip("\n") + "\n"
@@ -539,9 +544,10 @@ def main(argv=None) -> int:
     ap.add_argument("--devices-as-blocks", action="store_true",
                     help="for an experiment run over several machines: runs on different devices pool into one "
                          "arm, and a run pairs only with its seed's runs on its own device")
+    ap.add_argument("--no-plots", action="store_true", help="the tables only (a report in seconds, not tens)")
     args = ap.parse_args(argv)
     return write_report(args.logs, args.out or default_out(args.logs), "compare", args.unpaired,
-                        args.devices_as_blocks)
+                        args.devices_as_blocks, draw=not args.no_plots)
 
 
 def default_out(logs: Path) -> Path:
@@ -557,11 +563,12 @@ def check_out(out: Path) -> None:
         raise CompareError(problems[0])
 
 
-def write_report(logs: Path, out: Path, who: str, unpaired: bool = False, devices_as_blocks: bool = False) -> int:
+def write_report(logs: Path, out: Path, who: str, unpaired: bool = False, devices_as_blocks: bool = False,
+                 draw: bool = True) -> int:
     """Build the report and print it, or say why it cannot be built: a command's exit status."""
     try:
         check_out(out)
-        text, _ = build_report(logs, out, unpaired, devices_as_blocks)
+        text, _ = build_report(logs, out, unpaired, devices_as_blocks, draw)
     except CompareError as e:
         print(f"{who}: {e}", file=sys.stderr)
         return 2
