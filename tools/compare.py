@@ -1,6 +1,6 @@
 """Did an arm beat its baseline, by more than noise, on the same work?
 
-    python -m tools.compare LOGS [--out REPORT_DIR] [--unpaired] [--devices-as-blocks]
+    python -m tools.compare LOGS [--out REPORT_DIR] [--unpaired] [--devices-as-blocks] [--no-plots]
 
 Reads every run summary in LOGS (tools/runs.py says which runs form an arm), matches each
 curriculum arm with the baseline equal in every other setting and fingerprint, and writes
@@ -544,7 +544,8 @@ def main(argv=None) -> int:
     ap.add_argument("--devices-as-blocks", action="store_true",
                     help="for an experiment run over several machines: runs on different devices pool into one "
                          "arm, and a run pairs only with its seed's runs on its own device")
-    ap.add_argument("--no-plots", action="store_true", help="the tables only (a report in seconds, not tens)")
+    ap.add_argument("--no-plots", action="store_true",
+                    help="the tables only, no plots (drawing them is nine tenths of a report's time)")
     args = ap.parse_args(argv)
     return write_report(args.logs, args.out or default_out(args.logs), "compare", args.unpaired,
                         args.devices_as_blocks, draw=not args.no_plots)
