@@ -864,3 +864,22 @@ def test_a_rank_that_stops_answering_ends_the_run_on_the_other_with_one_line(dat
     assert "lost the other ranks: rank 1 stopped answering" in err and "COLLECTIVE_TIMEOUT=5" in err
     assert "Traceback" not in err
     assert waited < 60
+
+
+def test_a_cpu_training_step_attends_in_fp32_under_bf16_autocast_and_evaluation_in_bf16():
+    """PyTorch's CPU flash kernel is several times slower backward in bf16 than in fp32, so
+    train_gpt.attend computes a training step's attention in fp32; forward-only passes keep bf16."""
+    import torch.nn.functional as F
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, 16, 8, generator=gen).to(torch.bfloat16) for h in (4, 2, 2))
+    fp32 = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    bf16 = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert not torch.equal(fp32.to(torch.bfloat16), bf16)  # the two paths are told apart
+    with tg.autocast(torch.device("cpu"), True):
+        trained = tg.attend(q.requires_grad_(), k, v, None, True)
+        with torch.no_grad():
+            evaluated = tg.attend(q, k, v, None, True)
+    assert trained.dtype == evaluated.dtype == torch.bfloat16
+    assert torch.equal(trained, fp32.to(torch.bfloat16)) and torch.equal(evaluated, bf16)
+    trained.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16

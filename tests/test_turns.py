@@ -52,10 +52,14 @@ def test_pool_only_trains_on_each_pools_first_rows_and_ftz_and_atomic_kernels_ar
     env = ring_env(dataset, tmp_path, ITERATIONS="4")
     recorded = tmp_path / "pool_only.npy"
     out = turns.run_single(turns.Arm("pool", dict(CURRICULUM="1", CURRICULUM_POOL="fresh"),
-                                     ("pool_only", "ftz", "atomic_kernels", f"record={recorded}")), env, tmp_path / "p")
+                                     ("pool_only", "ftz", "atomic_kernels", "bf16_attention", f"record={recorded}")),
+                          env, tmp_path / "p")
     assert out["flush_denormal"] is True
-    kernels = [line for line in (tmp_path / "p" / "pool.txt").read_text().splitlines() if line.startswith("kernels:")]
+    log = (tmp_path / "p" / "pool.txt").read_text().splitlines()
+    kernels = [line for line in log if line.startswith("kernels:")]
     assert kernels == ["kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"]
+    assert [line for line in log if line.startswith("attention:")] == [
+        "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast (turns variant bf16_attention: in bf16)"]
     data = json.loads((tmp_path / "p" / "pool.json").read_text())["data"]
     assert data["kept_score_mean"] > 0  # the selection still ran: its statistics are there
     batches = np.load(recorded)  # [micro-batches, x/y, rows, seq_len]

@@ -421,6 +421,8 @@ DECOMPOSITION_ARMS = (
     # mix_adaptive against it is the mixer's own sums, copies and updates, and it against mix_stratified the content
     turns.Arm("mix_replay", MIX_STRATIFIED, ("replay=mix_adaptive",)),
     turns.Arm("baseline_ftz", ARM_ENV["baseline"], ("ftz",)),
+    # training steps attending in bf16 under a CPU's autocast, as before train_gpt.attend: what fp32 attention saves
+    turns.Arm("baseline_bf16_attention", ARM_ENV["baseline"], ("bf16_attention",)),
     # the CPU's deterministic mode (repeatable_kernels) left off: what repeating bit for bit costs
     turns.Arm("baseline_atomic_kernels", ARM_ENV["baseline"], ("atomic_kernels",)),
     # glibc's own malloc, as before CPU_MALLOC=keep: the step-time gap of separate runs (issue 19)

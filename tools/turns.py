@@ -14,6 +14,9 @@ bench separates the curriculum's mechanics from the content it keeps and from th
 model reaches:
 
   ftz          flush denormal floats to zero (FTZ/DAZ) in every thread, from the process's start
+  bf16_attention
+               a CPU's training steps attend in bf16 under autocast, as before train_gpt.attend
+               took them to fp32: what the fp32 attention saves
   atomic_kernels
                PyTorch's deterministic mode left off (trainer/host.py's repeatable_kernels not
                applied): on a CPU, inductor's own fused kernels, atomics and all
@@ -48,7 +51,7 @@ import numpy as np
 from tools import launch
 
 SETTLE_MS = 25.0  # the pause between one process's step and the next one's (see Turns.wait)
-VARIANTS = ("ftz", "atomic_kernels", "pool_only", "read_only", "record", "replay", "pretrain", "profile")
+VARIANTS = ("ftz", "bf16_attention", "atomic_kernels", "pool_only", "read_only", "record", "replay", "pretrain", "profile")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,12 @@ def child_main() -> None:
     ftz = torch.set_flush_denormal(True) if "ftz" in variants else None  # before any thread is made
     import train_gpt as tg
     from curriculum.loader import Position
+    if "bf16_attention" in variants:  # before the model is built and compiled
+        import torch.nn.functional as F
+        tg.attend = lambda q, k, v, mask, gqa: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+        kernel = tg.select_attention_kernel
+        tg.select_attention_kernel = lambda s, device: kernel(s, device) + " (turns variant bf16_attention: in bf16)"
     if "atomic_kernels" in variants:  # what a run did before repeatable_kernels: the cost of repeating bit for bit
         tg.repeatable_kernels = lambda device: "kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"
     from curriculum.selector import Selector
