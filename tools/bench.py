@@ -29,7 +29,8 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    the decomposition (the default), controls in the same rings: the pool's work without its
    content (pool_only), reading 2x alone (read_only), the fresh arm's recorded batches in a
    baseline process (replay) and in a baseline-trained model (replay_on_baseline_state),
-   flush-to-zero (baseline_ftz), PyTorch's deterministic mode off (baseline_atomic_kernels: what
+   flush-to-zero (baseline_ftz), training steps attending in bf16 as before train_gpt.attend
+   (baseline_bf16_attention: what its fp32 attention saves), PyTorch's deterministic mode off (baseline_atomic_kernels: what
    repeating bit for bit costs), and glibc's default malloc (the *_system_malloc arms: the
    page faults behind the 4-16% gap of issue 19, gone with CPU_MALLOC=keep); each arm's page
    faults and kernel time per step, and torch.profiler's operators, fresh against baseline; and
