@@ -132,12 +132,16 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+# PyTorch's CPU flash kernel runs its backward far slower in bf16 than in fp32 (python -m
+# tools.bench --mask-only times both): a CPU's training step attends in fp32, evaluation, forward
+# only, stays in bf16. False: bf16 throughout, as before (the bench's bf16_attention arm)
+CPU_TRAINING_ATTENTION_FP32 = True
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, gqa: bool) -> Tensor:
     """Scaled dot-product attention over [B, heads, T, head_dim], causal unless a mask is given."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
-        # PyTorch's CPU flash kernel runs its backward far slower in bf16 than in fp32 (31 ms
-        # against 18 ms a layer at configs/cpu.env's shapes, 9.8 against 0.8 ms at the tests'):
-        # a training step attends in fp32; evaluation, forward only, stays in bf16
+    if (CPU_TRAINING_ATTENTION_FP32 and q.device.type == "cpu" and q.dtype == torch.bfloat16
+            and torch.is_grad_enabled()):
         with torch.autocast("cpu", enabled=False):
             y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=mask is None,
                                                enable_gqa=gqa)

@@ -107,3 +107,10 @@ def test_ring_arms_bring_the_references_own_baselines_and_replayed_sources_and_r
     with pytest.raises(SystemExit):
         bench.main(["--cost-only", "--cost-arms", "mix_adaptive,mix_replya"])
     assert "--cost-arms: mix_replya not among" in capsys.readouterr().err
+
+
+def test_the_attention_kernel_is_timed_forward_and_backward_in_both_precisions(dataset):
+    kernel = bench.bench_attention_kernel(tiny_settings(dataset), calls=2)
+    assert kernel["shape"] == [16, 4, 2, 64, 16]  # TINY: 2048 tokens / 2 micro-batches / 64, 64 / 4 heads
+    assert set(kernel["ms"]) == {"bfloat16", "float32"}
+    assert all(ms["forward_ms"] > 0 and ms["backward_ms"] > 0 for ms in kernel["ms"].values())

@@ -38,8 +38,9 @@ trains on half) and `carry` (CURRICULUM_POOL=carry: the rest waits on the device
    adaptive mixer's cost into its content (mix_replay against mix_stratified) and its own work
    (mix_adaptive against mix_replay).
 
-8. The document mask (ATTENTION_MASK=document) against the causal model: one training step each
-   in turn on the same batch, at the CPU configuration and at the 1xH100 model and sequence length
+8. The attention kernel alone at configs/cpu.env's training shapes, forward and backward in bf16
+   and fp32 (why a CPU's training step attends in fp32). The document mask
+   (ATTENTION_MASK=document) against the causal model: one training step each in turn on the same batch, at the CPU configuration and at the 1xH100 model and sequence length
    (9 x 512, 2048 tokens; 2 sequences per step, eager: a CPU cannot take 48), the geometric mean
    of the per-step ratios with its 95% CI; and documents per row for each DATA_ALIGN.
 
@@ -72,6 +73,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 import torch
+import torch.nn.functional as F
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
 from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
@@ -255,7 +257,37 @@ def documents_per_aligned_row(s: tg.Settings) -> list[dict]:
     return rows
 
 
+def bench_attention_kernel(s: tg.Settings, calls: int = 10) -> dict:
+    """PyTorch's attention kernel alone at these settings' training shapes, causal, in bf16 and in
+    fp32: milliseconds per forward and per backward, the mean of `calls` after 3 (why
+    train_gpt.attend trains in fp32 on a CPU)."""
+    gen = torch.Generator().manual_seed(0)
+    head_dim = s.model_dim // s.num_heads
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        q, k, v = (torch.randn(s.micro_batch_seqs, h, s.train_seq_len, head_dim, generator=gen).to(dtype).requires_grad_()
+                   for h in (s.num_heads, s.num_kv_heads, s.num_kv_heads))
+        grad = torch.randn(q.shape, generator=gen).to(dtype)
+        forward = backward = 0.0
+        for i in range(calls + 3):
+            t0 = time.perf_counter()
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=s.num_kv_heads != s.num_heads)
+            t1 = time.perf_counter()
+            y.backward(grad)
+            t2 = time.perf_counter()
+            if i >= 3:
+                forward, backward = forward + t1 - t0, backward + t2 - t1
+        out[str(dtype).removeprefix("torch.")] = dict(forward_ms=1000 * forward / calls, backward_ms=1000 * backward / calls)
+    return dict(shape=[s.micro_batch_seqs, s.num_heads, s.num_kv_heads, s.train_seq_len, head_dim],
+                threads=torch.get_num_threads(), ms=out)
+
+
 def mask_section(s: tg.Settings, pairs: int, report: dict) -> None:
+    kernel = report["attention_kernel"] = bench_attention_kernel(s)
+    print(f"== the attention kernel alone at configs/cpu.env's training shapes {kernel['shape']} "
+          f"(B, heads, kv heads, T, head dim), {kernel['threads']} threads: ms per call")
+    for dtype, ms in kernel["ms"].items():
+        print(f"  {dtype:<9} forward {ms['forward_ms']:7.2f}  backward {ms['backward_ms']:7.2f}")
     print(f"== ATTENTION_MASK=document against causal: a training step each in turn on the same batch, {pairs} rounds")
     print(f"  {cpu_line()}")
     h100 = dataclasses.replace(s, num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, train_seq_len=2048,

@@ -16,7 +16,7 @@ model reaches:
   ftz          flush denormal floats to zero (FTZ/DAZ) in every thread, from the process's start
   bf16_attention
                a CPU's training steps attend in bf16 under autocast, as before train_gpt.attend
-               took them to fp32: what the fp32 attention saves
+               took them to fp32 (CPU_TRAINING_ATTENTION_FP32): what the fp32 attention saves
   atomic_kernels
                PyTorch's deterministic mode left off (trainer/host.py's repeatable_kernels not
                applied): on a CPU, inductor's own fused kernels, atomics and all
@@ -146,9 +146,7 @@ def child_main() -> None:
     import train_gpt as tg
     from curriculum.loader import Position
     if "bf16_attention" in variants:  # before the model is built and compiled
-        import torch.nn.functional as F
-        tg.attend = lambda q, k, v, mask, gqa: F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+        tg.CPU_TRAINING_ATTENTION_FP32 = False
         kernel = tg.select_attention_kernel
         tg.select_attention_kernel = lambda s, device: kernel(s, device) + " (turns variant bf16_attention: in bf16)"
     if "atomic_kernels" in variants:  # what a run did before repeatable_kernels: the cost of repeating bit for bit

@@ -73,9 +73,8 @@ def select_attention_kernel(s: Settings, device: torch.device) -> str:
     shapes checks that flash can run here; when it cannot, every kernel is allowed again and
     the returned line says so."""
     if device.type != "cuda":
-        return "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast" + (
-            ", with a dense document mask (ATTENTION_MASK=document)"
-                                                     if s.attention_mask == "document" else "")
+        document = ", with a dense document mask (ATTENTION_MASK=document)" if s.attention_mask == "document" else ""
+        return "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast" + document
     backends = torch.backends.cuda
     if s.attention_mask == "document":  # flash takes no mask: PyTorch picks a kernel that does
         return "attention: ATTENTION_MASK=document: a dense [B, 1, T, T] mask, PyTorch chooses the kernel " \
