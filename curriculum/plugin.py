@@ -25,7 +25,6 @@ With `--pack` the same modules go into one minified, compressed `curriculum/__in
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from torch import Tensor
 
 from .config import (SEED, CurriculumConfig, EnvReader, MixConfig, OrderConfig, read_curriculum, read_data_align,
                      read_data_order, read_mix, read_order)
-from .loader import BatchSource, DataError, Position
+from .artifact import code_bytes, code_sha256, loaded_modules, read_budget  # noqa: F401  (re-exported)
 
 
 class CurriculumSettingsError(ValueError):
@@ -48,30 +47,6 @@ class CurriculumSettingsError(ValueError):
 
 def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-# The challenge's scripts read these two for their own progress; the loader reads them the same way
-CHALLENGE_DEFAULTS = {"MAX_WALLCLOCK_SECONDS": 600.0, "ITERATIONS": 20000}
-
-
-def read_budget(environ: Mapping[str, str]) -> tuple[float, int, list[str]]:
-    """(MAX_WALLCLOCK_SECONDS, ITERATIONS, problems), as the challenge's scripts default them."""
-    problems, values = [], {}
-    for name, default in CHALLENGE_DEFAULTS.items():
-        raw = (environ.get(name) or "").strip()
-        values[name] = default
-        if not raw:
-            continue
-        try:
-            value = float(raw) if isinstance(default, float) else int(raw)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < (0 if isinstance(default, float) else 1):
-            problems.append(f"{name}={raw!r}: must be " + ("a number of seconds >= 0 (0: no cap)"
-                                                          if isinstance(default, float) else "a whole number >= 1"))
-        else:
-            values[name] = value
-    return values["MAX_WALLCLOCK_SECONDS"], values["ITERATIONS"], problems
 
 
 def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
@@ -98,27 +73,12 @@ def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | 
     return config, order, seed, align, doc_max, index_order, mix, values
 
 
-PACKAGE = Path(__file__).resolve().parent
-
-
-def loaded_modules() -> list[Path]:
-    """The files of this package that are imported now (this one among them, even when it runs as
-    `python -m curriculum.plugin`): the code a user's artifact carries."""
-    files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
-    files.add(PACKAGE / "plugin.py")
-    return sorted(p for p in files if p.parent == PACKAGE and p.is_file())  # packed: __init__.py alone
-
-
-def code_bytes() -> int:
-    """Bytes of the imported modules of this package (add them to the script's `Code size:`)."""
-    return sum(p.stat().st_size for p in loaded_modules())
-
-
-def code_sha256() -> str:
-    h = hashlib.sha256()
-    for path in loaded_modules():
-        h.update(f"{path.name}\0".encode() + path.read_bytes())
-    return h.hexdigest()
+def __getattr__(name: str):
+    """The late records' loaders, imported only by the scripts that use them (curriculum/record_loaders.py)."""
+    if name in ("CurriculumDocumentLoader", "CurriculumSequenceLoader", "LoaderSettingsError"):
+        from . import record_loaders
+        return getattr(record_loaders, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CurriculumTokenLoader:
@@ -159,7 +119,7 @@ class CurriculumTokenLoader:
         self.given_progress: float | None = None  # set_progress's value, once it has been called
         self.warmdown_start = 1.0
         self.started: float | None = None  # the clock at the first batch: the script's training starts there
-        self.source: BatchSource | None = None
+        self.source = None  # the BatchSource (curriculum/loader.py), made at the first batch
         self._accum = 1
 
     def set_progress(self, progress: float, warmdown_start: float = 1.0) -> None:
@@ -196,6 +156,7 @@ class CurriculumTokenLoader:
         if local < seq_len or local % seq_len:
             raise ValueError(f"next_batch: {global_tokens} tokens over {self.world_size} ranks x {grad_accum_steps} "
                              f"micro-batches is {local} per micro-batch, not a whole number of {seq_len}-token sequences")
+        from .loader import BatchSource, Position  # here: a late records' script imports none of it
         if self.source is None:
             self.started = time.perf_counter()
             self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
@@ -227,6 +188,7 @@ class CurriculumTokenLoader:
         """What the data path did over the run (the trainer's summary's `data`), {} before a batch."""
         if self.source is None:
             return {}
+        from .loader import Position
         return self.source.summary(Position(step=max(self.steps_taken, 1)))["data"]
 
     def summary(self) -> str:
@@ -280,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("curriculum.plugin: " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    from .shards import DataError
     try:
         files = copy_imported(args.train_files, args.copy_to, args.pack)
     except (CurriculumSettingsError, DataError, FileExistsError) as err:

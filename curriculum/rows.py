@@ -20,7 +20,7 @@ import numpy as np
 from .config import DATA_ALIGNS  # noqa: F401  (re-exported for the loader)
 from .blend import blend, integer_weights, natural_picks, renormalised
 from .order import locate_slots, slot_order, slots_per_shard
-from .shards import DataError, read_shard, shard_token_count  # noqa: F401  (DataError re-exported)
+from .shards import BOS_ID, DataError, read_shard, shard_token_count  # noqa: F401  (DataError re-exported)
 
 
 class DataExhausted(Exception):
@@ -263,9 +263,6 @@ class ShuffledRows:
     def new_events(self) -> list[DataEvent]:
         events, self.events = self.events, []
         return events
-
-
-BOS_ID = 1  # every document of the challenge's shards begins with it
 
 
 @dataclass(frozen=True)

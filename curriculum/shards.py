@@ -17,6 +17,7 @@ SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")
+BOS_ID = 1  # every document of the challenge's shards begins with it
 
 
 class ShardFormatError(ValueError):
