@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import preloaded
+from pasting import paste, readme_lines
 
 # its module fixtures are real runs: one pytest worker builds them once (make test runs -n auto --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("pasted_script")
@@ -19,40 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("challenge_script.py")
 
 
-def readme_lines() -> list[str]:
-    """The code lines of the README's block in "The curriculum in your own trainer", comments dropped."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## The curriculum in your own trainer"):]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    return [line.split("  #")[0].rstrip() for line in block.splitlines() if line.strip()]
-
-
+HEADING = "## The curriculum in your own trainer"
 # where each of the other README lines goes: after the script's line holding this text
 ANCHORS = {"code_bytes +=": 'code_bytes = len(code.encode("utf-8"))',
            "log0(train_loader.log_line": 'log0(f"step:{step}/{args.iterations} train_loss:',
            "log0(train_loader.summary": 'log0(f"final_fp32_zlib_roundtrip_exact '}
 
 
-def paste(script: str, lines: list[str]) -> str:
-    """Each README line where its comment says: the import after the script's imports, the
-    constructor over every DistributedTokenLoader(...) construction, the code size after
-    `code_bytes = len(...)`, the log line after the step line, the summary after the final line."""
-    out = script.splitlines()
-    for code in lines:
-        if code.startswith("from "):
-            last_import = max(i for i, line in enumerate(out) if re.match(r"(import|from) \S+", line))
-            out.insert(last_import + 1, code)
-            continue
-        if "CurriculumTokenLoader(" in code:
-            hits = [i for i, line in enumerate(out) if re.match(r"\s*\w+ = DistributedTokenLoader\(", line)]
-            for i in hits:
-                out[i] = re.match(r"\s*", out[i]).group(0) + code
-            assert len(hits) == 2, "the script builds its loader twice, as the challenge's do"
-            continue
-        key = next(k for k in ANCHORS if code.startswith(k))
-        i = next(i for i, line in enumerate(out) if ANCHORS[key] in line)
-        out.insert(i + 1, re.match(r"\s*", out[i]).group(0) + code)
-    return "\n".join(out) + "\n"
+def pasted_script() -> str:
+    text, replaced = paste(SCRIPT.read_text(), readme_lines(HEADING), ANCHORS)
+    assert replaced == {"CurriculumTokenLoader": 2}, "the script builds its loader twice, as the challenge's do"
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +39,7 @@ def workdir(tmp_path_factory, dataset):
     work = tmp_path_factory.mktemp("challenge")
     shutil.copytree(ROOT / "curriculum", work / "curriculum", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "plain.py").write_text(SCRIPT.read_text())
-    (work / "pasted.py").write_text(paste(SCRIPT.read_text(), readme_lines()))
+    (work / "pasted.py").write_text(pasted_script())
     return work
 
 
@@ -95,7 +73,7 @@ def logs(workdir, dataset) -> dict[str, str]:
 
 
 def test_the_readme_lines_are_the_ones_pasted():
-    lines = readme_lines()
+    lines = readme_lines(HEADING)
     assert [line.split("(")[0].split(" ")[0] for line in lines] == [
         "from", "train_loader", "code_bytes", "log0", "log0"]
     assert "set_progress" not in "\n".join(lines)  # no call is needed: the loader reads the script's budget
