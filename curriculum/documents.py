@@ -77,6 +77,11 @@ class DocumentStream:
     def state(self) -> StreamState:
         return StreamState(self.shard_index, self.cursor, self.wraps)
 
+    def seek(self, state: StreamState) -> None:
+        if state.shard_index != self.shard_index:
+            self._open(state.shard_index)
+        self.cursor, self.wraps = state.cursor, state.wraps
+
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's next span of n + 1 tokens, and the BOS positions among its first n (relative)."""
         span = n + 1
@@ -135,6 +140,7 @@ class PackedBatch:
     documents: int           # BOS positions among the inputs
     pieces: int              # boundaries before the padding, minus one
     stats: dict              # the curriculum's numbers for this batch ({} when off)
+    state_after: dict | None = None  # where the stream and the pool stand after it (set by the producer)
 
 
 def pack_record_batch(stream: DocumentStream, n: int, max_len: int, bucket: int) -> PackedBatch:
@@ -186,6 +192,13 @@ class PieceSelector:
         self.scorer = PieceScorer(config.score, vocab_size, stream.files)
         self.waiting: list[Piece] = []
         self.micro_batch = 0
+
+    def state_dict(self) -> dict:
+        return dict(micro_batch=self.micro_batch, waiting=[(p.tokens.copy(), p.read_at, p.score) for p in self.waiting])
+
+    def load_state_dict(self, state: dict) -> None:
+        self.micro_batch = state["micro_batch"]
+        self.waiting = [Piece(np.asarray(t), int(r), float(sc)) for t, r, sc in state["waiting"]]
 
     def read_size(self, n: int) -> int:
         """Fresh tokens this batch reads (host numbers only)."""

@@ -18,8 +18,6 @@ import json
 import math
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +26,12 @@ from torch import Tensor
 
 from .artifact import code_bytes, code_sha256, read_budget
 from .config import SEED, CurriculumConfig, EnvReader, read_curriculum
-from .documents import (RECORD_BUCKETS, DocumentStream, PackedBatch, PieceSelector, check_document_shards,
-                        pack_record_batch)
+from .documents import check_document_shards
+from .packed_source import PackedBatches, PackedStatistics
 from .shards import DataError
 
 H_FIELDS = ("rank", "world_size", "train_seq_len", "train_files")
 TOKEN_TYPE_IDS = 1 << 16  # the shards hold uint16 tokens
-PREFETCH = 2              # batches prepared ahead, as the records' loader does
 # settings of the March loader that choose other rows; these loaders read the records' order only
 IGNORED_HERE = {"DATA_ORDER": "sequential", "DATA_ALIGN": "none", "MIX": "", "CURRICULUM_PHASES": ""}
 
@@ -158,7 +155,7 @@ class CurriculumDocumentLoader:
     """The records' `DocumentPackingLoader(h, device, cu_bucket_size)`: `next_batch(global_tokens,
     grad_accum_steps)` gives (inputs [1, N], targets [1, N], cu_seqlens int32, max_seqlen), N =
     global_tokens // (world_size x grad_accum_steps); batches are prepared two ahead on a thread,
-    each with the N asked for when it was requested, as theirs are."""
+    each with the N asked for when it was requested, as theirs are (packed_source.PackedBatches)."""
 
     def __init__(self, h, device, cu_bucket_size: int = 64):
         problems = [] if _whole(cu_bucket_size) and cu_bucket_size >= 1 else [
@@ -172,118 +169,36 @@ class CurriculumDocumentLoader:
         bad = check_document_shards(self.run.files)
         if bad:
             raise DataError("training shards that cannot be packed by document:\n  " + "\n  ".join(bad))
-        self.bucket, self.device = cu_bucket_size, self.run.device
-        self.max_len = self.run.seq_len
-        self.stream = DocumentStream(self.run.files, self.run.rank, self.run.world_size)
-        cfg = self.run.config
-        self.selector = PieceSelector(cfg, self.stream, self.run.vocab_size, self.max_len, self.bucket) \
-            if cfg.enabled else None
-        self.largest = max(self.stream.lengths)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="document-batches")
-        self._ahead: deque = deque()
+        self.device = self.run.device
+        self.batches = PackedBatches(self.run.files, self.run.rank, self.run.world_size, self.run.vocab_size,
+                                     self.run.seq_len, cu_bucket_size, self.run.config, pin=self.device.type == "cuda")
+        self.statistics = PackedStatistics(cu_bucket_size)
         self._accum = 1
-        self.counts = dict(micro_batches=0, tokens_trained=0, tokens_read=0, documents=0, pieces=0, boundaries_max=0,
-                           over_buckets=0, data_wait_ms=0.0, kept_score_sum=0.0, pool_score_sum=0.0, pool_pieces=0,
-                           wait_sum=0, wait_max=0)
-        self.window = dict(step=0, wait_ms=0.0, stats=[])
-
-    # ------------------------------------------------------------ batches
-    def _prepare(self, n: int, progress: float) -> PackedBatch:
-        read = self.selector.read_size(n) if self.selector else n
-        if (read + 1) * self.run.world_size > self.largest:
-            raise DataError(f"a micro-batch reads {self.run.world_size} ranks x {read + 1:,} tokens, more than the "
-                            f"largest training shard holds ({self.largest:,}); use fewer tokens per micro-batch"
-                            + (" or a smaller CURRICULUM_OVERSAMPLE" if self.selector else ""))
-        if self.selector is None:
-            batch = pack_record_batch(self.stream, n, self.max_len, self.bucket)
-        else:
-            batch = self.selector.next(n, progress, self.run.warmdown_start)
-        top = int(batch.inputs.max(initial=0))
-        if top >= self.run.vocab_size or int(batch.targets.max(initial=0)) >= self.run.vocab_size:
-            raise DataError(f"the training stream holds token id {max(top, int(batch.targets.max()))} "
-                            f"({self.stream.where()}), but the vocabulary has {self.run.vocab_size} ids")
-        if self.device.type == "cuda":
-            batch.inputs, batch.targets = (torch.from_numpy(a).pin_memory() for a in (batch.inputs, batch.targets))
-        return batch
 
     def next_batch(self, global_tokens: int, grad_accum_steps: int) -> tuple[Tensor, Tensor, Tensor, int]:
         n = _batch_size(global_tokens, grad_accum_steps, self.run.world_size)
         self._accum = grad_accum_steps
         self.run.start_clock()
-        progress = self.progress
-        while len(self._ahead) < PREFETCH:
-            self._ahead.append(self._pool.submit(self._prepare, n, progress))
-        t0 = time.perf_counter()
-        batch = self._ahead.popleft().result()
-        wait_ms = 1000.0 * (time.perf_counter() - t0)
-        self._ahead.append(self._pool.submit(self._prepare, n, progress))
-        self._count(batch, wait_ms)
+        batch, wait_ms = self.batches.get(n, self.progress, self.run.warmdown_start)
+        self.statistics.taken(batch, wait_ms)
         inputs, targets = (torch.as_tensor(a)[None].to(self.device, non_blocking=True) for a in (batch.inputs, batch.targets))
         return inputs, targets, torch.from_numpy(batch.cu_seqlens).to(self.device, non_blocking=True), batch.max_seqlen
 
-    def _count(self, batch: PackedBatch, wait_ms: float) -> None:
-        c = self.counts
-        c["micro_batches"] += 1
-        c["tokens_trained"] += len(batch.inputs)
-        c["tokens_read"] += batch.stats.get("read_tokens", len(batch.inputs))
-        c["documents"] += batch.documents
-        c["pieces"] += batch.pieces
-        c["boundaries_max"] = max(c["boundaries_max"], batch.pieces + 1)
-        c["over_buckets"] += len(batch.cu_seqlens) > RECORD_BUCKETS * self.bucket
-        c["data_wait_ms"] += wait_ms
-        if batch.stats:
-            s = batch.stats
-            c["kept_score_sum"] += s["kept_score_sum"]
-            c["pool_score_sum"] += s["pool_score_sum"]
-            c["pool_pieces"] += s["pool_pieces"]
-            c["wait_sum"] += s["wait_sum"]
-            c["wait_max"] = max(c["wait_max"], s["wait_max"])
-            self.window["stats"].append((s["target"], s["kept_score_sum"] / batch.pieces, s["kept_score_min"],
-                                         s["kept_score_max"], s["pool_score_sum"] / s["pool_pieces"]))
-
-    # ------------------------------------------------------------ progress and reporting
     @property
     def progress(self) -> float:
-        return self.run.progress(self.counts["micro_batches"] // self._accum)
+        return self.run.progress(self.statistics.c["micro_batches"] // self._accum)
 
     def set_progress(self, progress: float, warmdown_start: float | None = None) -> None:
         """The script's exact progress in [0, 1]; it replaces the loader's own from this call on."""
         self.run.set_progress(progress, warmdown_start)
 
     def log_line(self, step: int) -> str:
-        """The loader's line about the steps since the last one."""
-        c, w = self.counts, self.window
-        steps = max(step - w["step"], 1)
-        wait = (c["data_wait_ms"] - w["wait_ms"]) / steps
-        batches = max(c["micro_batches"], 1)
-        tail = (f"data_wait_ms:{wait:.3f} documents_per_batch:{c['documents'] / batches:.1f} "
-                f"pieces_per_batch:{c['pieces'] / batches:.1f} boundaries_max:{c['boundaries_max']} "
-                f"batches_over_{RECORD_BUCKETS * self.bucket}:{c['over_buckets']}")
+        """The loader's line about the steps since the last one, at `step`'s progress."""
         progress = self.run.given if self.run.given is not None else self.run.progress(step)
-        stats, w["stats"] = w["stats"], []
-        w.update(step=step, wait_ms=c["data_wait_ms"])
-        if self.selector is None:
-            return f"data step:{step} progress:{progress:.4f} {tail}"
-        if not stats:
-            return f"curriculum step:{step} progress:{progress:.4f} (no batch since the last line) {tail}"
-        target, mean, lo, hi, pool = zip(*stats)
-        return (f"curriculum step:{step} progress:{progress:.4f} target:{target[-1]:.4f} "
-                f"kept_score_mean:{np.mean(mean):.4f} kept_score_min:{min(lo):.4f} kept_score_max:{max(hi):.4f} "
-                f"pool_score_mean:{np.mean(pool):.4f} {tail}")
+        return self.statistics.log_line(step, progress, self.run.config.enabled)
 
     def results(self) -> dict:
-        c = dict(self.counts)
-        batches = max(c["micro_batches"], 1)
-        out = dict(loader="documents", pool=self.run.config.pool if self.selector else None, bucket=self.bucket,
-                   micro_batches=c["micro_batches"], tokens_read=c["tokens_read"], tokens_trained=c["tokens_trained"],
-                   documents_per_batch=c["documents"] / batches, pieces_per_batch=c["pieces"] / batches,
-                   boundaries_max=c["boundaries_max"], batches_over_buckets=c["over_buckets"],
-                   buckets_compiled=RECORD_BUCKETS, data_wait_ms=c["data_wait_ms"], wraps=self.stream.wraps)
-        if self.selector is not None:
-            out |= dict(kept_score_mean=c["kept_score_sum"] / max(c["pieces"], 1),
-                        pool_score_mean=c["pool_score_sum"] / max(c["pool_pieces"], 1),
-                        pieces_waiting=len(self.selector.waiting), wait_max=c["wait_max"])
-        return out
+        return self.statistics.results(self.batches, self.run.config)
 
     def summary(self) -> str:
         """`curriculum: summary {JSON}`: every setting read (the seed among them), the code's size
@@ -295,9 +210,7 @@ class CurriculumDocumentLoader:
         return code_bytes()
 
     def close(self) -> None:
-        for future in self._ahead:
-            future.cancel()
-        self._pool.shutdown(wait=True)
+        self.batches.close()
 
 
 class CurriculumSequenceLoader:

@@ -4,16 +4,14 @@ description (SPEC.md's "The loaders of the late records"), and what the curricul
 from __future__ import annotations
 
 import glob
-import math
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from curriculum.documents import PieceSelector, document_pieces, select_pieces, Piece
+from curriculum.documents import Piece, document_pieces, select_pieces
 from curriculum.plugin import CurriculumDocumentLoader, CurriculumSequenceLoader, LoaderSettingsError
 from curriculum.shards import DataError, open_shard, write_shard
 
@@ -129,7 +127,7 @@ def test_documents_off_are_the_records_batches_on_every_rank_through_shard_chang
                 assert x.dtype == y.dtype == torch.int64 and cu.dtype == torch.int32 and x.shape == (1, len(rx))
                 assert x[0].tolist() == rx and y[0].tolist() == ry
                 assert cu.tolist() == rcu and longest == rlongest and isinstance(longest, int)
-            assert ours.stream.wraps >= 1
+            assert ours.batches.stream.wraps >= 1
         finally:
             ours.close()
 
