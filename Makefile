@@ -29,8 +29,9 @@ $(VENV)/.extras: requirements-extras.txt $(VENV)/.core
 sources: $(VENV)/.data
 	bash data/install_sources.sh $(PYTHON)
 
+# VOCAB=8192: the same texts and splits with an 8192-token tokenizer of their own (embedded_mix_sp8192)
 data: sources
-	$(PYTHON) -m data.build
+	$(PYTHON) -m data.build $(if $(VOCAB),--vocab-size $(VOCAB))
 
 # The difficulty index of the embedded corpus at configs/cpu.env's row length: every signal, then
 # proxy_loss (a reference model trained on a held-out slice; about 3 min on 2 cores)

@@ -38,10 +38,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
                         write_atomic)
 from curriculum.domains import DomainIndex
+from curriculum.shards import BOS_ID
+from trainer.attention import attend_documents, document_ids, starts_from_cu_seqlens
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, repeatable_kernels, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
-                              read_settings)
+                              read_settings, validation_shards)
 
 CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
 
@@ -51,8 +53,9 @@ CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
 
 
 def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
-    """The validation split, truncated to whole seq_len windows plus one target token."""
-    tokens = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    """The validation split, truncated to whole seq_len windows plus one target token (files
+    named `_bytes_` are byte sidecars, not tokens: skipped, as the late records skip them)."""
+    tokens = np.concatenate([np.asarray(open_shard(f)) for f in validation_shards(pattern)])
     if max_tokens:
         tokens = tokens[:max_tokens]
     usable = ((len(tokens) - 1) // seq_len) * seq_len
@@ -61,10 +64,18 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tenso
     return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
 
 
+def load_validation_bytes(pattern: str, n_tokens: int) -> Tensor:
+    """VAL_BYTES_FILES: the bytes each validation token stands for (the late records' sidecars,
+    uint16 per token in the shard format), the first n_tokens of them; checked against the
+    split's length before any work (trainer/settings.py)."""
+    counts = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
+    return torch.from_numpy(counts[:n_tokens].astype(np.int32))
+
+
 def load_validation_domains(pattern: str, n_targets: int) -> tuple[Tensor, tuple[str, ...]]:
     """(the domain id of each of the first n_targets target tokens, the domain names) from the
     sidecars beside the validation shards: a target counts for the document it belongs to."""
-    files = sorted(glob.glob(pattern))
+    files = validation_shards(pattern)
     notes: list[str] = []
     domains = DomainIndex.from_shards(files, [shard_token_count(f) for f in files], notes)
     if domains is None:
@@ -138,15 +149,27 @@ class Rotary(nn.Module):
 CPU_TRAINING_ATTENTION_FP32 = True
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, gqa: bool) -> Tensor:
-    """Scaled dot-product attention over [B, heads, T, head_dim], causal unless a mask is given."""
+def attend(q: Tensor, k: Tensor, v: Tensor, docs: Documents | None, gqa: bool) -> Tensor:
+    """Attention over [B, heads, T, head_dim]: causal, or with `docs` causal inside each document
+    by the run's kernel (trainer/attention.py)."""
+    def kernel(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if docs is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        return attend_documents(docs.kernel, q, k, v, docs.ids, gqa, docs.cu_seqlens, docs.max_seqlen)
     if (CPU_TRAINING_ATTENTION_FP32 and q.device.type == "cpu" and q.dtype == torch.bfloat16
             and torch.is_grad_enabled()):
         with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=mask is None,
-                                               enable_gqa=gqa)
-        return y.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+            return kernel(q.float(), k.float(), v.float()).to(q.dtype)
+    return kernel(q, k, v)
+
+
+@dataclass
+class Documents:
+    """Where the documents of a batch are, for ATTENTION_MASK=document."""
+    kernel: str
+    ids: Tensor                     # [B, T] each position's document number in its row
+    cu_seqlens: Tensor | None       # a packed stream's boundaries (the flash_varlen kernel's input), else None
+    max_seqlen: int
 
 
 class Attention(nn.Module):
@@ -161,15 +184,15 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((heads,), qk_gain_init))
         self.rotary = Rotary(self.head_dim, rope_base)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """mask: None (causal) or [B, 1, T, T] booleans, True where a query may attend a key."""
+    def forward(self, x: Tensor, docs: Documents | None = None) -> Tensor:
+        """docs: None (causal) or where the documents are (causal inside each)."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.heads, self.head_dim)
         k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
         v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.kv_heads != self.heads)
+        y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), docs, self.kv_heads != self.heads)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -195,10 +218,10 @@ class Block(nn.Module):
         # how much of the running stream and of the embedding stream enter the block
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
 
-    def forward(self, x: Tensor, x0: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, docs: Documents | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), mask)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x), docs)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
 
 
@@ -260,25 +283,13 @@ def orthogonal_init(model: nn.Module, num_layers: int) -> None:
                 w.mul_(1.0 / math.sqrt(2 * num_layers))
 
 
-BOS_ID = 1  # the challenge's tokenizers begin every document with it
-
-
-def document_mask(idx: Tensor) -> tuple[Tensor, Tensor]:
-    """(each position whether it starts a document [B, T], and the attention mask [B, 1, T, T]:
-    a query attends the keys at or before it in its own document). A document begins at each
-    BOS; the tokens before a row's first BOS are one more document."""
-    starts = idx == BOS_ID
-    doc = torch.cumsum(starts, dim=1)
-    t = idx.size(1)
-    causal = torch.ones(t, t, dtype=torch.bool, device=idx.device).tril()
-    return starts, ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
-
-
 class GPT(nn.Module):
-    def __init__(self, s: Settings):
+    def __init__(self, s: Settings, attention_kernel: str = "per_document"):
         super().__init__()
         self.softcap = s.logit_softcap
-        self.document_mask = s.attention_mask == "document"
+        # ATTENTION_MASK=document: the kernel that keeps attention inside documents (trainer/attention.py)
+        self.document_kernel = attention_kernel if s.attention_mask == "document" else None
+        self.max_seqlen = s.train_seq_len
         self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
         self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
         self.smear = SmearGate(s.model_dim)
@@ -293,22 +304,28 @@ class GPT(nn.Module):
             nn.init.zeros_(self.lm_head.weight)
         orthogonal_init(self, s.num_layers)
 
-    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, targets: Tensor, starts: Tensor | None = None,
+                cu_seqlens: Tensor | None = None) -> Tensor:
         """Per-token cross-entropy [B, T] in nats: training takes the mean, evaluation picks
-        the positions each sliding window scores (one compiled graph for both)."""
-        starts, mask = document_mask(idx) if self.document_mask else (None, None)  # nothing crosses a BOS
+        the positions each sliding window scores (one compiled graph for both). With
+        ATTENTION_MASK=document nothing crosses a document start: each BOS, or the `starts` a
+        packed stream's cu_seqlens give (DATA_LAYOUT=packed)."""
+        docs = None
+        if self.document_kernel is not None:
+            starts = idx == BOS_ID if starts is None else starts
+            docs = Documents(self.document_kernel, document_ids(starts), cu_seqlens, self.max_seqlen)
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx, starts).to(x.dtype)
         x = x0 = self.smear(rms_norm(x), starts)
         skips = []
         for block in self.blocks[:self.n_encoder]:
-            x = block(x, x0, mask)
+            x = block(x, x0, docs)
             skips.append(x)
         for i, block in enumerate(self.blocks[self.n_encoder:]):
             if i < len(self.skip_weights):  # U-Net: the first half's outputs feed the second half
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0, mask)
+            x = block(x, x0, docs)
         x = rms_norm(x)
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight.to(x.dtype)).float()
@@ -493,13 +510,15 @@ def window_starts(n_targets: int, seq: int, stride: int) -> range:
 
 @torch.no_grad()
 def score_windows(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device, bf16: bool,
-                  stride: int | None = None, groups: Tensor | None = None, n_groups: int = 0) -> Tensor:
+                  stride: int | None = None, groups: Tensor | None = None, n_groups: int = 0,
+                  byte_counts: Tensor | None = None) -> Tensor:
     """Sums of loss, tokens and bytes [3, 1 + n_groups] over sliding windows: each target token is
     scored once, by the window that gives it the most context. The first window scores all its
     targets, every later one only its last `stride` (default EVAL_STRIDE; the others were scored
     with less context before). Column 0 is every target; column 1 + g the targets whose entry in
     `groups` (one per target token) is g. Each rank takes a contiguous share of the windows; the
-    sums are reduced in float64."""
+    sums are reduced in float64. `byte_counts` (VAL_BYTES_FILES, one per token) replaces the
+    tokenizer's byte count of each target."""
     seq = s.train_seq_len
     starts = window_starts(val_tokens.numel() - 1, seq, s.eval_stride if stride is None else stride)
     stride = starts.step
@@ -520,7 +539,8 @@ def score_windows(model, s: Settings, val_tokens: Tensor, tables: ByteTables, de
         scored = (position[None, :] >= first[:, None]).double()
         with autocast(device, bf16):
             loss = model(x, y)
-        per_target = torch.stack([loss.double(), torch.ones_like(scored), tables.count(x, y).double()])
+        target_bytes = tables.count(x, y) if byte_counts is None else byte_counts[offsets[:, 1:]].to(device)
+        per_target = torch.stack([loss.double(), torch.ones_like(scored), target_bytes.double()])
         sums[:, 0] += (per_target * scored).sum(dim=(1, 2))
         if n_groups:
             member = F.one_hot(groups[offsets[:, :-1]].to(device), n_groups).double() * scored[..., None]
@@ -538,9 +558,9 @@ def loss_and_bpb(sums: Tensor) -> tuple[float, float]:
 
 
 def evaluate(model, s: Settings, val_tokens: Tensor, tables: ByteTables, device: torch.device,
-             bf16: bool, stride: int | None = None) -> tuple[float, float]:
+             bf16: bool, stride: int | None = None, byte_counts: Tensor | None = None) -> tuple[float, float]:
     """(val_loss in nats per token, val_bpb) over sliding windows (score_windows)."""
-    return loss_and_bpb(score_windows(model, s, val_tokens, tables, device, bf16, stride)[:, 0])
+    return loss_and_bpb(score_windows(model, s, val_tokens, tables, device, bf16, stride, byte_counts=byte_counts)[:, 0])
 
 
 # =============================================================================================
@@ -645,10 +665,18 @@ def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings,
     for micro in range(s.grad_accum_steps):
         if isinstance(model, DDP):  # all-reduce gradients once, after the last micro-batch
             model.require_backward_grad_sync = micro == s.grad_accum_steps - 1
-        x, y = batches.next_batch(at)  # the data path's seam
+        x, y, *packed = batches.next_batch(at)  # the data path's seam; DATA_LAYOUT=packed adds cu_seqlens
         tokens += x.numel() * s.world_size
+        documents = {}
+        if packed and s.attention_mask == "document":  # one [1, N] stream, its documents where cu_seqlens says
+            documents = dict(starts=starts_from_cu_seqlens(packed[0], x.size(1)))
+            if base_model.document_kernel == "flash_varlen":  # the kernel reads cu_seqlens, whose length varies
+                torch._dynamo.maybe_mark_dynamic(packed[0], 0)
+                documents["cu_seqlens"] = packed[0]
+        elif packed:  # causal attention over the stream cut into rows of TRAIN_SEQ_LEN, as DATA_LAYOUT=rows has it
+            x, y = x.view(-1, s.train_seq_len), y.view(-1, s.train_seq_len)
         with autocast(x.device, bf16):
-            per_token = model(x, y)
+            per_token = model(x, y, **documents)
         loss = per_token.mean()
         batches.observe(per_token.detach())  # MIX=adaptive sums it per dataset on the device; else nothing
         (loss / s.grad_accum_steps).backward()
@@ -669,7 +697,13 @@ def pick_device(s: Settings) -> torch.device:
 
 
 def data_path(s: Settings, train_files: list[Path], device: torch.device, warm_up_steps: int = 0) -> DataPath:
-    """The one call to the data path (curriculum/loader.py) for these settings."""
+    """The one call to the data path (curriculum/loader.py, or curriculum/packed_source.py for
+    DATA_LAYOUT=packed) for these settings."""
+    if s.data_layout == "packed":
+        from curriculum.packed_source import PackedSource
+        return PackedSource(train_files, tokens=s.micro_batch_seqs * s.train_seq_len, seq_len=s.train_seq_len,
+                            rank=s.rank, world_size=s.world_size, vocab_size=s.vocab_size, device=device,
+                            config=s.curriculum)
     return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
                        world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum,
                        order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
@@ -697,21 +731,22 @@ class Job:
     checkpoint: dict | None = None      # RESUME's contents, checked before any training
     results: dict = field(default_factory=dict)
     val_domains: tuple[Tensor, tuple[str, ...]] | None = None  # VAL_DOMAINS: each target's domain id, the names
+    val_bytes: Tensor | None = None     # VAL_BYTES_FILES: the bytes each validation token stands for
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def evaluate(self, tokens: Tensor, stride: int | None = None) -> tuple[float, float]:
-        return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride)
+    def evaluate(self, tokens: Tensor, stride: int | None = None, byte_counts: Tensor | None = None) -> tuple[float, float]:
+        return evaluate(self.model_compiled, self.s, tokens, self.tables, self.device, self.bf16, stride, byte_counts)
 
     def score_split(self) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
         """(the validation split's (loss, bpb), with VAL_DOMAINS each domain's from the same pass)."""
         if self.val_domains is None:
-            return self.evaluate(self.val_tokens), {}
+            return self.evaluate(self.val_tokens, byte_counts=self.val_bytes), {}
         groups, names = self.val_domains
         sums = score_windows(self.model_compiled, self.s, self.val_tokens, self.tables, self.device, self.bf16,
-                             groups=groups, n_groups=len(names))
+                             groups=groups, n_groups=len(names), byte_counts=self.val_bytes)
         return loss_and_bpb(sums[:, 0]), {name: loss_and_bpb(sums[:, 1 + g]) for g, name in enumerate(names)
                                           if sums[1, 1 + g] > 0}
 
@@ -765,7 +800,8 @@ def set_up(started: float) -> Job:
     log(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ("
         + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
                                                  f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
-    log(select_attention_kernel(s, device))
+    document_kernel, line = select_attention_kernel(s, device)
+    log(line)
     if device.type == "cpu":
         log(keep_freed_memory(s.cpu_malloc))
     log(repeatable_kernels(device))
@@ -784,6 +820,9 @@ def set_up(started: float) -> Job:
             raise SettingsError(f"VOCAB_SIZE={s.vocab_size}: the {name} shards hold token id {int(tokens.max())}")
     val_domains = load_validation_domains(s.val_files, val_tokens.numel() - 1) if s.val_domains else None
     tables = ByteTables.from_sentencepiece(s.tokenizer_path, s.vocab_size).to(device)
+    val_bytes = load_validation_bytes(s.val_bytes_files, val_tokens.numel()) if s.val_bytes_files else None
+    if val_bytes is not None:
+        log(f"val_bpb: bytes from VAL_BYTES_FILES={s.val_bytes_files} (a sidecar per validation token), not the tokenizer's")
     train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
     provenance = run_provenance(s, device, train_files, started)
     log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
@@ -803,7 +842,7 @@ def set_up(started: float) -> Job:
             f"{data_budget(s, steps, train_tokens)}")
 
     compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
-    base_model = GPT(s).to(device)
+    base_model = GPT(s, document_kernel or "per_document").to(device)
     model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
     model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False) if distributed else model_compiled
@@ -813,7 +852,7 @@ def set_up(started: float) -> Job:
         f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
         f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
     job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
-              model_compiled, model, optimizers, val_domains=val_domains)
+              model_compiled, model, optimizers, val_domains=val_domains, val_bytes=val_bytes)
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
@@ -987,7 +1026,7 @@ def train(job: Job) -> Averaged:
         if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
             job.sync()
             training_ms += 1000.0 * (time.perf_counter() - t0)
-            val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0)  # non-overlapping: a curve, not the score
+            val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0, byte_counts=job.val_bytes)  # non-overlapping: a curve, not the score
             log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                 f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
             job.sync()

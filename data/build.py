@@ -342,6 +342,10 @@ def report_identity(mix_folder: Path, log) -> None:
     manifest = json.loads((mix_folder / "manifest.json").read_text())
     built = identity(manifest)
     log(f"data: corpus fingerprint {built['corpus_fingerprint']}")
+    vocab = manifest["tokenizer"]["vocab_size"]
+    if vocab != BuildConfig().vocab_size:  # the lock names the default corpus; another tokenizer makes another
+        log(f"data: vocab {vocab}: the same texts and splits as the default corpus, tokenized anew (its own fingerprint)")
+        return
     if not LOCK.exists():
         return
     locked = json.loads(LOCK.read_text())

@@ -59,6 +59,18 @@ def dataset() -> dict:
                 vocab_size=1024, folders={k: str(v) for k, v in folders.items()})
 
 
+@pytest.fixture(scope="session")
+def dataset_8192() -> dict:
+    """A slice of the embedded corpus (150 documents a source) with an 8192-token tokenizer of its
+    own, as `make data VOCAB=8192` builds the whole: built once, skipped when up to date."""
+    from data.build import DATA_DIR, BuildConfig, build
+
+    out = DATA_DIR / "datasets" / "slice_sp8192"
+    folders = build(BuildConfig(vocab_size=8192, max_docs=150), out, log=lambda msg: None)
+    mix = next(f for name, f in folders.items() if "_mix_" in name)
+    return dict(data_path=str(mix), tokenizer=str(out / "tokenizers" / "embedded_sp8192.model"), vocab_size=8192)
+
+
 def trainer_env(dataset: dict, tmp_path: Path, **overrides) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CURRICULUM", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
     env.update(TINY)

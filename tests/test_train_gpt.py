@@ -735,20 +735,25 @@ def test_cpu_malloc_keep_reuses_freed_blocks_where_glibc_would_fault_them_in_aga
 # ------------------------------------------------------------------------- ATTENTION_MASK=document
 
 
-def documents_model(mask: str) -> "tg.GPT":
+def documents_model(mask: str, kernel: str = "per_document") -> "tg.GPT":
     s = tg.parse_settings(dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", BIGRAM_VOCAB_SIZE="512",
                                ATTENTION_MASK=mask))[0]
     torch.manual_seed(0)
-    model = tg.GPT(s)
+    model = tg.GPT(s, kernel)
     with torch.no_grad():  # away from the zero-initialised start, so that every path carries signal
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
 
 
+# every document kernel this machine has (trainer/attention.py); flash_varlen needs CUDA (tests/test_cuda.py)
+CPU_KERNELS = ["per_document", "dense", "flex"]
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
 @pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.long)], ids=["eager", "compiled"])
-def test_a_document_sees_nothing_of_the_documents_before_it_in_its_row(compiled):
-    model = documents_model("document")
+def test_a_document_sees_nothing_of_the_documents_before_it_in_its_row(compiled, kernel):
+    model = documents_model("document", kernel)
     run = torch.compile(model, dynamic=False) if compiled else model
     idx = torch.randint(3, 1000, (2, 48), generator=torch.Generator().manual_seed(1))
     idx[:, 0] = tg.BOS_ID
@@ -766,6 +771,56 @@ def test_a_document_sees_nothing_of_the_documents_before_it_in_its_row(compiled)
     causal = documents_model("causal")
     with torch.no_grad():  # the causal model does carry the earlier document into the later one
         assert not torch.equal(causal(changed, targets)[1, 10:], causal(idx, targets)[1, 10:])
+
+
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.long)], ids=["eager", "compiled"])
+def test_in_a_packed_stream_a_piece_sees_nothing_of_the_pieces_before_it(compiled, kernel):
+    """DATA_LAYOUT=packed: one [1, N] stream whose pieces cu_seqlens gives (a BOS inside a piece cuts nothing)."""
+    model = documents_model("document", kernel)
+    run = torch.compile(model, dynamic=False) if compiled else model
+    idx = torch.randint(3, 1000, (1, 96), generator=torch.Generator().manual_seed(5))
+    idx[0, 10] = tg.BOS_ID
+    targets = torch.randint(3, 1000, (1, 96), generator=torch.Generator().manual_seed(6))
+    starts = tg.starts_from_cu_seqlens(torch.tensor([0, 30, 50] + [96] * 5, dtype=torch.int32), 96)
+    with torch.no_grad():
+        before = run(idx, targets, starts=starts)
+        for position, first_later in ((5, 30), (29, 30), (40, 50)):
+            changed = idx.clone()
+            changed[0, position] = 7 if idx[0, position] != 7 else 8
+            after = run(changed, targets, starts=starts)
+            assert torch.equal(after[0, first_later:], before[0, first_later:]), position
+            assert not torch.equal(after[0, :first_later], before[0, :first_later])
+
+
+@pytest.mark.long
+def test_packed_batches_with_other_document_counts_compile_nothing_after_the_first():
+    model = documents_model("document")
+    run = torch.compile(model, dynamic=False)
+    idx = torch.randint(3, 1000, (1, 96), generator=torch.Generator().manual_seed(7))
+    loss = None
+    for i, cut in enumerate(([0, 96], [0, 30, 50, 96], [0, 5, 10, 20, 40, 60, 80, 90, 96])):
+        starts = tg.starts_from_cu_seqlens(torch.tensor(cut + [96] * (64 - len(cut)), dtype=torch.int32), 96)
+        loss = run(idx, idx, starts=starts).mean()
+        loss.backward()
+        if i == 0:
+            graphs = tg.compiled_graphs()
+    assert tg.compiled_graphs() == graphs and torch.isfinite(loss)
+
+
+def test_packed_documents_at_vocab_8192_train_on_the_cpu_with_the_curriculum(dataset_8192, tmp_path):
+    """DATA_LAYOUT=packed ATTENTION_MASK=document VOCAB_SIZE=8192: the late records' layout and
+    vocabulary, end to end, with the V selecting document pieces."""
+    env = trainer_env(dataset_8192, tmp_path, DATA_LAYOUT="packed", ATTENTION_MASK="document", CURRICULUM="1",
+                      CURRICULUM_LOG_EVERY="4", ITERATIONS="8", BIGRAM_VOCAB_SIZE="512")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert "vocab 8192" in text and "kernel per_document" in text and "documents begin at a packed stream's" in text
+    assert re.search(r"^curriculum step:8 progress:0\.8750 target:\S+ kept_score_mean:\S+ .*pieces_per_batch:", text, re.M)
+    data = summary(env)["data"]
+    assert data["loader"] == "documents" and data["tokens_read"] == 2 * data["tokens_trained"]
+    assert math.isfinite(summary(env)["roundtrip_val_bpb"])
 
 
 def test_with_one_document_per_row_the_document_mask_is_the_causal_model():
@@ -787,7 +842,7 @@ def test_a_run_with_documents_masked_and_aligned_trains_logs_its_cut_and_its_cou
     out = run_trainer(env)
     assert out.returncode == 0, out.stderr[-3000:]
     text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
-    assert "with a dense document mask (ATTENTION_MASK=document)" in text
+    assert "attention: ATTENTION_MASK=document, kernel per_document" in text
     cut = re.search(r"^data: DATA_ALIGN=bos: ([\d,]+) rows of 65 tokens from ([\d,]+) documents \(([\d.]+) per row\), "
                     r"a pass holds ([\d,]+) of the ([\d,]+) tokens; skipped: ([\d,]+) past DOC_MAX_TOKENS=40, "
                     r"([\d,]+) past a row's end, ([\d,]+) at the shards' ends$", text, re.M)

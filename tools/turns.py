@@ -148,7 +148,8 @@ def child_main() -> None:
     if "bf16_attention" in variants:  # before the model is built and compiled
         tg.CPU_TRAINING_ATTENTION_FP32 = False
         kernel = tg.select_attention_kernel
-        tg.select_attention_kernel = lambda s, device: kernel(s, device) + " (turns variant bf16_attention: in bf16)"
+        tg.select_attention_kernel = lambda s, device: (lambda k, line: (k, line + " (turns variant bf16_attention: in bf16)"))(
+            *kernel(s, device))
     if "atomic_kernels" in variants:  # what a run did before repeatable_kernels: the cost of repeating bit for bit
         tg.repeatable_kernels = lambda device: "kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"
     from curriculum.selector import Selector

@@ -67,18 +67,20 @@ def repeatable_kernels(device: torch.device) -> str:
     return "kernels: deterministic (a compiled run of one SEED repeats bit for bit)"
 
 
-def select_attention_kernel(s: Settings, device: torch.device) -> str:
-    """On CUDA, allow only the flash kernel (the one that also runs GQA natively), so that a
-    silent fallback to the math kernel cannot halve the speed. A probe with the model's head
-    shapes checks that flash can run here; when it cannot, every kernel is allowed again and
-    the returned line says so."""
+def select_attention_kernel(s: Settings, device: torch.device) -> tuple[str | None, str]:
+    """(the document kernel, or None without ATTENTION_MASK=document; the log's `attention:` line).
+    On CUDA without a document mask, allow only the flash kernel (the one that also runs GQA
+    natively), so that a silent fallback to the math kernel cannot halve the speed. A probe with
+    the model's head shapes checks that flash can run here; when it cannot, every kernel is
+    allowed again and the line says so."""
+    if s.attention_mask == "document":
+        from trainer.attention import choose_kernel
+        kernel, why = choose_kernel(s.attention_kernel, device, s.data_layout == "packed")
+        where = "a packed stream's cu_seqlens" if s.data_layout == "packed" else "each BOS"
+        return kernel, f"attention: ATTENTION_MASK=document, kernel {kernel} ({why}); documents begin at {where}"
     if device.type != "cuda":
-        document = ", with a dense document mask (ATTENTION_MASK=document)" if s.attention_mask == "document" else ""
-        return "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast" + document
+        return None, "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast"
     backends = torch.backends.cuda
-    if s.attention_mask == "document":  # flash takes no mask: PyTorch picks a kernel that does
-        return "attention: ATTENTION_MASK=document: a dense [B, 1, T, T] mask, PyTorch chooses the kernel " \
-               "(memory-efficient or cuDNN; flash takes no mask)"
     toggles = [getattr(backends, name) for name in ("enable_mem_efficient_sdp", "enable_math_sdp", "enable_cudnn_sdp")
                if hasattr(backends, name)]
     backends.enable_flash_sdp(True)
@@ -92,6 +94,6 @@ def select_attention_kernel(s: Settings, device: torch.device) -> str:
     except RuntimeError as err:
         for toggle in toggles:
             toggle(True)
-        return f"attention: WARNING: flash attention cannot run here ({str(err).splitlines()[0][:160]}); " \
-               f"PyTorch chooses the kernel, which may be several times slower"
-    return "attention: flash attention only (training and evaluation)"
+        return None, (f"attention: WARNING: flash attention cannot run here ({str(err).splitlines()[0][:160]}); "
+                      f"PyTorch chooses the kernel, which may be several times slower")
+    return None, "attention: flash attention only (training and evaluation)"

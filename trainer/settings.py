@@ -21,6 +21,7 @@ from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
 from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, MIX_SETTINGS, ORDER_SETTINGS, SEED,
                                EnvReader, MixConfig, OrderConfig, Setting, micro_batch_seqs, read_curriculum, read_mix,
                                read_order)
+from trainer.attention import KERNELS
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
 
@@ -47,6 +48,10 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "glob of training shards (overrides `DATA_PATH`)", shown_default="`$DATA_PATH/*train_*.bin`"),
         S("VAL_FILES", "text", lambda v: os.path.join(v["DATA_PATH"], "*val_*.bin"), "glob of validation shards",
           shown_default="`$DATA_PATH/*val_*.bin`"),
+        S("VAL_BYTES_FILES", "text", "", "a glob of per-token byte sidecars of the validation split (the late records' "
+          "`fineweb_val_bytes_*.bin`: uint16 per token in the shard format): val_bpb counts those bytes instead of the "
+          "tokenizer's; they must hold as many entries as the split has tokens (empty: the tokenizer's counts; "
+          "`VAL_FILES` never reads a file named `_bytes_`)"),
         S("TOKENIZER_PATH", "text", "./data/tokenizers/fineweb_1024_bpe.model",
           "SentencePiece model, for the byte counts of val_bpb"),
         S("VOCAB_SIZE", "int", 1024, "must equal the tokenizer's size", minimum=2),
@@ -69,6 +74,11 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         *MIX_SETTINGS,
         DATA_ALIGN,
         DOC_MAX_TOKENS,
+        S("DATA_LAYOUT", "text", "rows", "`rows`: micro-batches of sequences [B, TRAIN_SEQ_LEN] (`DATA_ORDER`, `DATA_ALIGN`, "
+          "`MIX`, phases); `packed`: the late records' layout, one [1, N] stream per rank read as their document-"
+          "packing loader reads it, documents cut every `TRAIN_SEQ_LEN` tokens and their boundaries (`cu_seqlens`) "
+          "given to attention with `ATTENTION_MASK=document`; the curriculum selects document pieces there "
+          "(docs/plugin.md)", choices=("rows", "packed")),
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
           "the budget measured over the first 10 steps is logged)", minimum=0.0),
         S("COLLECTIVE_TIMEOUT", "int", 300, "seconds any collective between ranks may wait: a rank that stops "
@@ -94,6 +104,10 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         S("ATTENTION_MASK", "text", "causal", "`causal`: every position attends all earlier ones in its row; "
           "`document`: only those of its own document (one begins at each BOS, id 1), and neither SmearGate nor "
           "BigramHash mixes across a document start; training and evaluation alike", choices=("causal", "document")),
+        S("ATTENTION_KERNEL", "text", "auto", "with `ATTENTION_MASK=document`: `auto` (CUDA: `flash_varlen` for a packed "
+          "stream where FlashAttention is importable, else `flex`; CPU: `per_document`), `flash_varlen`, `flex` "
+          "(FlexAttention, compiled; no backward on the CPU), `per_document` (SDPA per document), `dense` (a [B, 1, T, T] "
+          "mask, the last resort)", choices=KERNELS),
     ),
     "Batch, schedule, evaluation": (
         S("TRAIN_SEQ_LEN", "int", 2048, "sequence length (training and evaluation windows)", minimum=1),
@@ -264,11 +278,24 @@ def check_settings(s: Settings) -> list[str]:
         shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
     if s.mix.mode and not s.phases and not any("MIX_DATASETS" in e for e in errors):
         shard_globs += [(f"MIX_DATASETS[{name}]", pattern) for name, pattern in s.mix.named_globs()]
+    if s.data_layout == "packed":
+        errors += [f"DATA_LAYOUT=packed with {name}={value!r}: the packed layout reads the shards in the records' "
+                   f"order and cuts documents itself; unset {name}" for name, value, default in (
+                       ("DATA_ORDER", s.data_order, "sequential"), ("DATA_ALIGN", s.data_align, "none"), ("MIX", s.mix.mode, ""),
+                       ("CURRICULUM_PHASES", s.phases, "")) if value != default]
+        if s.curriculum.enabled and s.curriculum.score.startswith("index:"):
+            errors.append(f"DATA_LAYOUT=packed with CURRICULUM_SCORE={s.curriculum.score}: the index scores rows; "
+                          f"document pieces are scored from their tokens")
+    elif s.attention_kernel == "flash_varlen":
+        errors.append("ATTENTION_KERNEL=flash_varlen: the varlen kernel reads a packed stream's cu_seqlens; it needs "
+                      "DATA_LAYOUT=packed (rows use flex, per_document or dense)")
     if s.mix.mode and s.phases and s.mix.mode != "adaptive":
         errors.append(f"MIX={s.mix.mode}: a phases file blends its own datasets; only MIX=adaptive applies to it")
+    if s.val_bytes_files:
+        shard_globs.append(("VAL_BYTES_FILES", s.val_bytes_files))
     tokens = {}
     for name, pattern in shard_globs:
-        files = sorted(glob.glob(pattern))
+        files = validation_shards(pattern) if name == "VAL_FILES" else sorted(glob.glob(pattern))
         if not files:
             errors.append(f"{name}={pattern!r}: no shard matches (DATA_PATH={s.data_path!r}; "
                           f"`make data` builds the embedded default)")
@@ -277,6 +304,10 @@ def check_settings(s: Settings) -> list[str]:
                 tokens[name] = tokens.get(name, 0) + shard_token_count(path)
             except ShardFormatError as err:
                 errors.append(f"{name}: {err}")
+    if s.val_bytes_files and "VAL_BYTES_FILES" in tokens and tokens["VAL_BYTES_FILES"] != tokens.get("VAL_FILES"):
+        errors.append(f"VAL_BYTES_FILES={s.val_bytes_files!r}: {tokens['VAL_BYTES_FILES']:,} byte counts for the "
+                      f"{tokens.get('VAL_FILES', 0):,} validation tokens of VAL_FILES={s.val_files!r}: a sidecar holds "
+                      f"one count per token")
     train_tokens = tokens.get("TRAIN_FILES")
     if train_tokens == 0:
         errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
@@ -328,6 +359,11 @@ def check_settings(s: Settings) -> list[str]:
             if sp_vocab != s.vocab_size:
                 errors.append(f"VOCAB_SIZE={s.vocab_size}: the tokenizer {s.tokenizer_path} has {sp_vocab} pieces")
     return errors
+
+
+def validation_shards(pattern: str) -> list[str]:
+    """The validation shards of a glob: files named `_bytes_` are byte sidecars, never tokens."""
+    return [f for f in sorted(glob.glob(pattern)) if "_bytes_" not in os.path.basename(f)]
 
 
 def check_log_dir(log_dir: str) -> list[str]:
