@@ -316,7 +316,7 @@ def identity(manifest: dict) -> dict:
     """What the lock keeps of a mixed dataset's manifest: the fingerprint and, per source, its
     package, version, file count and the documents and tokens of each split."""
     counts = manifest["per_source"]
-    return dict(corpus_fingerprint=manifest["corpus_fingerprint"], sources={  # in data/sources.py's order
+    return dict(corpus_fingerprint=manifest["corpus_fingerprint"], vocab_size=manifest["tokenizer"]["vocab_size"], sources={  # in data/sources.py's order
         s["name"]: {k: s[k] for k in ("domain", "debian_package", "debian_version", "licence", "description", "files")}
         | {split: {k: counts[s["name"]][split][k] for k in ("documents", "tokens")} for split in ("train", "val")}
         for s in manifest["sources"]})
@@ -342,13 +342,13 @@ def report_identity(mix_folder: Path, log) -> None:
     manifest = json.loads((mix_folder / "manifest.json").read_text())
     built = identity(manifest)
     log(f"data: corpus fingerprint {built['corpus_fingerprint']}")
-    vocab = manifest["tokenizer"]["vocab_size"]
-    if vocab != BuildConfig().vocab_size:  # the lock names the default corpus; another tokenizer makes another
-        log(f"data: vocab {vocab}: the same texts and splits as the default corpus, tokenized anew (its own fingerprint)")
-        return
     if not LOCK.exists():
         return
     locked = json.loads(LOCK.read_text())
+    if built["vocab_size"] != locked.get("vocab_size", BuildConfig().vocab_size):  # another tokenizer, another corpus
+        log(f"data: vocab {built['vocab_size']}: the texts and splits of the reference corpus (vocab "
+            f"{locked.get('vocab_size', BuildConfig().vocab_size)}), tokenized anew: its own fingerprint")
+        return
     diffs = identity_differences(built, locked)
     if diffs:
         log(f"data: WARNING: this corpus differs from the one the documented figures were measured on "
