@@ -856,6 +856,7 @@ def set_up(started: float) -> Job:
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
+        attention_kernel=document_kernel,
         tokenizer=s.tokenizer_path, tokenizer_sha256=hashlib.sha256(Path(s.tokenizer_path).read_bytes()).hexdigest(),
         val_files=s.val_files, val_sha256=hashlib.sha256(val_tokens.numpy().tobytes()).hexdigest(),
         train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)

@@ -36,8 +36,16 @@ class PackedBatches:
         self.largest = max(self.stream.lengths)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="document-batches")
         self._ahead: deque = deque()
+        self.cpu_ms = 0.0  # CPU time the thread used: what it may take from the compute threads
 
     def _prepare(self, n: int, progress: float, warmdown_start: float) -> PackedBatch:
+        cpu0 = time.thread_time()
+        try:
+            return self._pack(n, progress, warmdown_start)
+        finally:
+            self.cpu_ms += 1000.0 * (time.thread_time() - cpu0)
+
+    def _pack(self, n: int, progress: float, warmdown_start: float) -> PackedBatch:
         read = self.selector.read_size(n) if self.selector else n
         world = self.stream.world_size
         if (read + 1) * world > self.largest:
@@ -190,7 +198,10 @@ class PackedSource:
         return lines
 
     def summary(self, at) -> dict:
-        return dict(data=self.statistics.results(self.batches, self.config))
+        data = self.statistics.results(self.batches, self.config)
+        steps = max(at.step, 1)
+        return dict(data=data | dict(data_wait_ms_per_step=round(data["data_wait_ms"] / steps, 4),
+                                     reader_cpu_ms_per_step=round(self.batches.cpu_ms / steps, 4)))
 
     def state_dict(self) -> dict:
         return dict(batches=self._last_state, statistics=self.statistics.state_dict(), progress=self._progress)

@@ -99,10 +99,13 @@ def test_domain_counts_accumulate_with_index_add_on_the_device():
 
 
 def test_the_attention_probe_chooses_flash_on_this_gpu():
-    line = tg.select_attention_kernel(tg.parse_settings(SMALL)[0], CUDA)
-    assert line == "attention: flash attention only (training and evaluation)", line
-    document = tg.select_attention_kernel(tg.parse_settings(SMALL | dict(ATTENTION_MASK="document"))[0], CUDA)
-    assert "ATTENTION_MASK=document" in document
+    kernel, line = tg.select_attention_kernel(tg.parse_settings(SMALL)[0], CUDA)
+    assert kernel is None and line == "attention: flash attention only (training and evaluation)", line
+    kernel, document = tg.select_attention_kernel(tg.parse_settings(SMALL | dict(ATTENTION_MASK="document"))[0], CUDA)
+    assert kernel in ("flex", "dense") and "ATTENTION_MASK=document" in document, document
+    kernel, packed = tg.select_attention_kernel(tg.parse_settings(SMALL | dict(ATTENTION_MASK="document",
+                                                                               DATA_LAYOUT="packed"))[0], CUDA)
+    assert kernel in ("flash_varlen", "flex", "dense") and f"kernel {kernel}" in packed, packed
 
 
 def test_adamw_is_fused_on_cuda():
@@ -127,13 +130,22 @@ def test_the_artifact_round_trip_of_a_cuda_model_is_the_cpu_models():
     assert blob == cpu_blob and set(back) == set(state)
 
 
-def test_the_document_mask_is_exact_on_the_gpu_in_fp32():
+CUDA_KERNELS = ["flex", "per_document", "dense"]
+
+
+def document_model(kernel: str):
     s = tg.parse_settings(SMALL | dict(ATTENTION_MASK="document"))[0]
     torch.manual_seed(0)
-    model = tg.GPT(s).to(CUDA)
+    model = tg.GPT(s, kernel).to(CUDA)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("kernel", CUDA_KERNELS)
+def test_the_document_mask_is_exact_on_the_gpu_in_fp32(kernel):
+    model = document_model(kernel)
     idx = torch.randint(3, 1000, (2, 64), device=CUDA)
     idx[:, 0] = idx[0, 30] = tg.BOS_ID
     changed = idx.clone()
@@ -143,3 +155,24 @@ def test_the_document_mask_is_exact_on_the_gpu_in_fp32():
         a, b = model(idx, idx), model(changed, idx)
     assert torch.equal(a[0, 30:], b[0, 30:]) and not torch.equal(a[0, :30], b[0, :30])
     assert np.isfinite(a.cpu().numpy()).all()
+
+
+@pytest.mark.parametrize("kernel", ["flash_varlen"] + CUDA_KERNELS)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_packed_streams_pieces_see_nothing_of_the_pieces_before_them_in_bf16(kernel, compiled):
+    from trainer.attention import varlen_function
+    if kernel == "flash_varlen" and varlen_function() is None:
+        pytest.skip("FlashAttention's varlen kernel is not importable here")
+    model = document_model(kernel)
+    run = torch.compile(model, dynamic=False) if compiled else model
+    idx = torch.randint(3, 1000, (1, 256), device=CUDA)
+    cu = torch.tensor([0, 100, 160] + [256] * 61, dtype=torch.int32, device=CUDA)
+    extra = dict(starts=tg.starts_from_cu_seqlens(cu, 256)) | (dict(cu_seqlens=cu) if kernel == "flash_varlen" else {})
+    changed = idx.clone()
+    changed[0, 50] = 7 if int(idx[0, 50]) != 7 else 8
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = run(idx, idx, **extra), run(changed, idx, **extra)
+    assert torch.equal(a[0, 100:], b[0, 100:]) and not torch.equal(a[0, :100], b[0, :100])
+    loss = run(idx, idx, **extra).mean()
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -135,3 +135,25 @@ def test_code_compresses_best_and_prose_is_the_most_varied(dataset, real_rows, t
     code, docs, prose = (scores["lexical_diversity"][i * 400:(i + 1) * 400].mean() for i in range(3))
     assert code < prose
     assert all(math.isfinite(v) for s in scores.values() for v in s)
+
+
+def test_every_signal_and_score_works_at_vocab_8192_and_tells_rows_apart(dataset_8192):
+    """The late records' vocabulary: every row score (the loop's) and every index signal, on real
+    rows of the embedded corpus tokenized with its own 8192-token tokenizer."""
+    from curriculum.config import SIGNALS
+    from curriculum.scores import unigram_surprisal
+    from curriculum.shards import unigram_counts
+    files = sorted(glob.glob(dataset_8192["data_path"] + "/*train_*.bin"))
+    tokens = np.asarray(open_shard(files[0]))
+    assert int(tokens.max()) >= 1024  # ids a 1024-entry table could not hold
+    rows = tokens[:64 * 129].reshape(64, 129).astype(np.int64)
+    surprisal = unigram_surprisal(torch.from_numpy(unigram_counts(files, 8192)[0]))
+    table = ByteTable.from_sentencepiece(dataset_8192["tokenizer"], 8192)
+    names = [n for n in SIGNALS if n not in ("proxy_loss",)]
+    signals = compute_signals(names, rows, 8192, table, surprisal)
+    for name in names:
+        assert signals[name].shape == (64,) and np.isfinite(signals[name]).all(), name
+        assert len(np.unique(signals[name])) > 32, name  # the rows differ, and the signal says so
+    for name, score in SCORES.items():
+        kwargs = dict(surprisal=surprisal) if name == "unigram_rarity" else {}
+        assert torch.equal(score(torch.from_numpy(rows), 8192, **kwargs), score(torch.from_numpy(rows), 8192, **kwargs))

@@ -80,6 +80,7 @@ from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
 from curriculum.loader import Position
 from curriculum.rows import SequentialRows, ShuffledRows, row_table
 from trainer.provenance import device_name
+from curriculum.documents import PieceScorer, document_pieces
 from curriculum.selector import corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools import turns
@@ -181,17 +182,34 @@ def scorer_tokens_per_s(score, tokens: torch.Tensor, vocab_size: int, repeats: i
 
 
 def bench_scorer(s: tg.Settings) -> list[dict]:
-    stream = np.asarray(open_shard(sorted(glob.glob(s.train_files))[0]))
+    """Each signal's tokens per second on one thread over a pool of rows, at vocabularies 1024 and
+    8192 (each on its own tokenization of the embedded corpus: `make data VOCAB=8192`), and the
+    document loader's piece scorer over a pool of real document pieces of mixed lengths."""
     rows = []
-    for label, seq_len, keep in (("cpu config", s.train_seq_len, s.micro_batch_seqs),
-                                 ("1xH100 shapes", 2048, H100_MICRO_SEQS)):
-        pool = s.curriculum.pool_size(keep)
-        tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
-        for name, score in SCORES.items():
-            if name in NEEDS_UNIGRAM_COUNTS:
-                score = functools.partial(score, surprisal=corpus_surprisal(tuple(train_files(s)), s.vocab_size)[0])
-            rows.append(dict(score=name, shapes=f"{label}: {pool} x {seq_len + 1}",
-                             tokens_per_s=scorer_tokens_per_s(score, tokens, s.vocab_size)))
+    for vocab in (1024, 8192):
+        files = sorted(glob.glob(f"./data/datasets/embedded_mix_sp{vocab}/*train_*.bin"))
+        if not files:
+            print(f"bench: no embedded_mix_sp{vocab} corpus: `make data VOCAB={vocab}` builds it; its rows are left out")
+            continue
+        stream = np.asarray(open_shard(files[0]))
+        for label, seq_len, keep in (("cpu config", s.train_seq_len, s.micro_batch_seqs),
+                                     ("1xH100 shapes", 2048, H100_MICRO_SEQS)):
+            pool = s.curriculum.pool_size(keep)
+            tokens = torch.from_numpy(stream[:pool * (seq_len + 1)].astype(np.int64)).view(pool, seq_len + 1)
+            for name, score in SCORES.items():
+                if name in NEEDS_UNIGRAM_COUNTS:
+                    score = functools.partial(score, surprisal=corpus_surprisal(tuple(files), vocab)[0])
+                rows.append(dict(score=name, vocab=vocab, shapes=f"{label}: {pool} x {seq_len + 1}",
+                                 tokens_per_s=scorer_tokens_per_s(score, tokens, vocab)))
+            scorer = PieceScorer("unigram_entropy", vocab, files)
+            span_tokens = pool * seq_len
+            bos = np.flatnonzero(stream[:span_tokens] == tg.BOS_ID)
+            cuts = document_pieces(bos, span_tokens, seq_len)
+            pieces = [stream[a:b] for a, b in zip(cuts.tolist(), np.append(cuts[1:], span_tokens).tolist())]
+            rows.append(dict(score="unigram_entropy (pieces)", vocab=vocab,
+                             shapes=f"{label}: {len(pieces)} pieces, {span_tokens} tokens",
+                             tokens_per_s=scorer_tokens_per_s(lambda t, v: scorer(pieces), torch.empty(span_tokens), vocab,
+                                                              repeats=5)))
     return rows
 
 
@@ -430,6 +448,7 @@ def bench_eval_strides(s: tg.Settings) -> list[dict]:
 DOMAINS = ",".join(f"{d}=./data/datasets/embedded_{d}_sp1024/*train_*.bin" for d in ("code", "docs", "prose"))
 
 MIX_STRATIFIED = ARM_ENV["baseline"] | dict(MIX="stratified", MIX_DATASETS=DOMAINS)
+PACKED = dict(DATA_LAYOUT="packed", ATTENTION_MASK="document")
 
 # The ring of separate trainer processes (tools/turns.py): the arms a user compares, then the
 # controls that take the curriculum apart. A `replay=ARM` arm trains on the batches ARM trained on,
@@ -460,10 +479,16 @@ DECOMPOSITION_ARMS = (
     turns.Arm("baseline_atomic_kernels", ARM_ENV["baseline"], ("atomic_kernels",)),
     # glibc's own malloc, as before CPU_MALLOC=keep: the step-time gap of separate runs (issue 19)
     turns.Arm("baseline_system_malloc", ARM_ENV["baseline"] | dict(CPU_MALLOC="system")),
-    turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")))
+    turns.Arm("fresh_system_malloc", ARM_ENV["fresh"] | dict(CPU_MALLOC="system")),
+    # the late records' layout (DATA_LAYOUT=packed, documents kept apart): the curriculum over document pieces
+    turns.Arm("packed_baseline", ARM_ENV["baseline"] | PACKED),
+    turns.Arm("packed_fresh", ARM_ENV["fresh"] | PACKED),
+    turns.Arm("packed_carry", ARM_ENV["carry"] | PACKED),
+    turns.Arm("packed_random", ARM_ENV["fresh"] | PACKED | dict(CURRICULUM_SCORE="random")))
 REFERENCE = ("baseline", "baseline_again")  # per round, the geometric mean of two baseline processes
 OWN_BASELINE = {"order_curriculum": "baseline_shuffled", "mix_adaptive": "mix_stratified",
-                "mix_replay": "mix_stratified"}
+                "mix_replay": "mix_stratified", "packed_fresh": "packed_baseline", "packed_carry": "packed_baseline",
+                "packed_random": "packed_baseline"}
 # Sources whose batches do not depend on the model: recorded without compiling or warming up (the same batches)
 MODEL_FREE_BATCHES = ("fresh",)
 PROFILED_STEPS = 5  # the last timed steps of baseline and fresh, under torch.profiler (not in the ratios)
@@ -777,7 +802,7 @@ def main(argv=None) -> None:
     print("== each difficulty signal alone, one CPU thread (best of 30, tokens/s; goal >= 300M)")
     report["scorer"] = bench_scorer(s)
     for row in report["scorer"]:
-        print(f"  {row['score']:<20} {row['shapes']:<28} {row['tokens_per_s'] / 1e6:8.1f}M tokens/s")
+        print(f"  {row['score']:<25} vocab {row['vocab']:<5} {row['shapes']:<40} {row['tokens_per_s'] / 1e6:8.2f}M tokens/s")
     if args.scorers_only:
         return
     print(f"== documents of the embedded corpus spanned by one micro-batch of {s.train_seq_len}-token rows "

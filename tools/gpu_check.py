@@ -6,8 +6,9 @@
 
 On the GPU it installs the carried zstandard wheel (the machine has no network), runs the
 CUDA-marked tests, then short compiled runs at configs/1xh100.env's model and batch for the
-baseline, the curriculum (fresh and carry pools) and the document mask, and prints a table of
-step time, data wait, peak memory, recompiles and the ratio to the baseline. Everything it
+baseline, the curriculum (fresh and carry pools), the document mask, and the late records' packed
+layout with its document kernel (baseline and the V), and prints a table of step time, data wait,
+peak memory, recompiles, the ratio to the baseline and the attention kernel each run got. Everything it
 writes goes to OUT (at most 8 files): tests.txt, runs.json, logs.txt, table.txt.
 """
 from __future__ import annotations
@@ -30,8 +31,10 @@ TRAVEL_LIMIT = 64 * 2**20
 WHEEL = ("zstandard==0.25.0", "3.12", "manylinux2014_x86_64")  # the GPU image's Python lacks it
 ARMS = {"baseline": dict(CURRICULUM="0"), "fresh": dict(CURRICULUM="1"),
         "carry": dict(CURRICULUM="1", CURRICULUM_POOL="carry"),
-        "document": dict(CURRICULUM="0", ATTENTION_MASK="document")}
-RUN_SETTINGS = dict(MAX_WALLCLOCK_SECONDS="30", WARMUP_STEPS="5", VAL_LOSS_EVERY="0", VAL_MAX_TOKENS="32768",
+        "document": dict(CURRICULUM="0", ATTENTION_MASK="document"),
+        "packed": dict(CURRICULUM="0", DATA_LAYOUT="packed", ATTENTION_MASK="document"),
+        "packed_v": dict(CURRICULUM="1", DATA_LAYOUT="packed", ATTENTION_MASK="document")}
+RUN_SETTINGS = dict(MAX_WALLCLOCK_SECONDS="20", WARMUP_STEPS="5", VAL_LOSS_EVERY="0", VAL_MAX_TOKENS="32768",
                     EVAL_STRIDE="256", TRAIN_LOG_EVERY="10", CURRICULUM_LOG_EVERY="10", VAL_SETS="")
 RUN_TIMEOUT_S = 150
 
@@ -122,14 +125,15 @@ def plan(out: Path, bundle: Path) -> list[tuple[str, list[str] | dict]]:
 def table(summaries: dict[str, dict]) -> str:
     base = summaries.get("baseline", {}).get("step_avg_ms")
     lines = [f"{'arm':<10}{'steps':>7}{'step ms':>10}{'vs base':>9}{'wait ms':>9}{'peak MiB':>10}{'recompiles':>11}"
-             f"{'val_bpb':>9}"]
+             f"{'val_bpb':>9}  kernel"]
     for arm, s in summaries.items():
         if "error" in s:
             lines.append(f"{arm:<10} FAILED: {s['error'][:100]}")
             continue
         ratio = f"{s['step_avg_ms'] / base:.3f}" if base else "-"
         lines.append(f"{arm:<10}{s['steps']:>7}{s['step_avg_ms']:>10.1f}{ratio:>9}{s['data']['data_wait_ms_per_step']:>9.3f}"
-                     f"{s['peak_memory_mb']:>10.0f}{s['recompiles_after_warmup']:>11}{s['roundtrip_val_bpb']:>9.4f}")
+                     f"{s['peak_memory_mb']:>10.0f}{s['recompiles_after_warmup']:>11}{s['roundtrip_val_bpb']:>9.4f}"
+                     f"  {s.get('attention_kernel') or 'causal'}")
     return "\n".join(lines)
 
 
