@@ -62,8 +62,9 @@ class PackedBatches:
                             f"has {self.vocab_size} ids")
         batch.state_after = dict(stream=dataclasses.asdict(self.stream.state()),
                                  selector=None if self.selector is None else self.selector.state_dict())
-        if self.pin:
-            batch.inputs, batch.targets = (torch.from_numpy(a).pin_memory() for a in (batch.inputs, batch.targets))
+        if self.pin:  # page-locked, so that the loop's copies to the device are asynchronous
+            batch.inputs, batch.targets, batch.cu_seqlens = (torch.from_numpy(a).pin_memory()
+                                                             for a in (batch.inputs, batch.targets, batch.cu_seqlens))
         return batch
 
     def get(self, n: int, progress: float, warmdown_start: float = 1.0) -> tuple[PackedBatch, float]:
@@ -185,7 +186,7 @@ class PackedSource:
         self._last_state, self._progress = batch.state_after, at.progress
         self.statistics.taken(batch, wait_ms)
         x, y = (torch.as_tensor(a)[None].to(self.device, non_blocking=True) for a in (batch.inputs, batch.targets))
-        return x, y, torch.from_numpy(batch.cu_seqlens).to(self.device, non_blocking=True)
+        return x, y, torch.as_tensor(batch.cu_seqlens).to(self.device, non_blocking=True)
 
     def observe(self, per_token_loss: Tensor) -> None:
         """Nothing here learns from the loss."""

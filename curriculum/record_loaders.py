@@ -182,7 +182,7 @@ class CurriculumDocumentLoader:
         batch, wait_ms = self.batches.get(n, self.progress, self.run.warmdown_start)
         self.statistics.taken(batch, wait_ms)
         inputs, targets = (torch.as_tensor(a)[None].to(self.device, non_blocking=True) for a in (batch.inputs, batch.targets))
-        return inputs, targets, torch.from_numpy(batch.cu_seqlens).to(self.device, non_blocking=True), batch.max_seqlen
+        return inputs, targets, torch.as_tensor(batch.cu_seqlens).to(self.device, non_blocking=True), batch.max_seqlen
 
     @property
     def progress(self) -> float:

@@ -241,6 +241,22 @@ def test_documents_on_random_control_keeps_other_pieces_than_the_v(small_shards,
     r.close()
 
 
+def test_sequences_on_keep_the_window_of_a_pool_read_in_the_records_order(small_shards, curriculum_off):
+    """At progress 0 the V keeps the easiest half of each pool of twice the rows, in pool order."""
+    from curriculum.scores import unigram_entropy
+    curriculum_off.setenv("CURRICULUM", "1")
+    ours = CurriculumSequenceLoader(h_for(small_shards, seq_len=96), torch.device("cpu"))
+    ours.set_progress(0.0)
+    ref = ReferenceSequences(small_shards, 0, 1, 96)
+    for _ in range(6):
+        x, y = ours.next_batch(96 * 8, 1)
+        px, py = ref.next_batch(96 * 16, 1, 1)
+        pool = torch.from_numpy(np.concatenate([px, py[:, -1:]], axis=1))
+        easiest = torch.sort(torch.sort(unigram_entropy(pool, 1024), stable=True).indices[:8]).values
+        assert torch.equal(x, pool[easiest, :-1]) and torch.equal(y, pool[easiest, 1:])
+    assert '"loader": "sequences"' in ours.summary()
+
+
 # ------------------------------------------------------------ progress
 def test_progress_is_time_over_the_cap_less_the_reserve_or_steps_over_iterations(small_shards, curriculum_off):
     curriculum_off.setenv("MAX_WALLCLOCK_SECONDS", "10")
