@@ -36,6 +36,7 @@ class PackedBatches:
         self.largest = max(self.stream.lengths)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="document-batches")
         self._ahead: deque = deque()
+        self.requests: deque = deque()  # (n, progress, warmdown_start) of each batch queued, in order
         self.cpu_ms = 0.0  # CPU time the thread used: what it may take from the compute threads
 
     def _prepare(self, n: int, progress: float, warmdown_start: float) -> PackedBatch:
@@ -67,24 +68,33 @@ class PackedBatches:
                                                              for a in (batch.inputs, batch.targets, batch.cu_seqlens))
         return batch
 
+    def _queue(self, n: int, progress: float, warmdown_start: float) -> None:
+        self._ahead.append(self._pool.submit(self._prepare, n, progress, warmdown_start))
+        self.requests.append((n, progress, warmdown_start))
+
     def get(self, n: int, progress: float, warmdown_start: float = 1.0) -> tuple[PackedBatch, float]:
         """The next batch and how long the loop waited for it (ms); one more is queued for n."""
         while len(self._ahead) < PREFETCH:
-            self._ahead.append(self._pool.submit(self._prepare, n, progress, warmdown_start))
+            self._queue(n, progress, warmdown_start)
         t0 = time.perf_counter()
         batch = self._ahead.popleft().result()
+        self.requests.popleft()
         wait_ms = 1000.0 * (time.perf_counter() - t0)
-        self._ahead.append(self._pool.submit(self._prepare, n, progress, warmdown_start))
+        self._queue(n, progress, warmdown_start)
         return batch, wait_ms
 
-    def restore(self, state: dict) -> None:
-        """Go on right after the batch whose `state_after` this is (what was read ahead is read again)."""
+    def restore(self, state: dict, requests: list) -> None:
+        """Go on right after the batch whose `state_after` this is: the batches queued then are
+        prepared again, each with the size and progress it was queued with, so the same batches follow."""
         self._drain()
         self.stream.seek(StreamState(**state["stream"]))
         if self.selector is not None:
             self.selector.load_state_dict(state["selector"])
+        for n, progress, warmdown_start in requests:
+            self._queue(int(n), float(progress), float(warmdown_start))
 
     def _drain(self) -> None:
+        self.requests.clear()
         while self._ahead:
             future = self._ahead.popleft()
             if not future.cancel():
@@ -205,11 +215,12 @@ class PackedSource:
                                      reader_cpu_ms_per_step=round(self.batches.cpu_ms / steps, 4)))
 
     def state_dict(self) -> dict:
-        return dict(batches=self._last_state, statistics=self.statistics.state_dict(), progress=self._progress)
+        return dict(batches=self._last_state, requests=list(self.batches.requests),
+                    statistics=self.statistics.state_dict(), progress=self._progress)
 
     def load_state_dict(self, state: dict) -> None:
         if state["batches"] is not None:
-            self.batches.restore(state["batches"])
+            self.batches.restore(state["batches"], state["requests"])
         self.statistics.load_state_dict(state["statistics"])
         self._last_state, self._progress = state["batches"], state["progress"]
 

@@ -47,6 +47,8 @@ CASES = {
     "one rank, phases (carry, then the curriculum off at a shorter seq_len), shuffled": (0, dict(DATA_ORDER="shuffled")),
     "one rank, fresh pool, sequential": (0, dict(CURRICULUM="1", CURRICULUM_POOL="fresh")),
     "two ranks (gloo), carry pool, shuffled": (2, dict(CURRICULUM="1", CURRICULUM_POOL="carry", DATA_ORDER="shuffled")),
+    "one rank, packed documents, carry pool": (0, dict(CURRICULUM="1", CURRICULUM_POOL="carry", DATA_LAYOUT="packed",
+                                                        ATTENTION_MASK="document")),
 }
 
 
@@ -102,7 +104,7 @@ def test_a_killed_run_resumed_from_its_checkpoint_ends_bit_for_bit_as_the_uninte
     assert artifact_sha256(resumed) == artifact_sha256(whole)
     a, b = summary(whole), summary(resumed)
     assert b["steps"] == a["steps"] == 24 and b["tokens_seen"] == a["tokens_seen"]
-    assert b["data"]["sequences_read"] == a["data"]["sequences_read"]
+    assert b["data"]["tokens_read"] == a["data"]["tokens_read"]
     assert b["roundtrip_val_bpb"] == a["roundtrip_val_bpb"]
     if "phases" in case:
         assert [(p["name"], p["steps"], p["trained"]) for p in b["phases"]] == \
