@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import re
+
 import pytest
 
 import train_gpt as tg
@@ -40,6 +42,15 @@ def test_the_mixers_own_work_is_timed_over_its_updates(dataset):
     work = bench.bench_mix_work(tiny_settings(dataset), micro_batches=80, repeats=2)
     assert work["updates"] == 80 // MixConfig().update_every - 1
     assert work["us_per_micro_batch"] > 0
+
+
+def test_the_packed_batches_bench_counts_pieces_and_boundaries_against_the_buckets(dataset):
+    rows = bench.bench_packed_batches(tiny_settings(dataset), batches=4)
+    assert [r["arm"] for r in rows] == ["off", "V, fresh 2x"] * 2
+    for r in rows:  # a piece is at most the row length: at least N / seq_len of them, one boundary more
+        n, seq_len = (int(v) for v in re.search(r"\[1, (\d+)\], pieces <= (\d+)", r["shapes"]).groups())
+        assert r["pieces_per_batch"] >= n / seq_len and r["boundaries_max"] >= n // seq_len + 1
+        assert 0 <= r["batches_over_256"] <= 4
 
 
 def test_paired_bench_takes_turns_between_the_arms_on_one_model(dataset):

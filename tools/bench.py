@@ -81,6 +81,7 @@ from curriculum.loader import Position
 from curriculum.rows import SequentialRows, ShuffledRows, row_table
 from trainer.provenance import device_name
 from curriculum.documents import PieceScorer, document_pieces
+from curriculum.packed_source import PackedBatches, PackedStatistics
 from curriculum.selector import corpus_surprisal
 from curriculum.scores import NEEDS_UNIGRAM_COUNTS
 from tools import turns
@@ -161,6 +162,29 @@ def bench_documents_per_batch(s: tg.Settings, batches: int = 400) -> list[dict]:
             counts = [index.documents_spanned(reader.take(n)[1], s.train_seq_len + 1) for _ in range(batches)]
             rows.append(dict(order=order, rows=label, sequences=n, median=float(np.median(counts)),
                              one_document=sum(c == 1 for c in counts) / len(counts)))
+    return rows
+
+
+def bench_packed_batches(s: tg.Settings, batches: int = 200) -> list[dict]:
+    """DATA_LAYOUT=packed at the CPU configuration's and the 1xH100 shapes, on the embedded corpus:
+    documents, pieces and cu_seqlens boundaries per micro-batch against the records' compiled
+    buckets (256 entries), for the records' loader (curriculum off) and the V over pieces."""
+    rows = []
+    for label, seq_len, n in (("cpu config", s.train_seq_len, s.micro_batch_seqs * s.train_seq_len),
+                              ("1xH100 shapes", 2048, H100_MICRO_SEQS * 2048)):
+        for arm, config in (("off", dataclasses.replace(s.curriculum, enabled=False)),
+                            ("V, fresh 2x", dataclasses.replace(s.curriculum, enabled=True))):
+            source = PackedBatches(train_files(s), 0, 1, s.vocab_size, seq_len, 64, config, pin=False)
+            stats = PackedStatistics(64)
+            try:
+                for i in range(batches):
+                    stats.taken(source.get(n, i / batches)[0], 0.0)
+            finally:
+                source.close()
+            c = stats.c
+            rows.append(dict(shapes=f"{label}: [1, {n}], pieces <= {seq_len}", arm=arm, batches=batches,
+                             documents_per_batch=c["documents"] / batches, pieces_per_batch=c["pieces"] / batches,
+                             boundaries_max=c["boundaries_max"], batches_over_256=c["over_buckets"]))
     return rows
 
 
@@ -811,6 +835,12 @@ def main(argv=None) -> None:
     for row in report["documents_per_batch"]:
         print(f"  DATA_ORDER={row['order']:<11} {row['rows']:<15} {row['sequences']:>3} rows  median {row['median']:6.1f}"
               f"  one document {100 * row['one_document']:5.1f}%")
+    print("== DATA_LAYOUT=packed: documents, pieces and cu_seqlens boundaries per micro-batch (records compile 256)")
+    report["packed_batches"] = bench_packed_batches(s)
+    for row in report["packed_batches"]:
+        print(f"  {row['shapes']:<40} {row['arm']:<12} documents {row['documents_per_batch']:7.1f}  pieces "
+              f"{row['pieces_per_batch']:7.1f}  boundaries max {row['boundaries_max']:>4}  over 256: "
+              f"{row['batches_over_256']}/{row['batches']}")
     print(f"== loader alone on {device} (best of 3, ms per micro-batch)")
     report["loader"] = bench_loader(s, device)
     for row in report["loader"]:
