@@ -107,8 +107,10 @@ def flash_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen
 
 def attend_documents(kernel: str, q: Tensor, k: Tensor, v: Tensor, doc: Tensor, gqa: bool,
                      cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
-    if kernel == "flash_varlen" and cu_seqlens is not None:
-        return flash_varlen(q, k, v, cu_seqlens, max_seqlen)
+    if kernel == "flash_varlen":
+        if cu_seqlens is not None:
+            return flash_varlen(q, k, v, cu_seqlens, max_seqlen)
+        kernel = "flex" if flex_available() else "dense"  # evaluation's windows are rows: their documents by mask
     if kernel == "flex":
         return flex(q, k, v, doc, gqa)
     if kernel == "dense":
