@@ -37,10 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curriculum.domains import SIDECAR_SUFFIX, sidecar_path, write_sidecar  # noqa: E402
-from curriculum.shards import write_atomic, write_shard  # noqa: E402
+from curriculum.shards import BOS_ID, write_atomic, write_shard  # noqa: E402
 from data.sources import DEBIAN_PACKAGES, SOURCES, is_installed, package_field  # noqa: E402
 
-BOS_ID = 1
 DATA_DIR = Path(__file__).resolve().parent
 LOCK = DATA_DIR / "corpus.lock.json"
 CODE_FILES = [DATA_DIR / "build.py", DATA_DIR / "sources.py", DATA_DIR.parent / "curriculum" / "shards.py",
