@@ -39,7 +39,8 @@ from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Positio
                         write_atomic)
 from curriculum.domains import DomainIndex
 from curriculum.shards import BOS_ID
-from trainer.attention import attend_documents, document_ids, starts_from_cu_seqlens
+from trainer.attention import (Documents, attend_documents, document_ids, packed_model_inputs,  # noqa: F401
+                               starts_from_cu_seqlens)
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, repeatable_kernels, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
@@ -161,15 +162,6 @@ def attend(q: Tensor, k: Tensor, v: Tensor, docs: Documents | None, gqa: bool) -
         with torch.autocast("cpu", enabled=False):
             return kernel(q.float(), k.float(), v.float()).to(q.dtype)
     return kernel(q, k, v)
-
-
-@dataclass
-class Documents:
-    """Where the documents of a batch are, for ATTENTION_MASK=document."""
-    kernel: str
-    ids: Tensor                     # [B, T] each position's document number in its row
-    cu_seqlens: Tensor | None       # a packed stream's boundaries (the flash_varlen kernel's input), else None
-    max_seqlen: int
 
 
 class Attention(nn.Module):
@@ -668,13 +660,9 @@ def train_step(model: nn.Module, base_model: GPT, optimizers: list, s: Settings,
         x, y, *packed = batches.next_batch(at)  # the data path's seam; DATA_LAYOUT=packed adds cu_seqlens
         tokens += x.numel() * s.world_size
         documents = {}
-        if packed and s.attention_mask == "document":  # one [1, N] stream, its documents where cu_seqlens says
-            documents = dict(starts=starts_from_cu_seqlens(packed[0], x.size(1)))
-            if base_model.document_kernel == "flash_varlen":  # the kernel reads cu_seqlens, whose length varies
-                torch._dynamo.maybe_mark_dynamic(packed[0], 0)
-                documents["cu_seqlens"] = packed[0]
-        elif packed:  # causal attention over the stream cut into rows of TRAIN_SEQ_LEN, as DATA_LAYOUT=rows has it
-            x, y = x.view(-1, s.train_seq_len), y.view(-1, s.train_seq_len)
+        if packed:
+            x, y, documents = packed_model_inputs(x, y, packed[0], s.attention_mask == "document",
+                                                  base_model.document_kernel, s.train_seq_len)
         with autocast(x.device, bf16):
             per_token = model(x, y, **documents)
         loss = per_token.mean()

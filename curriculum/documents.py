@@ -206,16 +206,15 @@ class PieceSelector:
             return n
         return max(n, math.ceil(self.config.oversample * n - 1e-9))
 
-    def _read(self, n: int) -> tuple[list[Piece], int]:
+    def _read(self, n: int) -> list[Piece]:
         span, starts = self.stream.take(n)
         cut = document_pieces(starts, n, self.max_len)
         ends = np.append(cut[1:], n)
-        pieces = [Piece(span[a:b + 1], self.micro_batch) for a, b in zip(cut.tolist(), ends.tolist())]
-        return pieces, len(starts)
+        return [Piece(span[a:b + 1], self.micro_batch) for a, b in zip(cut.tolist(), ends.tolist())]
 
     def next(self, n: int, progress: float, warmdown_start: float) -> PackedBatch:
         read = self.read_size(n)
-        fresh, documents = self._read(read)
+        fresh = self._read(read)
         new = [p for p in self.waiting + fresh if math.isnan(p.score)]
         if new:
             for piece, score in zip(new, self.scorer([p.tokens[:-1] for p in new])):
@@ -236,7 +235,7 @@ class PieceSelector:
         kept_scores = [p.score for p in kept]
         stats = dict(target=target, pool_pieces=len(pool), pool_tokens=sum(len(p.tokens) - 1 for p in pool),
                      pool_score_sum=sum(p.score for p in pool), kept_score_sum=sum(kept_scores),
-                     kept_score_min=min(kept_scores), kept_score_max=max(kept_scores), read_tokens=read, read_documents=documents,
+                     kept_score_min=min(kept_scores), kept_score_max=max(kept_scores), read_tokens=read,
                      wait_sum=sum(self.micro_batch - 1 - p.read_at for p in kept),
                      wait_max=max(self.micro_batch - 1 - p.read_at for p in kept))
         return PackedBatch(inputs, targets, cu, longest, int((inputs == BOS_ID).sum()), len(kept), stats)

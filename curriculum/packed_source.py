@@ -182,7 +182,7 @@ class PackedSource:
 
     def __init__(self, files: list[Path], *, tokens: int, seq_len: int, rank: int, world_size: int, vocab_size: int,
                  device: torch.device, config: CurriculumConfig, bucket: int = 64):
-        self.device, self.config, self.tokens, self.seq_len = torch.device(device), config, tokens, seq_len
+        self.device, self.config, self.tokens = torch.device(device), config, tokens
         self.batches = PackedBatches(files, rank, world_size, vocab_size, seq_len, bucket, config,
                                      pin=self.device.type == "cuda")
         self.statistics = PackedStatistics(bucket)

@@ -75,7 +75,7 @@ class ScriptRun:
                 problems.append(f"device={str(device)!r}: no CUDA device is available here")
         e = EnvReader(environ)
         self.config: CurriculumConfig = read_curriculum(e)
-        self.seed = e.read(SEED)
+        e.read(SEED)  # recorded in the settings: tools.compare pairs runs by it
         problems += e.errors + self.config.problems()
         if self.config.score.startswith("index:"):
             problems.append(f"CURRICULUM_SCORE={self.config.score}: the index scores rows of its own layout; these "

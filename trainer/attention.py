@@ -13,12 +13,36 @@ id `doc` [B, T] (ascending along T); `flash_varlen` also takes the `cu_seqlens` 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 KERNELS = ("auto", "flash_varlen", "flex", "per_document", "dense")
+
+
+@dataclass
+class Documents:
+    """Where the documents of a batch are, for ATTENTION_MASK=document."""
+    kernel: str
+    ids: Tensor                     # [B, T] each position's document number in its row
+    cu_seqlens: Tensor | None       # a packed stream's boundaries (the flash_varlen kernel's input), else None
+    max_seqlen: int
+
+
+def packed_model_inputs(x: Tensor, y: Tensor, cu_seqlens: Tensor, document_mask: bool, kernel: str | None,
+                        seq_len: int) -> tuple[Tensor, Tensor, dict]:
+    """A packed [1, N] micro-batch as the model takes it: with the document mask, the stream and
+    its piece starts (and cu_seqlens for flash_varlen, whose length varies: marked dynamic);
+    without, the stream cut into rows of seq_len, as DATA_LAYOUT=rows has it."""
+    if not document_mask:
+        return x.view(-1, seq_len), y.view(-1, seq_len), {}
+    documents = dict(starts=starts_from_cu_seqlens(cu_seqlens, x.size(1)))
+    if kernel == "flash_varlen":
+        torch._dynamo.maybe_mark_dynamic(cu_seqlens, 0)
+        documents["cu_seqlens"] = cu_seqlens
+    return x, y, documents
 
 
 def starts_from_cu_seqlens(cu_seqlens: Tensor, n: int) -> Tensor:
