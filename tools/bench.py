@@ -567,24 +567,45 @@ def ring_arms(decompose: bool, only: tuple[str, ...] = ()) -> list[turns.Arm]:
     return [a for a in arms if a.name in wanted | set(replay_sources(asked))]
 
 
+def kept_rings(folder: Path | None, key: dict) -> list[dict]:
+    """The rings an earlier bench kept in `folder` for the same arms, steps and machine: pooled with
+    this run's, so that a ±1% interval can be reached over several sittings. Rings of another key
+    are an error, not silently mixed."""
+    if folder is None or not folder.exists():
+        return []
+    rings = []
+    for path in sorted(folder.glob("ring*.json")):
+        kept = json.loads(path.read_text())
+        if kept["key"] != key:
+            raise SystemExit(f"bench: {path} was measured with {kept['key']}, not {key}: use another --rings-dir")
+        rings.append(kept["ring"])
+    return rings
+
+
 def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5,
-                           only: tuple[str, ...] = ()) -> dict:
+                           only: tuple[str, ...] = (), rings_dir: Path | None = None) -> dict:
     """Separate train_gpt.py processes per arm taking turns step by step, one ring per repeat
     with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI, the
-    loader's own numbers from the runs' summaries, and the two profiled arms' operators."""
+    loader's own numbers from the runs' summaries, and the two profiled arms' operators. With
+    `rings_dir`, each ring is kept there and the rings kept before are pooled with the new ones
+    (the k-th ring's order is seeded by k, so kept rings continue the same sequence)."""
     arms = ring_arms(decompose, only)
     names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
-    rings = []
+    key = dict(arms=sorted(names), steps=steps, cpu=cpu_line())
+    rings = kept_rings(rings_dir, key)
     with tempfile.TemporaryDirectory() as tmp:
         run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
         by_name = {a.name: a for a in arms}
         recorded = {name: record_batches(by_name[name], run_env, Path(tmp)) for name in replay_sources(arms)}
         arms = [with_paths(arm, steps, recorded) for arm in arms]
-        for r in range(repeats):
+        for r in range(len(rings), len(rings) + repeats):
             t0 = time.perf_counter()
             rings.append(turns.run_ring(turns.ring_order(arms, r), run_env, Path(tmp) / f"ring{r}", tag=f"ring{r}"))
-            print(f"bench: ring {r + 1}/{repeats} of {len(arms)} processes, {steps} steps each, "
+            if rings_dir is not None:
+                rings_dir.mkdir(parents=True, exist_ok=True)
+                tg.write_atomic(rings_dir / f"ring{r:03d}.json", json.dumps(dict(key=key, ring=rings[-1])).encode())
+            print(f"bench: ring {r + 1} ({repeats} in this run) of {len(arms)} processes, {steps} steps each, "
                   f"{time.perf_counter() - t0:.0f}s", flush=True)
     end = steps - PROFILED_STEPS
     ratios = turns.ratios_in_turns(rings, REFERENCE, end=end, block=block)
@@ -733,7 +754,7 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     print(f"== train_gpt.py, configs/cpu.env: separate processes taking turns step by step, {args.steps} steps, "
           f"{args.repeats} rings (arms in a seeded order each){', with the decomposition' if decompose else ''}", flush=True)
     cost = bench_trainer_in_turns(env, args.steps, args.repeats, decompose,
-                                  only=tuple(a for a in args.cost_arms.split(",") if a))
+                                  only=tuple(a for a in args.cost_arms.split(",") if a), rings_dir=args.rings_dir)
     print(f"  {cpu_line()}")
     print(f"  {'arm':<26}{'median ms':>10}{'ratio':>8}  {'95% CI':<17}{'costs nothing':>14}{'faults':>8}"
           f"{'kernel ms':>10}{'data wait':>10}{'reader CPU':>11}{'peak MB':>8}  per ring")
@@ -798,6 +819,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cost-only", action="store_true", help="only section 7: the trainer processes in turns")
     ap.add_argument("--no-decompose", action="store_true", help="section 7 with the four arms only, no controls")
     ap.add_argument("--cost-arms", default="", help="section 7: only these arms (comma-separated), with the baselines")
+    ap.add_argument("--rings-dir", type=Path, help="section 7: keep each ring here, and pool the rings kept there "
+                    "before (the same arms, steps and CPU) with this run's")
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--mask-only", action="store_true", help="only section 8: the document mask's step time")
