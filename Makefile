@@ -36,7 +36,7 @@ data: sources
 # The difficulty index of the embedded corpus at configs/cpu.env's row length: every signal, then
 # proxy_loss (a reference model trained on a held-out slice; about 3 min on 2 cores)
 index: data setup
-	$(PYTHON) -m tools.envfile configs/cpu.env $(PYTHON) -m curriculum.index
+	$(PYTHON) -m tools.envfile configs/cpu.env $(PYTHON) -m curriculum.index_build
 	$(PYTHON) -m tools.envfile configs/cpu.env $(PYTHON) -m tools.proxy_loss
 
 # The main job: train with the curriculum on the embedded default (tools/run.sh picks the

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (BatchSource, DataError, DataExhausted, DataPath, Position, open_shard, shard_token_count,
+from curriculum import (DataError, DataExhausted, DataPath, Position, open_data_path, open_shard, shard_token_count,
                         write_atomic)
 from curriculum.domains import DomainIndex
 from curriculum.shards import BOS_ID
@@ -144,30 +145,28 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-# PyTorch's CPU flash kernel runs its backward far slower in bf16 than in fp32 (python -m
-# tools.bench --mask-only times both): a CPU's training step attends in fp32, evaluation, forward
-# only, stays in bf16. False: bf16 throughout, as before (the bench's bf16_attention arm)
-CPU_TRAINING_ATTENTION_FP32 = True
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, docs: Documents | None, gqa: bool) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, docs: Documents | None, gqa: bool, training_fp32: bool = True) -> Tensor:
     """Attention over [B, heads, T, head_dim]: causal, or with `docs` causal inside each document
-    by the run's kernel (trainer/attention.py)."""
+    by the run's kernel (trainer/attention.py). PyTorch's CPU flash kernel runs its backward far
+    slower in bf16 than in fp32 (python -m tools.bench --mask-only times both): with
+    `training_fp32` a CPU's training step attends in fp32; evaluation, forward only, stays in bf16
+    (False: bf16 throughout, the bench's bf16_attention arm)."""
     def kernel(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if docs is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         return attend_documents(docs.kernel, q, k, v, docs.ids, gqa, docs.cu_seqlens, docs.max_seqlen)
-    if (CPU_TRAINING_ATTENTION_FP32 and q.device.type == "cpu" and q.dtype == torch.bfloat16
-            and torch.is_grad_enabled()):
+    if training_fp32 and q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
         with torch.autocast("cpu", enabled=False):
             return kernel(q.float(), k.float(), v.float()).to(q.dtype)
     return kernel(q, k, v)
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, heads: int, kv_heads: int, rope_base: float, qk_gain_init: float,
+                 training_fp32: bool = True):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.training_fp32 = training_fp32  # see attend
         self.c_q = nn.Linear(dim, dim, bias=False)
         self.c_k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
         self.c_v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
@@ -184,7 +183,8 @@ class Attention(nn.Module):
         v = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), docs, self.kv_heads != self.heads)
+        y = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), docs, self.kv_heads != self.heads,
+                   self.training_fp32)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -200,10 +200,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, s: Settings):
+    def __init__(self, s: Settings, attention_fp32: bool = True):
         super().__init__()
         dim = s.model_dim
-        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init)
+        self.attn = Attention(dim, s.num_heads, s.num_kv_heads, s.rope_base, s.qk_gain_init, attention_fp32)
         self.mlp = MLP(dim, s.mlp_mult)
         self.attn_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
@@ -276,7 +276,7 @@ def orthogonal_init(model: nn.Module, num_layers: int) -> None:
 
 
 class GPT(nn.Module):
-    def __init__(self, s: Settings, attention_kernel: str = "per_document"):
+    def __init__(self, s: Settings, attention_kernel: str = "per_document", attention_fp32: bool = True):
         super().__init__()
         self.softcap = s.logit_softcap
         # ATTENTION_MASK=document: the kernel that keeps attention inside documents (trainer/attention.py)
@@ -285,7 +285,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(s.vocab_size, s.model_dim)
         self.bigram = BigramHash(s.bigram_vocab_size, s.bigram_dim, s.model_dim) if s.bigram_vocab_size else None
         self.smear = SmearGate(s.model_dim)
-        self.blocks = nn.ModuleList(Block(s) for _ in range(s.num_layers))
+        self.blocks = nn.ModuleList(Block(s, attention_fp32) for _ in range(s.num_layers))
         self.n_encoder = s.num_layers // 2
         n_decoder = s.num_layers - self.n_encoder
         self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, n_decoder), s.model_dim))
@@ -443,17 +443,6 @@ def warmdown_fraction(s: Settings, step: int, elapsed_ms: float) -> float:
     if s.train_tokens and s.train_tokens < s.iterations * s.train_batch_tokens:
         return s.warmdown_iters * s.train_batch_tokens / s.train_tokens
     return s.warmdown_iters / s.iterations
-
-
-def data_budget(s: Settings, steps: int, stream_tokens: int) -> str:
-    """What `steps` steps read of the training shards: tokens, passes, and what is not trained on."""
-    c = s.curriculum
-    rows = c.pool_size(s.micro_batch_seqs) if c.enabled and c.pool == "fresh" else s.micro_batch_seqs
-    read = steps * s.world_size * s.grad_accum_steps * rows * s.train_seq_len
-    trained = steps * s.train_batch_tokens
-    return (f"~{steps:,} steps read ~{read:,} tokens, {read / max(stream_tokens, 1):.2f} passes over the "
-            f"{stream_tokens:,} the shards hold; {trained:,} trained on"
-            + (f", {read - trained:,} discarded by the curriculum's selection" if read > trained else ""))
 
 
 def momentum_warmed(s: Settings, step: int, progress: float) -> float:
@@ -684,19 +673,16 @@ def pick_device(s: Settings) -> torch.device:
     return torch.device("cuda", s.local_rank)
 
 
-def data_path(s: Settings, train_files: list[Path], device: torch.device, warm_up_steps: int = 0) -> DataPath:
-    """The one call to the data path (curriculum/loader.py, or curriculum/packed_source.py for
-    DATA_LAYOUT=packed) for these settings."""
-    if s.data_layout == "packed":
-        from curriculum.packed_source import PackedSource
-        return PackedSource(train_files, tokens=s.micro_batch_seqs * s.train_seq_len, seq_len=s.train_seq_len,
-                            rank=s.rank, world_size=s.world_size, vocab_size=s.vocab_size, device=device,
-                            config=s.curriculum)
-    return BatchSource(train_files, seq_len=s.train_seq_len, batch_seqs=s.micro_batch_seqs, rank=s.rank,
-                       world_size=s.world_size, vocab_size=s.vocab_size, device=device, config=s.curriculum,
-                       order=s.data_order, seed=s.seed, phases=s.phases or None, grad_accum_steps=s.grad_accum_steps,
-                       warm_up_steps=warm_up_steps, align=s.data_align, doc_max_tokens=s.doc_max_tokens,
-                       index_order=s.index_order, tokenizer=s.tokenizer_path, mix=s.mix)
+@dataclass
+class Hooks:
+    """What a harness changes of a run (tools/turns.py's variants), given to `main`, never patched
+    in. The defaults are every user's run."""
+    attention_fp32: bool = True        # a CPU's training steps attend in fp32 under bf16 autocast (see attend)
+    repeatable_kernels: bool = True    # PyTorch's deterministic mode on a CPU (trainer/host.py)
+    keep: str = "selected"             # the rows a curriculum micro-batch keeps (curriculum/selector.py's KEEPS)
+    timed_batches: Callable = lambda job, batches: batches  # (job, data path) -> the timed loop's data path
+    before_timed: Callable = lambda job: None               # after the warm-up, before the first timed step
+    timed_step: Callable = lambda step: step()              # calls step() for each timed step, returns its value
 
 
 @dataclass
@@ -711,7 +697,6 @@ class Job:
     val_tokens: Tensor
     val_sets: dict[str, Tensor]
     tables: ByteTables
-    train_files: list[Path]
     base_model: GPT
     model_compiled: nn.Module
     model: nn.Module
@@ -720,6 +705,7 @@ class Job:
     results: dict = field(default_factory=dict)
     val_domains: tuple[Tensor, tuple[str, ...]] | None = None  # VAL_DOMAINS: each target's domain id, the names
     val_bytes: Tensor | None = None     # VAL_BYTES_FILES: the bytes each validation token stands for
+    hooks: Hooks = field(default_factory=Hooks)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -758,12 +744,14 @@ class Job:
                 out[name] = (mine.numel(), hashlib.sha256(mine.numpy().tobytes()).hexdigest())
         return out
 
-    def make_batches(self, warm_up_steps: int = 0) -> DataPath:
-        """The data path; with `warm_up_steps`, one that spreads them over every phase."""
-        return data_path(self.s, self.train_files, self.device, warm_up_steps)
+    def make_batches(self, warm_up_steps: int = 0, budget: tuple[int, str] | None = None) -> DataPath:
+        """The data path (curriculum/plan.py); with `warm_up_steps`, one that spreads them over
+        every phase; with `budget` (steps, what sets them), its first lines say what they read."""
+        return open_data_path(self.s.data, self.s.shape, self.device, self.s.rank, warm_up_steps=warm_up_steps,
+                              budget=budget, keep=self.hooks.keep)
 
 
-def set_up(started: float) -> Job:
+def set_up(started: float, hooks: Hooks) -> Job:
     """Settings, device and process group, the log's header, data, provenance, model, optimisers."""
     s = read_settings()
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -789,10 +777,11 @@ def set_up(started: float) -> Job:
         + ("CUDA" if device.type == "cuda" else f"CPU_AUTOCAST={s.cpu_autocast}, native bf16 on this CPU: "
                                                  f"{'yes' if cpu_has_native_bf16() else 'no'}") + ")")
     document_kernel, line = select_attention_kernel(s, device)
-    log(line)
+    log(line + ("" if hooks.attention_fp32 else "; Hooks.attention_fp32=False: training steps attend in bf16 instead"))
     if device.type == "cpu":
         log(keep_freed_memory(s.cpu_malloc))
-    log(repeatable_kernels(device))
+    log(repeatable_kernels(device) if hooks.repeatable_kernels else
+        "kernels: inductor's own, deterministic mode off (Hooks.repeatable_kernels=False)")
     if s.max_wallclock_seconds == 0 and not s.warmdown_frac and s.warmdown_iters >= s.iterations:
         log(f"note: WARMDOWN_ITERS={s.warmdown_iters} >= ITERATIONS={s.iterations}: the whole run is warmdown, "
             f"the LR starts at {lr_multiplier(0.0, s.warmdown_iters / s.iterations):.1%} of its peak")
@@ -811,26 +800,16 @@ def set_up(started: float) -> Job:
     val_bytes = load_validation_bytes(s.val_bytes_files, val_tokens.numel()) if s.val_bytes_files else None
     if val_bytes is not None:
         log(f"val_bpb: bytes from VAL_BYTES_FILES={s.val_bytes_files} (a sidecar per validation token), not the tokenizer's")
-    train_files = [Path(p) for p in sorted(glob.glob(s.train_files))]
+    train_files = s.data.shards()
     provenance = run_provenance(s, device, train_files, started)
     log("provenance: " + json.dumps({k: v for k, v in provenance.items() if k != "train_shards"}, sort_keys=True))
-    train_tokens = sum(shard_token_count(p) for p in train_files)
+    train_tokens = s.data.train_tokens()
     log(f"data: {len(train_files)} train shards holding {train_tokens:,} tokens, validation {val_tokens.numel() - 1:,} "
         f"tokens" + (f" (a prefix: VAL_MAX_TOKENS={s.val_max_tokens})" if s.val_max_tokens else " (the whole split)")
         + f", order {s.data_order}")
-    if s.phases:
-        log("data: CURRICULUM_PHASES names the datasets read; TRAIN_FILES is not read")
-    elif s.mix.mode:
-        log(f"data: MIX={s.mix.mode} blends MIX_DATASETS; TRAIN_FILES is not read")
-    elif s.max_wallclock_seconds == 0:
-        log(f"data: budget of ITERATIONS={s.iterations}: {data_budget(s, s.iterations, train_tokens)}")
-    elif s.expected_step_ms > 0:
-        steps = min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms))
-        log(f"data: budget at EXPECTED_STEP_MS={s.expected_step_ms:g} under the {s.max_wallclock_seconds:g} s cap: "
-            f"{data_budget(s, steps, train_tokens)}")
 
     compile_fn = (lambda f: torch.compile(f)) if s.torch_compile else (lambda f: f)
-    base_model = GPT(s, document_kernel or "per_document").to(device)
+    base_model = GPT(s, document_kernel or "per_document", hooks.attention_fp32).to(device)
     model_compiled = torch.compile(base_model, dynamic=False) if s.torch_compile else base_model
     model = DDP(model_compiled, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False) if distributed else model_compiled
@@ -839,8 +818,8 @@ def set_up(started: float) -> Job:
     log(f"model: {n_params:,} parameters, {s.num_layers} layers, width {s.model_dim}, "
         f"heads {s.num_heads}/{s.num_kv_heads}, mlp {s.mlp_mult}x, vocab {s.vocab_size}, "
         f"bigram {s.bigram_vocab_size}x{s.bigram_dim}")
-    job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, train_files, base_model,
-              model_compiled, model, optimizers, val_domains=val_domains, val_bytes=val_bytes)
+    job = Job(s, device, distributed, log, bf16, val_tokens, val_sets, tables, base_model, model_compiled, model,
+              optimizers, val_domains=val_domains, val_bytes=val_bytes, hooks=hooks)
     job.results.update(
         run_id=s.run_id, settings=s.env, curriculum=asdict(s.curriculum), device=str(device), world_size=s.world_size,
         grad_accum_steps=s.grad_accum_steps, parameters=n_params, val_tokens=val_tokens.numel() - 1,
@@ -989,70 +968,145 @@ def resume(job: Job, state: dict, batches: DataPath, swa: Averaged) -> LoopState
     return loop
 
 
+# =============================================================================================
+# The training loop: one clock for every rank, the schedule, the steps
+# =============================================================================================
+
+
+class Clock:
+    """The training time: it runs during steps and pauses for evaluation and checkpoints. With a
+    cap and several ranks the time every rank steps by is the slowest rank's at the last step
+    (`agree`), so that all reach the same progress and stop at the same step."""
+
+    def __init__(self, job: Job, training_ms: float):
+        self.sync, self.distributed, self.device = job.sync, job.distributed, job.device
+        self.capped = job.s.max_wallclock_seconds > 0
+        self.banked_ms, self.ranks_ms, self.t0 = training_ms, training_ms, time.perf_counter()
+
+    def start(self) -> None:
+        self.sync()
+        self.t0 = time.perf_counter()
+
+    def pause(self) -> None:
+        self.sync()
+        self.banked_ms += 1000.0 * (time.perf_counter() - self.t0)
+
+    def own_ms(self) -> float:
+        """This rank's training time so far."""
+        return self.banked_ms + 1000.0 * (time.perf_counter() - self.t0)
+
+    def elapsed_ms(self) -> float:
+        """The time progress is measured by: the ranks' agreed time, or this rank's own."""
+        return self.ranks_ms if self.distributed and self.capped else self.own_ms()
+
+    def agree(self) -> float:
+        """At a step's end, with a cap: the slowest rank's time (the one collective of the clock)."""
+        self.ranks_ms = self.own_ms()
+        if self.distributed:
+            clock = torch.tensor(self.ranks_ms, dtype=torch.float64, device=self.device)
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            self.ranks_ms = clock.item()
+        return self.ranks_ms
+
+
+def set_schedule(job: Job, step: int, progress: float, warmdown: float) -> float:
+    """Every group's learning rate and Muon's momentum at this point of the run; the LR multiplier."""
+    s = job.s
+    lr_mul = lr_multiplier(progress, warmdown)
+    momentum_frac = momentum_warmed(s, step, progress)
+    for opt in job.optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_mul
+            if isinstance(opt, Muon):
+                g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+    return lr_mul
+
+
+def data_budget(s: Settings) -> tuple[int, str] | None:
+    """The steps the data path's first lines count the run's reading over, and what sets them."""
+    if s.max_wallclock_seconds == 0:
+        return s.iterations, f"of ITERATIONS={s.iterations}"
+    if s.expected_step_ms > 0:
+        return (min(s.iterations, int(1000 * s.max_wallclock_seconds / s.expected_step_ms)),
+                f"at EXPECTED_STEP_MS={s.expected_step_ms:g} under the {s.max_wallclock_seconds:g} s cap")
+    return None
+
+
+def notes_at_step_10(job: Job, elapsed_ms: float, warmdown: float) -> None:
+    """Under a cap, what the first ten steps' time says of the data budget and the warmdown."""
+    s, step = job.s, 10
+    if s.data.reads_train_files():
+        steps = min(s.iterations, int(1000 * s.max_wallclock_seconds * step / elapsed_ms))
+        job.log(s.data.budget_line(s.shape, steps, f"at the {elapsed_ms / step:.0f} ms/step of the first 10 steps "
+                                                   f"under the {s.max_wallclock_seconds:g} s cap"))
+    if warmdown > 0.9 and not s.warmdown_frac:
+        job.log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
+                f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
+                f"(configs/1xh100.env scales the step-based settings for one GPU; WARMDOWN_FRAC holds at any step time)")
+
+
+def add_swa_snapshot(job: Job, swa: Averaged, step: int, lr_mul: float, progress: float, now_ms: float,
+                     tokens: int) -> None:
+    """Once the LR is low enough, one snapshot each time a step ends a new interval (swa_slot)."""
+    s = job.s
+    slot = swa_slot(s, step, training_progress(s, step, now_ms, tokens))  # with a cap, the same slots on every rank
+    if s.swa_enabled and lr_mul < s.swa_start_frac and slot != swa.slot:
+        if swa.state is None:
+            swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
+            job.log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
+        for k, v in job.base_model.state_dict().items():
+            swa.state[k] += v.float()
+        swa.count += 1
+    swa.slot = slot
+
+
+def log_train_loss(job: Job, step: int, train_loss: Tensor, own_ms: float, tokens: int) -> None:
+    s = job.s
+    if job.distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
+        dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
+        train_loss /= s.world_size
+    job.log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} train_time:{own_ms:.0f}ms "
+            f"step_avg:{own_ms / step:.2f}ms" + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "")
+                                                 if s.phases or s.train_tokens else ""))
+
+
 def train(job: Job) -> Averaged:
     """The timed loop: progress drives the LR, SWA and the curriculum; evaluation pauses the clock."""
-    s, log = job.s, job.log
-    batches = job.make_batches()
-    max_ms = 1000.0 * s.max_wallclock_seconds
+    s, log, hooks = job.s, job.log, job.hooks
+    batches = hooks.timed_batches(job, job.make_batches(budget=data_budget(s)))
     swa = Averaged()
-    log("progress: " + ("the wallclock cap" if max_ms > 0 else "ITERATIONS")
+    log("progress: " + ("the wallclock cap" if s.max_wallclock_seconds > 0 else "ITERATIONS")
         + (f" or TRAIN_TOKENS={s.train_tokens:,}, whichever is further along" if s.train_tokens else ""))
-    loop = LoopState()
-    if job.checkpoint is not None:
-        loop = resume(job, job.checkpoint, batches, swa)
-        job.checkpoint = None
+    loop = LoopState() if job.checkpoint is None else resume(job, job.checkpoint, batches, swa)
+    job.checkpoint = None
     for line in batches.drain_log(loop.step):  # the phases, where the run begins in them
         log(line)
-    training_ms, step, tokens, recompiles = loop.training_ms, loop.step, loop.tokens, loop.recompiles
+    clock, step, tokens, recompiles = Clock(job, loop.training_ms), loop.step, loop.tokens, loop.recompiles
     stop_after, exhausted = None, False
-    ranks_ms = training_ms  # the clock every rank agrees on (with a cap, across ranks: the slowest's)
-    job.sync()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: what CPU_MALLOC saves
-    t0 = time.perf_counter()
+    clock.start()
     while True:
         last = (step == s.iterations or (stop_after is not None and step >= stop_after)
                 or (s.train_tokens and tokens >= s.train_tokens))
         if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
-            job.sync()
-            training_ms += 1000.0 * (time.perf_counter() - t0)
+            clock.pause()
             val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0, byte_counts=job.val_bytes)  # non-overlapping: a curve, not the score
             log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
-                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
-            job.sync()
-            t0 = time.perf_counter()
+                f"train_time:{clock.banked_ms:.0f}ms step_avg:{clock.banked_ms / max(step, 1):.2f}ms")
+            clock.start()
         if last:
-            if exhausted:
-                log(f"stopping: the training data is used up, step:{step}/{s.iterations}")
-            elif s.train_tokens and tokens >= s.train_tokens:
-                log(f"stopping: TRAIN_TOKENS={s.train_tokens:,} reached, {tokens:,} tokens at step {step}")
-            elif stop_after is not None and step < s.iterations:
-                log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+            log_stop(job, step, tokens, clock.banked_ms, stop_after, exhausted)
             break
-
-        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
-        if job.distributed and max_ms > 0:  # every rank at the same progress: the slowest rank's clock at the last step
-            elapsed_ms = ranks_ms
-        progress = training_progress(s, step, elapsed_ms, tokens)
-        warmdown = warmdown_fraction(s, step, elapsed_ms)
-        lr_mul = lr_multiplier(progress, warmdown)
-        if step == 10 and max_ms > 0 and not s.phases:
-            steps = min(s.iterations, int(max_ms * step / elapsed_ms))
-            log(f"data: budget at the {elapsed_ms / step:.0f} ms/step of the first 10 steps under the "
-                f"{s.max_wallclock_seconds:g} s cap: {data_budget(s, steps, job.results['train_tokens'])}")
-        if step == 10 and max_ms > 0 and warmdown > 0.9 and not s.warmdown_frac:
-            log(f"WARNING: at {elapsed_ms / step:.0f} ms/step, WARMDOWN_ITERS={s.warmdown_iters} spans "
-                f"{warmdown:.0%} of the {s.max_wallclock_seconds:g} s budget: the warmdown starts before 10% of it "
-                f"(configs/1xh100.env scales the step-based settings for one GPU; WARMDOWN_FRAC holds at any step time)")
-        momentum_frac = momentum_warmed(s, step, progress)
-        for opt in job.optimizers:
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * lr_mul
-                if isinstance(opt, Muon):
-                    g["momentum"] = (1 - momentum_frac) * s.muon_momentum_warmup_start + momentum_frac * s.muon_momentum
+        elapsed_ms = clock.elapsed_ms()
+        progress, warmdown = training_progress(s, step, elapsed_ms, tokens), warmdown_fraction(s, step, elapsed_ms)
+        if step == 10 and s.max_wallclock_seconds > 0:
+            notes_at_step_10(job, elapsed_ms, warmdown)
+        lr_mul = set_schedule(job, step, progress, warmdown)
         graphs = compiled_graphs()
         try:
             at = Position(progress, max(1.0 - warmdown, 0.0), step, tokens, elapsed_ms)
-            train_loss, step_tokens = train_step(job.model, job.base_model, job.optimizers, s, batches, at, job.bf16)
+            train_loss, step_tokens = hooks.timed_step(
+                lambda: train_step(job.model, job.base_model, job.optimizers, s, batches, at, job.bf16))
             recompiles += compiled_graphs() - graphs  # in the timed steps only: evaluation pauses the clock
         except DataExhausted as e:  # a clean end: the partial step is undone, averaging and export follow
             for opt in job.optimizers:
@@ -1060,62 +1114,53 @@ def train(job: Job) -> Averaged:
             log(f"data: {e}; training ends at step {step}")
             stop_after, exhausted = step, True
             continue
-        step += 1
-        tokens += step_tokens
+        step, tokens = step + 1, tokens + step_tokens
         for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
             log(line)
-
-        now_ms = ranks_ms if job.distributed and max_ms > 0 else training_ms + 1000.0 * (time.perf_counter() - t0)
-        slot = swa_slot(s, step, training_progress(s, step, now_ms, tokens))  # with a cap, the same slots on every rank
-        if s.swa_enabled and lr_mul < s.swa_start_frac and slot != swa.slot:
-            if swa.state is None:
-                swa.state = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in job.base_model.state_dict().items()}
-                log(f"swa:start step:{step} lr_mul:{lr_mul:.4f} progress:{progress:.4f}")
-            for k, v in job.base_model.state_dict().items():
-                swa.state[k] += v.float()
-            swa.count += 1
-        swa.slot = slot
-
-        approx_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        add_swa_snapshot(job, swa, step, lr_mul, progress, clock.elapsed_ms(), tokens)
+        own_ms = clock.own_ms()
         if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
-            if job.distributed:  # the mean over ranks, like every other metric (gloo has no AVG)
-                dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)
-                train_loss /= s.world_size
-            log(f"step:{step}/{s.iterations} train_loss:{train_loss.item():.4f} "
-                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
-                + (f" tokens:{tokens:,}" + (f"/{s.train_tokens:,}" if s.train_tokens else "")
-                   if s.phases or s.train_tokens else ""))
-        if max_ms > 0:
-            ranks_ms = approx_ms
-            if job.distributed:  # one clock for all: every rank stops at the same step and steps at the same progress
-                clock = torch.tensor(approx_ms, dtype=torch.float64, device=job.device)
-                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-                ranks_ms = clock.item()
-            if ranks_ms >= max_ms and stop_after is None:
-                stop_after = step
+            log_train_loss(job, step, train_loss, own_ms, tokens)
+        if s.max_wallclock_seconds > 0 and clock.agree() >= 1000.0 * s.max_wallclock_seconds and stop_after is None:
+            stop_after = step
         if s.checkpoint_every and step % s.checkpoint_every == 0 and stop_after is None and step < s.iterations:
-            job.sync()  # the clock pauses while the checkpoint is written, as it does for evaluation
-            training_ms += 1000.0 * (time.perf_counter() - t0)
-            path = save_checkpoint(job, LoopState(step, tokens, training_ms, recompiles), swa, batches)
+            clock.pause()  # the clock pauses while the checkpoint is written, as it does for evaluation
+            path = save_checkpoint(job, LoopState(step, tokens, clock.banked_ms, recompiles), swa, batches)
             log(f"checkpoint: step:{step} {path}")
-            t0 = time.perf_counter()
+            clock.start()
+    end_of_training(job, batches, loop, step, tokens, clock.banked_ms, recompiles, usage0, stop_after)
+    return swa
 
+
+def log_stop(job: Job, step: int, tokens: int, training_ms: float, stop_after: int | None, exhausted: bool) -> None:
+    s = job.s
+    if exhausted:
+        job.log(f"stopping: the training data is used up, step:{step}/{s.iterations}")
+    elif s.train_tokens and tokens >= s.train_tokens:
+        job.log(f"stopping: TRAIN_TOKENS={s.train_tokens:,} reached, {tokens:,} tokens at step {step}")
+    elif stop_after is not None and step < s.iterations:
+        job.log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{s.iterations}")
+
+
+def end_of_training(job: Job, batches: DataPath, loop: LoopState, step: int, tokens: int, training_ms: float,
+                    recompiles: int, usage0, stop_after: int | None) -> None:
+    """The loop's results: steps, tokens, time, compilation, page faults, and the data path's summary."""
+    s = job.s
     job.results["recompiles_after_warmup"] = recompiles
     usage = resource.getrusage(resource.RUSAGE_SELF)
     timed_steps = max(step - loop.step, 1)  # this piece's steps (and its evaluations; none by default)
     job.results.update(minor_faults_per_step=round((usage.ru_minflt - usage0.ru_minflt) / timed_steps, 1),
                        kernel_ms_per_step=round(1000 * (usage.ru_stime - usage0.ru_stime) / timed_steps, 3))
     if s.torch_compile:
-        log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
+        job.log(f"compile: {recompiles} graphs compiled in the timed training steps (after the warm-up)")
     job.results.update(batches.summary(Position(training_progress(s, step, training_ms, tokens), 1.0, step, tokens,
                                                 training_ms)))
     for line in batches.drain_log(step):
-        log(line)
+        job.log(line)
     batches.close()
     job.results.update(steps=step, tokens_seen=tokens, train_time_ms=round(training_ms, 3),
                        step_avg_ms=round(training_ms / max(step, 1), 4),
                        stopped_early=stop_after is not None and step < s.iterations)
-    return swa
 
 
 def weights_agree_across_ranks(job: Job) -> bool:
@@ -1197,9 +1242,10 @@ def write_summary(job: Job) -> None:
         job.log(f"logs: {job.log.path} and {path}")
 
 
-def main() -> None:
-    job = set_up(started=time.time())
+def main(hooks: Hooks = Hooks()) -> None:
+    job = set_up(started=time.time(), hooks=hooks)
     warm_up_and_undo(job)
+    hooks.before_timed(job)
     swa = train(job)
     set_scores = average_weights(job, swa)
     export_and_round_trip(job, set_scores)

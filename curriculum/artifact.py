@@ -40,7 +40,7 @@ def loaded_modules() -> list[Path]:
     `python -m curriculum.plugin`): the code a user's artifact carries."""
     files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
     files.add(PACKAGE / "plugin.py")
-    return sorted(p for p in files if p.parent == PACKAGE and p.is_file())  # packed: __init__.py alone
+    return sorted(p for p in files if p.is_relative_to(PACKAGE) and p.is_file())  # packed: __init__.py alone
 
 
 def code_bytes() -> int:
@@ -51,5 +51,5 @@ def code_bytes() -> int:
 def code_sha256() -> str:
     h = hashlib.sha256()
     for path in loaded_modules():
-        h.update(f"{path.name}\0".encode() + path.read_bytes())
+        h.update(f"{path.relative_to(PACKAGE).as_posix()}\0".encode() + path.read_bytes())
     return h.hexdigest()

@@ -8,7 +8,7 @@ from typing import Mapping
 
 from .order import DATA_ORDERS
 
-DATA_ALIGNS = ("none", "bos")  # curriculum/rows.py reads the rows as these say
+DATA_ALIGNS = ("none", "bos")  # curriculum/readers/ read the rows as these say
 from .pool import POOLS
 from .schedules import SCHEDULES
 from .scores import SCORES
@@ -28,7 +28,7 @@ MIX_RULES = ("odm", "excess_loss")
 
 @dataclass(frozen=True)
 class OrderConfig:
-    """DATA_ORDER=curriculum's settings (ORDER_SETTINGS below; curriculum/index_order.py draws by them)."""
+    """DATA_ORDER=curriculum's settings (ORDER_SETTINGS below; curriculum/readers/index_order.py draws by them)."""
     score: str = "compression_ratio"   # ORDER_SCORE
     pacing: str = "warmup"             # ORDER_PACING
     start: float = 0.2                 # ORDER_START
@@ -56,10 +56,13 @@ class MixConfig:
     def named_globs(self) -> list[tuple[str, str]]:
         return [tuple(part.split("=", 1)) for part in self.datasets.split(",") if part.strip()]
 
-    def problems(self) -> list[str]:
+    def problems(self, phases: bool = False) -> list[str]:
+        """Every invalid MIX* setting; with `phases`, a phases file names the datasets blended."""
         out = []
         parts = [p for p in self.datasets.split(",") if p.strip()]
-        if self.mode and not parts:
+        if phases and parts:
+            out.append(f"MIX_DATASETS={self.datasets!r}: a phases file names the datasets it blends; unset MIX_DATASETS")
+        elif self.mode and not parts and not phases:
             out.append(f"MIX={self.mode}: needs MIX_DATASETS=name=glob,name=glob,... (two or more datasets)")
         bad = [p for p in parts if "=" not in p or not p.split("=", 1)[0].strip() or not p.split("=", 1)[1].strip()]
         if bad:
@@ -67,7 +70,7 @@ class MixConfig:
         names = [p.split("=", 1)[0].strip() for p in parts if "=" in p]
         if len(set(names)) != len(names):
             out.append(f"MIX_DATASETS={self.datasets!r}: a name appears twice")
-        if self.mode and 0 < len(parts) < 2:
+        if self.mode and 0 < len(parts) < 2 and not phases:
             out.append(f"MIX_DATASETS={self.datasets!r}: a mixture needs two or more datasets")
         if self.mode == "adaptive" and self.rule == "excess_loss" and not self.reference:
             out.append("MIX_RULE=excess_loss: needs MIX_REFERENCE (name=loss,... or index:<file> with proxy_loss: "
@@ -202,7 +205,10 @@ class EnvReader:
 
     def read(self, setting: Setting, check: bool = True):
         """The setting's value (its default when unset or invalid); with `check`, a value that
-        breaks the rule is an error here (the curriculum's are checked by its config instead)."""
+        breaks the rule is an error here (the curriculum's are checked by its config instead).
+        A setting read before is not read again: its value, its problem reported once."""
+        if setting.name in self.values:
+            return self.values[setting.name]
         raw = (self.environ.get(setting.name) or "").strip()
         default = setting.default(self.values) if callable(setting.default) else setting.default
         value = default
@@ -293,6 +299,15 @@ DATA_ALIGN = Setting(
     "`shuffled` the permuted unit is the aligned row", choices=DATA_ALIGNS)
 DOC_MAX_TOKENS = Setting("DOC_MAX_TOKENS", "int", 0, "with `DATA_ALIGN=bos`, the most tokens of a document a row "
                          "holds (0: the row's length)", minimum=0)
+DATA_LAYOUT = Setting(
+    "DATA_LAYOUT", "text", "rows", "`rows`: micro-batches of sequences [B, TRAIN_SEQ_LEN] (`DATA_ORDER`, `DATA_ALIGN`, "
+    "`MIX`, phases); `packed`: the late records' layout, one [1, N] stream per rank read as their document-"
+    "packing loader reads it, documents cut every `TRAIN_SEQ_LEN` tokens and their boundaries (`cu_seqlens`) "
+    "given to attention with `ATTENTION_MASK=document`; the curriculum selects document pieces there "
+    "(docs/plugin.md)", choices=("rows", "packed"))
+CURRICULUM_PHASES = Setting(
+    "CURRICULUM_PHASES", "text", "", "a phases file (docs/phases.md): the run in stages with their own sequence "
+    "length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases")
 SEED = Setting("SEED", "int", 1337, "model initialisation, and the slot order of `DATA_ORDER=shuffled` (the sequential "
                "order and the selection have no randomness)")
 
@@ -301,23 +316,3 @@ def read_curriculum(e: EnvReader) -> CurriculumConfig:
     """The CURRICULUM* settings; a value that does not parse is in `e.errors`, one that breaks a
     rule in the config's `problems()`."""
     return CurriculumConfig(**e.read_all(CURRICULUM_SETTINGS, check=False))
-
-
-def read_data_order(e: EnvReader) -> str:
-    """DATA_ORDER: the order rows are read in, for the baseline and the curriculum alike."""
-    return e.read(DATA_ORDER)
-
-
-def read_order(e: EnvReader) -> OrderConfig:
-    """The ORDER_* settings of DATA_ORDER=curriculum (read, and checked, whatever the order)."""
-    return OrderConfig(**e.read_all(ORDER_SETTINGS))
-
-
-def read_mix(e: EnvReader) -> MixConfig:
-    """The MIX* settings: datasets blended, and how."""
-    return MixConfig(**e.read_all(MIX_SETTINGS))
-
-
-def read_data_align(e: EnvReader) -> tuple[str, int]:
-    """DATA_ALIGN and DOC_MAX_TOKENS: where rows begin, for the baseline and the curriculum alike."""
-    return e.read(DATA_ALIGN), e.read(DOC_MAX_TOKENS)

@@ -1,12 +1,10 @@
 """Document-packed batches, the late records' layout: one `[1, N]` stream per rank and the
 document boundaries in `cu_seqlens` for a varlen attention kernel.
 
-`DocumentStream` reads the shards as those records do: in sorted order, wrapping to the first
-after the last; a shard opened is entered at its first BOS; each batch takes `world_size` spans
-of N + 1 tokens and rank r the r-th, and a shard that cannot hold the whole batch's spans is left
-for the next. `document_pieces` cuts a span's documents into pieces of at most `max_len` tokens
-(a first piece starts at 0 whether or not a BOS is there) and `cu_seqlens` lists their starts,
-then N, padded with N to a multiple of the bucket size.
+`DocumentStream` (readers/documents.py) reads the shards as those records do. `document_pieces`
+cuts a span's documents into pieces of at most `max_len` tokens (a first piece starts at 0
+whether or not a BOS is there) and `cu_seqlens` lists their starts, then N, padded with N to a
+multiple of the bucket size.
 
 With the curriculum on (`PieceSelector`), the unit is a piece: a pool of pieces is read, each is
 scored by the curriculum's score, and the pieces whose score ranks are centred on the
@@ -26,6 +24,7 @@ import torch
 from .config import CurriculumConfig
 from .schedules import target_percentile
 from .scores import NEEDS_UNIGRAM_COUNTS, SCORES
+from .readers.documents import DocumentStream
 from .shards import BOS_ID, DataError, read_shard, shard_token_count
 
 BOS_SAMPLE_TOKENS = 1 << 20  # a shard whose first million tokens hold no BOS is not a shard of documents
@@ -48,60 +47,6 @@ def check_document_shards(files: list[Path]) -> list[str]:
             problems.append(f"{f}: no BOS (id {BOS_ID}) in its first {min(n, BOS_SAMPLE_TOKENS):,} tokens: documents "
                             f"cannot be found (each must begin with BOS)")
     return problems
-
-
-@dataclass(frozen=True)
-class StreamState:
-    shard_index: int = 0
-    cursor: int = 0
-    wraps: int = 0
-
-
-class DocumentStream:
-    """The shards as the records' document-packing loader reads them (see the module's text)."""
-
-    def __init__(self, files: list[Path], rank: int, world_size: int):
-        self.files, self.rank, self.world_size = list(files), rank, world_size
-        self.lengths = [shard_token_count(f) for f in self.files]
-        self.wraps = 0
-        self._open(0)
-
-    def _open(self, index: int) -> None:
-        self.shard_index = index
-        self.tokens = np.asarray(read_shard(self.files[index]))
-        self.bos = np.flatnonzero(self.tokens == BOS_ID)
-        if not len(self.bos):
-            raise DataError(f"{self.files[index]}: no BOS (id {BOS_ID}): documents cannot be found")
-        self.cursor = int(self.bos[0])
-
-    def state(self) -> StreamState:
-        return StreamState(self.shard_index, self.cursor, self.wraps)
-
-    def seek(self, state: StreamState) -> None:
-        if state.shard_index != self.shard_index:
-            self._open(state.shard_index)
-        self.cursor, self.wraps = state.cursor, state.wraps
-
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's next span of n + 1 tokens, and the BOS positions among its first n (relative)."""
-        span = n + 1
-        whole = span * self.world_size
-        tried = 0
-        while self.cursor + whole > len(self.tokens):
-            tried += 1
-            if tried > len(self.files):
-                raise DataError(f"no training shard holds {whole:,} tokens after its first BOS ({self.world_size} "
-                                f"ranks x {span:,}); the largest holds {max(self.lengths):,} tokens")
-            following = (self.shard_index + 1) % len(self.files)
-            self.wraps += following == 0
-            self._open(following)
-        start = self.cursor + self.rank * span
-        lo, hi = np.searchsorted(self.bos, [start, start + n], side="left")
-        self.cursor += whole
-        return self.tokens[start:start + span], self.bos[lo:hi] - start
-
-    def where(self) -> str:
-        return str(self.files[self.shard_index])
 
 
 def document_pieces(starts: np.ndarray, n: int, max_len: int) -> np.ndarray:

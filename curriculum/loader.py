@@ -1,13 +1,13 @@
 """The data path for one rank, and the one seam the trainer meets it at (`DataPath`).
 
-    batches = BatchSource(files, seq_len=..., batch_seqs=..., ..., phases="phases.toml")
+    batches = open_data_path(plan, shape, device, rank)    # curriculum/plan.py: a BatchSource
     x, y = batches.next_batch(Position(progress, warmdown_start, step, tokens, elapsed_ms))
     for line in batches.drain_log(step): log(line)
     results |= batches.summary(Position(..., step=steps)); batches.state_dict(); batches.close()
 
 Its stages, one job each, each with its own state:
 
-1. rows (curriculum/rows.py): sequences of seq_len + 1 tokens, each rank its disjoint share,
+1. readers (curriculum/readers/): sequences of seq_len + 1 tokens, each rank its disjoint share,
    in the challenge's order, a seeded shuffle of fixed slots, or a blend of datasets;
 2. read-ahead (curriculum/read_ahead.py): a background thread reads them ahead of the loop;
 3. selection (curriculum/selector.py, curriculum on): the rows are scored on the device and
@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,11 +32,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import CurriculumConfig, MixConfig, OrderConfig, parse_reference
+from .config import CurriculumConfig
 from .domains import DomainIndex
-from .order import DATA_ORDERS, ProgressFeed
+from .order import ProgressFeed
+from .plan import DataPlan, Shape
 from .read_ahead import Block, ReadAhead
-from .rows import DATA_ALIGNS, DataError, DataExhausted, Mixture, MixedRows, open_rows
+from .readers import DataError, DataExhausted, Mixture, open_reader
 from .selector import Selector, WindowStats
 from .shards import shard_token_count
 from .statistics import DataStatistics
@@ -79,37 +79,6 @@ class DataPath(Protocol):
     def close(self) -> None: ...
 
 
-def mix_datasets(mix: MixConfig) -> Mixture:
-    """MIX_DATASETS as a mixture weighted by the datasets' sizes in tokens (each wraps when used up)."""
-    import glob
-    names, files, sizes = [], [], []
-    for name, pattern in mix.named_globs():
-        found = tuple(Path(f) for f in sorted(glob.glob(pattern.strip())))
-        if not found:
-            raise DataError(f"MIX_DATASETS: {name.strip()}={pattern!r} matches no shard")
-        names.append(name.strip())
-        files.append(found)
-        sizes.append(sum(shard_token_count(f) for f in found))
-    total = sum(sizes)
-    if total == 0:
-        raise DataError("MIX_DATASETS: every dataset is empty")
-    return Mixture(tuple(names), tuple(files), ("wrap",) * len(names), tuple(s / total for s in sizes))
-
-
-def mix_reference(raw: str, names: tuple[str, ...]) -> list[float]:
-    """MIX_REFERENCE's loss per dataset: given, or the per-domain means tools.proxy_loss stored in an index."""
-    if raw.startswith("index:"):
-        from .index import DifficultyIndex
-        means = DifficultyIndex.open(raw[len("index:"):]).parameters("proxy_loss").get("domain_means") or {}
-    else:
-        means = parse_reference(raw)
-    missing = [n for n in names if n not in means]
-    if missing:
-        raise DataError(f"MIX_REFERENCE={raw!r}: no reference loss for {', '.join(missing)} (it has "
-                        f"{', '.join(means) or 'none'})")
-    return [float(means[n]) for n in names]
-
-
 class BatchSource:
     """The data path for one rank: rows, read-ahead, selection, statistics and phases composed.
     The shape (sequence length, sequences per micro-batch) may change between micro-batches:
@@ -118,74 +87,65 @@ class BatchSource:
     and counted. A loader for `warm_up_steps` steps spreads them over the phases in order, so
     that every phase's shapes are compiled before the clock starts."""
 
-    def __init__(self, files: list[Path] | None, *, seq_len: int, batch_seqs: int, rank: int, world_size: int,
-                 vocab_size: int, device: torch.device, config: CurriculumConfig, order: str = "sequential",
-                 seed: int = 0, read_ahead: int = 4, mixture: Mixture | None = None, phases: str | None = None,
-                 grad_accum_steps: int = 1, warm_up_steps: int = 0, align: str = "none", doc_max_tokens: int = 0,
-                 index_order: OrderConfig | None = None, tokenizer: str | None = None, mix: MixConfig | None = None):
-        if order not in DATA_ORDERS:
-            raise ValueError(f"DATA_ORDER={order!r}: must be one of {', '.join(DATA_ORDERS)}")
-        if align not in DATA_ALIGNS:
-            raise ValueError(f"DATA_ALIGN={align!r}: must be one of {', '.join(DATA_ALIGNS)}")
-        self.align, self.doc_max, self.tokenizer = align, doc_max_tokens, tokenizer
-        self.rank, self.world_size, self.depth, self.order = rank, world_size, read_ahead, order
-        self.vocab_size, self.device = vocab_size, torch.device(device)
-        self.tracker, self.warm_up_steps = None, warm_up_steps
-        pending = []
-        if phases:  # each optional part is imported where it is used: a run imports only what it uses
-            from .phases import PhaseTracker, RunPhases, RunShape
-            run = RunShape(seq_len, batch_seqs * seq_len * world_size * grad_accum_steps, world_size, grad_accum_steps)
-            plan = RunPhases.open(phases, config, run)
-            self.tracker = PhaseTracker(plan)
+    def __init__(self, plan: DataPlan, shape: Shape, device: torch.device, rank: int = 0, *, warm_up_steps: int = 0,
+                 read_ahead: int = 4, mixture: Mixture | None = None, first_lines: list[str] = (), keep: str = "selected"):
+        """The data path of `plan` (checked: curriculum/plan.py's `open_data_path` makes it) for a
+        run of `shape`; `mixture` blends the datasets given instead of the plan's shards (a test's)."""
+        seq_len, batch_seqs, world_size, config = shape.seq_len, shape.micro_batch_seqs, shape.world_size, plan.curriculum
+        self.plan, self.align, self.doc_max, self.order = plan, plan.align, plan.doc_max_tokens, plan.order
+        self.rank, self.world_size, self.depth = rank, world_size, read_ahead
+        self.vocab_size, self.device = plan.vocab_size, torch.device(device)
+        self.tracker, self.warm_up_steps, self.keep = None, warm_up_steps, keep
+        pending = list(first_lines)
+        if plan.phases:  # each optional part is imported where it is used: a run imports only what it uses
+            from .phases import PhaseTracker
+            phases = plan.run_phases(shape)[0]
+            self.tracker = PhaseTracker(phases)
             stage = self.tracker.stage
             seq_len, batch_seqs, config = stage.seq_len, stage.micro_batch_seqs, stage.config
-            mixture = Mixture(plan.names, plan.files, tuple(plan.plan.datasets[n].on_exhaust for n in plan.names),
+            mixture = Mixture(phases.names, phases.files, tuple(phases.plan.datasets[n].on_exhaust for n in phases.names),
                               stage.weights)
-            pending = [plan.describe(), self.tracker.line(0, 0)]
-        self.mix = mix = mix or MixConfig()
-        if mix.mode:
-            if phases and mix.mode != "adaptive":
-                raise DataError(f"MIX={mix.mode}: a phases file blends its own datasets (stratified, by its weights); "
-                                f"only MIX=adaptive applies to it")
-            if not phases:
-                mixture = mix_datasets(mix)
+            pending += [phases.describe(), self.tracker.line(0, 0)]
+        elif plan.mix.mode:
+            mixture = plan.mixture()
+        self.mix = mix = plan.mix
         self.mixture = mixture
         if mixture is not None:  # the datasets, blended; each row's domain is its dataset
             self.files = [f for fs in mixture.files for f in fs]
             self.domain_index, self.domain_names = None, mixture.names
         else:
-            self.files = list(files)
+            self.files = plan.shards()
             self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files], pending)
             self.domain_names = self.domain_index.names if self.domain_index else ()
         # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
-        self.index_order, self.feed = index_order or OrderConfig(), ProgressFeed(lag=read_ahead + 1)
+        self.index_order, self.feed = plan.index_order, ProgressFeed(lag=read_ahead + 1)
         self.schedule = None
         if mix.mode == "adaptive":
             from .mixing import WeightSchedule
             self.schedule = WeightSchedule()
-        self.rows = open_rows(self.files, mixture, seq_len, rank, world_size, order, seed, align, doc_max_tokens,
-                              index_order=(self.index_order, self.feed, vocab_size, tokenizer),
-                              natural=mix.mode == "natural", schedule=self.schedule)
+        self.rows = open_reader(self.files, mixture, seq_len, rank, world_size, plan.order, plan.seed, plan.align,
+                                plan.doc_max_tokens, index_order=(plan.index_order, self.feed, plan.index),
+                                natural=mix.mode == "natural", schedule=self.schedule)
         self.adaptive = None
         if self.schedule is not None:
             from .mixing import AdaptiveMix
-            reference = None if mix.rule != "excess_loss" else mix_reference(mix.reference, mixture.names)
+            reference = None if mix.rule != "excess_loss" else plan.mix_reference(mixture.names)
             self.adaptive = AdaptiveMix(mix, mixture.names, list(self.rows.weights), reference, self.device,
                                         lag=read_ahead + 1, schedule=self.schedule, world_size=world_size)
         self._trained_domains = None
         self.total_tokens = self.rows.total_tokens
         self.window_stats: WindowStats | None = None
         self.statistics = DataStatistics(self.domain_names, None)
-        if order == "curriculum":
-            from .index_order import OrderTally
+        if plan.order == "curriculum":
+            from .statistics import OrderTally
             self.statistics.order = OrderTally(rows=self.rows.index.rows)
         self.statistics.pending += pending + self.rows.describe()
         self.config, self.selector, self._read_ahead = None, None, None
         self._at = Position()
-        self._start(seq_len, batch_seqs, config, self.rows.state())
+        self._start(seq_len, batch_seqs, config, self.rows.state_dict())
 
     # ------------------------------------------------------------ shape, filter and read-ahead
-    def _start(self, seq_len: int, batch_seqs: int, config: CurriculumConfig, state, waiting: dict | None = None) -> None:
+    def _start(self, seq_len: int, batch_seqs: int, config: CurriculumConfig, state: dict, waiting: dict | None = None) -> None:
         self.seq_len, self.batch_seqs, self.config = seq_len, batch_seqs, config
         self.pool_size = config.pool_size(batch_seqs)
         self.selector = None
@@ -193,7 +153,7 @@ class BatchSource:
             if self.window_stats is None:
                 self.window_stats = self.statistics.stats = WindowStats(self.device, len(self.domain_names))
             self.selector = Selector(config, batch_seqs, files=self.files, vocab_size=self.vocab_size,
-                                     device=self.device, stats=self.window_stats)
+                                     device=self.device, stats=self.window_stats, keep=self.keep)
             if waiting is not None:
                 self.selector.load_state_dict(waiting)
         self._resume = state  # where the stream goes on after the last batch taken
@@ -207,14 +167,13 @@ class BatchSource:
 
     def _score_lookup(self, config: CurriculumConfig, seq_len: int):
         """CURRICULUM_SCORE=index:<signal>: the index of the rows read at this length (an index.ScoreLookup)."""
-        from .index import ScoreLookup, open_checked
+        from .index import ScoreLookup
         signal = config.score.split(":", 1)[1]
         if self.mixture is not None or (self.order == "sequential" and self.align == "none"):
             raise DataError(f"CURRICULUM_SCORE={config.score}: the index scores whole rows, which DATA_ORDER=sequential "
                             f"(spans of the stream) and a phases file's mixture do not read; use DATA_ORDER=shuffled or "
                             f"curriculum, or DATA_ALIGN=bos")
-        return ScoreLookup(open_checked(self.files, seq_len, self.align, self.doc_max, self.vocab_size, self.tokenizer,
-                                        signal, self.index_order.index), signal)
+        return ScoreLookup(self.plan.index(seq_len, signal, self.files), signal)
 
     def _stop_read_ahead(self) -> None:
         """Join the thread: the reader's state is restored next, so it must be gone."""
@@ -237,9 +196,9 @@ class BatchSource:
             self.statistics.discarded_waiting(self.selector.waiting_rows(), self.seq_len)
         state = self.rows.reshaped(self._resume, seq_len)
         if weights is not None:
-            state = MixedRows.reweighted(state, weights)
+            state = self.rows.reweighted(state, weights)
             if self.adaptive is not None:  # a new phase: its mixture is the adaptive weights' new start
-                self.schedule.add(state.draws, weights)
+                self.schedule.add(state["draws"], weights)
                 self.adaptive.weights = list(weights)
         self._start(seq_len, batch_seqs, config, state)
 
@@ -380,7 +339,7 @@ class BatchSource:
         `load_state_dict` on a loader made with the same arguments, the batches, log lines and
         summary go on exactly as this loader's would. Host values and CPU tensors only (what was
         read ahead is not saved: it is read again)."""
-        return dict(rows=dataclasses.asdict(self._resume), seq_len=self.seq_len, batch_seqs=self.batch_seqs,
+        return dict(rows=self._resume, seq_len=self.seq_len, batch_seqs=self.batch_seqs,
                     config=dataclasses.asdict(self.config), at=dataclasses.asdict(self._at),
                     selector=None if self.selector is None else self.selector.state_dict(),
                     window_stats=None if self.window_stats is None else self.window_stats.state_dict(),
@@ -406,7 +365,7 @@ class BatchSource:
             self.adaptive.load_state_dict(state["adaptive"]["mix"])
             self.schedule.load_state_dict(state["adaptive"]["schedule"])
         self._start(state["seq_len"], state["batch_seqs"], CurriculumConfig(**state["config"]),
-                    self.rows.state_from(state["rows"]), state["selector"])
+                    state["rows"], state["selector"])
 
     def close(self) -> None:
         """Stop the read-ahead thread (what it read ahead is dropped)."""

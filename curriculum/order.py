@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DATA_ORDERS = ("sequential", "shuffled", "curriculum")  # curriculum: curriculum/index_order.py
+DATA_ORDERS = ("sequential", "shuffled", "curriculum")  # curriculum: curriculum/readers/index_order.py
 
 
 def slots_per_shard(lengths: list[int], seq_len: int) -> np.ndarray:

@@ -30,16 +30,19 @@ FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 SEPARATOR = "\0"
 
 # What the packed __init__.py runs: the finder, then the package's own __init__. Kept short: it is
-# counted too. `S` maps a module's short name to its source; the modules' __file__ is this file.
+# counted too. `S` maps a module's name inside the package ("loader", "readers.base"; a subpackage's
+# __init__ under the subpackage's name) to its source; `P` names the subpackages; the modules'
+# __file__ is this file.
 LOADER = """import base64,importlib.abc as A,importlib.util as U,lzma,sys
 S=lzma.decompress(base64.b85decode({blob!r}),lzma.FORMAT_RAW,filters=[{{'id':lzma.FILTER_LZMA2}}]).decode().split('\\0')
 S=dict(zip(S[::2],S[1::2]))
+P={{k.rpartition('.')[0] for k in S}}
+K=lambda n:n[len(__name__)+1:]if n.startswith(__name__+'.')else''
 class _F(A.MetaPathFinder,A.Loader):
  def find_spec(s,n,p,t=None):
-  q,_,m=n.rpartition('.')
-  if q==__name__ and m in S:return U.spec_from_loader(n,s)
+  if K(n)in S:return U.spec_from_loader(n,s,is_package=K(n)in P)
  def create_module(s,spec):pass
- def exec_module(s,m):m.__file__=__file__;exec(compile(S[m.__name__.rpartition('.')[2]],m.__name__,'exec'),m.__dict__)
+ def exec_module(s,m):m.__file__=__file__;exec(compile(S[K(m.__name__)],m.__name__,'exec'),m.__dict__)
 sys.meta_path.insert(0,_F())
 exec(compile(S['__init__'],__name__,'exec'))
 """
@@ -73,15 +76,26 @@ def minify(source: str, name: str = "<module>") -> str:
     return text + "\n"
 
 
-def packed_init(files: list[Path]) -> str:
-    """The text of a package's `__init__.py` (curriculum/ or trainer/) that serves `files` (the
-    package's own files, its __init__.py among them) as the modules of the package."""
-    names = {f.stem for f in files}
-    if "__init__" not in names:
+def module_key(path: Path, root: Path) -> str:
+    """A file's name inside its package `root` as the packed loader looks it up: "loader",
+    "readers.base", and a subpackage's __init__.py as "readers" (the top one stays "__init__")."""
+    parts = path.relative_to(root).with_suffix("").parts
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def packed_init(files: list[Path], root: Path | None = None) -> str:
+    """The text of a package's `__init__.py` (curriculum/ or trainer/, folder `root`: by default
+    the folder of the files' __init__.py) that serves `files` (the package's own files and its
+    subpackages', its __init__.py among them) as the modules of the package."""
+    tops = [f for f in files if f.name == "__init__.py" and (root is None or f.parent == root)]
+    if not tops:
         raise ValueError("the package's __init__.py must be among the packed files")
+    root = root or min(tops, key=lambda f: len(f.parts)).parent
     parts = []
     for f in sorted(files):
-        parts += [f.stem, minify(f.read_text(), f.name)]
+        parts += [module_key(f, root), minify(f.read_text(), f.name)]
     if any(SEPARATOR in p for p in parts):
         raise ValueError("a module holds a NUL character; it cannot be packed")
     blob = base64.b85encode(lzma.compress(SEPARATOR.join(parts).encode(), lzma.FORMAT_RAW, filters=FILTERS))

@@ -8,7 +8,6 @@ there too, so the training loop only copies the batch to the device.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,9 @@ import torch
 from torch import Tensor
 
 from .config import CurriculumConfig
-from .documents import RECORD_BUCKETS, DocumentStream, PackedBatch, PieceSelector, StreamState, pack_record_batch
+from .documents import RECORD_BUCKETS, PackedBatch, PieceSelector, pack_record_batch
+from .readers.documents import DocumentStream
+from .plan import DataPlan, Shape
 from .shards import DataError
 
 PREFETCH = 2  # batches prepared ahead, as the records' loader does
@@ -61,7 +62,7 @@ class PackedBatches:
         if top >= self.vocab_size:
             raise DataError(f"the training stream holds token id {top} ({self.stream.where()}), but the vocabulary "
                             f"has {self.vocab_size} ids")
-        batch.state_after = dict(stream=dataclasses.asdict(self.stream.state()),
+        batch.state_after = dict(stream=self.stream.state_dict(),
                                  selector=None if self.selector is None else self.selector.state_dict())
         if self.pin:  # page-locked, so that the loop's copies to the device are asynchronous
             batch.inputs, batch.targets, batch.cu_seqlens = (torch.from_numpy(a).pin_memory()
@@ -87,7 +88,7 @@ class PackedBatches:
         """Go on right after the batch whose `state_after` this is: the batches queued then are
         prepared again, each with the size and progress it was queued with, so the same batches follow."""
         self._drain()
-        self.stream.seek(StreamState(**state["stream"]))
+        self.stream.load_state_dict(state["stream"])
         if self.selector is not None:
             self.selector.load_state_dict(state["selector"])
         for n, progress, warmdown_start in requests:
@@ -180,16 +181,17 @@ class PackedSource:
     """train_gpt.py's data path for `DATA_LAYOUT=packed` (the `DataPath` seam): each micro-batch
     is one `[1, N]` stream of this rank's next document pieces and their `cu_seqlens`."""
 
-    def __init__(self, files: list[Path], *, tokens: int, seq_len: int, rank: int, world_size: int, vocab_size: int,
-                 device: torch.device, config: CurriculumConfig, bucket: int = 64):
-        self.device, self.config, self.tokens = torch.device(device), config, tokens
-        self.batches = PackedBatches(files, rank, world_size, vocab_size, seq_len, bucket, config,
+    def __init__(self, plan: DataPlan, shape: Shape, device: torch.device, rank: int = 0, *, bucket: int = 64,
+                 first_lines: list[str] = ()):
+        config, seq_len = plan.curriculum, shape.seq_len
+        self.device, self.config, self.tokens = torch.device(device), config, shape.micro_batch_seqs * seq_len
+        self.batches = PackedBatches(plan.shards(), rank, shape.world_size, plan.vocab_size, seq_len, bucket, config,
                                      pin=self.device.type == "cuda")
         self.statistics = PackedStatistics(bucket)
         self._last_state: dict | None = None
         self._progress = 0.0
-        self.pending = [f"data: DATA_LAYOUT=packed: {tokens:,} tokens a micro-batch, documents cut every {seq_len} "
-                        f"tokens, cu_seqlens in buckets of {bucket}"]
+        self.pending = [*first_lines, f"data: DATA_LAYOUT=packed: {self.tokens:,} tokens a micro-batch, documents cut "
+                        f"every {seq_len} tokens, cu_seqlens in buckets of {bucket}"]
 
     def next_batch(self, at) -> tuple[Tensor, Tensor, Tensor]:
         batch, wait_ms = self.batches.get(self.tokens, at.progress, at.warmdown_start)

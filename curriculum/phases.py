@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CurriculumConfig, micro_batch_seqs
+from .plan import Shape
 from .shards import ShardFormatError, shard_token_count
 
 ENDS = ("until_progress", "steps", "tokens", "epochs")
@@ -196,35 +197,46 @@ class Stage:
     end: tuple[str, float] | None   # ("until_progress", p), ("steps", n) or ("tokens", n); epochs become steps
 
 
-@dataclass(frozen=True)
-class RunShape:
-    """The run's defaults a phase falls back on, and how a batch splits over ranks and micro-batches."""
-    seq_len: int
-    batch_tokens: int
-    world_size: int
-    grad_accum_steps: int
-
-
-def phase_problems(path: str, base: CurriculumConfig, run: RunShape) -> list[str]:
-    """The phases file and what it names: every problem, with its phase."""
+def open_phases(path: str, base: CurriculumConfig, run: Shape) -> tuple["RunPhases | None", list[str]]:
+    """The phases file as a run follows it and every problem with it and what it names, each
+    problem with its phase: the file read once and each dataset's glob resolved once. The plan
+    is None where there is a problem. Phases fall back on `run`'s length and batch."""
     plan, errors = load_phases(path, base)
     if plan is None:
-        return errors
-    for d in plan.datasets.values():
-        if not glob.glob(d.files):
+        return None, errors
+    names = tuple(plan.datasets)
+    files, tokens = [], []
+    for n in names:
+        d = plan.datasets[n]
+        found = tuple(Path(f) for f in sorted(glob.glob(d.files)))
+        if not found:
             errors.append(f"CURRICULUM_PHASES: dataset {d.name}: files={d.files!r}: no shard matches")
-        for f in sorted(glob.glob(d.files)):
+        count = 0
+        for f in found:
             try:
-                shard_token_count(f)
+                count += shard_token_count(f)
             except ShardFormatError as err:
                 errors.append(f"CURRICULUM_PHASES: dataset {d.name}: {err}")
+        files.append(found)
+        tokens.append(count)
     for i, p in enumerate(plan.phases, 1):
         seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
         per_micro = run.world_size * run.grad_accum_steps * seq_len
         if per_micro and batch % per_micro:
             errors.append(f"CURRICULUM_PHASES: phase {i} ({p.name}): batch_tokens={batch}: must be a multiple of "
                           f"WORLD_SIZE x GRAD_ACCUM_STEPS x seq_len = {per_micro}")
-    return errors
+    if errors or min(run.world_size, run.grad_accum_steps) < 1:
+        return None, errors
+    stages = []
+    for p in plan.phases:
+        seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
+        end = p.end
+        if end and end[0] == "epochs":  # epochs x the dataset's tokens / (its weight x the phase's batch tokens)
+            of = tokens[names.index(p.epochs_of)]
+            end = ("steps", float(math.ceil(end[1] * of / (p.mixture[p.epochs_of] * batch))))
+        stages.append(Stage(p.name, seq_len, batch, micro_batch_seqs(batch, run.world_size, run.grad_accum_steps, seq_len),
+                            tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
+    return RunPhases(str(path), plan, tuple(stages), names, tuple(files), tuple(tokens)), []
 
 
 @dataclass(frozen=True)
@@ -236,28 +248,6 @@ class RunPhases:
     names: tuple[str, ...]
     files: tuple[tuple[Path, ...], ...]
     tokens: tuple[int, ...]
-
-    @classmethod
-    def open(cls, path: str, base: CurriculumConfig, run: RunShape) -> "RunPhases":
-        """The plan with the run's defaults filled in and `epochs` of a dataset converted to
-        steps: epochs x the dataset's tokens / (its weight x the phase's batch tokens)."""
-        errors = phase_problems(path, base, run)
-        if errors:
-            raise ValueError("\n".join(errors))
-        plan, _ = load_phases(path, base)
-        names = tuple(plan.datasets)
-        files = tuple(tuple(Path(p) for p in sorted(glob.glob(plan.datasets[n].files))) for n in names)
-        tokens = tuple(sum(shard_token_count(f) for f in fs) for fs in files)
-        stages = []
-        for p in plan.phases:
-            seq_len, batch = p.seq_len or run.seq_len, p.batch_tokens or run.batch_tokens
-            end = p.end
-            if end and end[0] == "epochs":
-                of = tokens[names.index(p.epochs_of)]
-                end = ("steps", float(math.ceil(end[1] * of / (p.mixture[p.epochs_of] * batch))))
-            stages.append(Stage(p.name, seq_len, batch, micro_batch_seqs(batch, run.world_size, run.grad_accum_steps, seq_len),
-                                tuple(p.mixture.get(n, 0.0) for n in names), p.config, end))
-        return cls(str(path), plan, tuple(stages), names, files, tokens)
 
     def describe(self) -> str:
         return (f"phases: {self.path} sha256 {self.plan.sha256[:16]}, {len(self.stages)} phases over datasets "

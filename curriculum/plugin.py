@@ -24,6 +24,7 @@ With `--pack` the same modules go into one minified, compressed `curriculum/__in
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -36,9 +37,9 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import (SEED, CurriculumConfig, EnvReader, MixConfig, OrderConfig, read_curriculum, read_data_align,
-                     read_data_order, read_mix, read_order)
-from .artifact import code_bytes, code_sha256, loaded_modules, read_budget  # noqa: F401  (re-exported)
+from .config import CurriculumConfig, EnvReader
+from .plan import DataPlan, Shape, open_data_path, read_data_plan
+from .artifact import PACKAGE, code_bytes, code_sha256, loaded_modules, read_budget  # noqa: F401  (re-exported)
 
 
 class CurriculumSettingsError(ValueError):
@@ -49,28 +50,37 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_loader_settings(environ: Mapping[str, str], config: CurriculumConfig | None = None
-                         ) -> tuple[CurriculumConfig, str, int, str, int, OrderConfig, MixConfig, dict]:
-    """(the curriculum, DATA_ORDER, SEED, DATA_ALIGN, DOC_MAX_TOKENS, the ORDER_* and the MIX*
-    settings, every value read by name) from the environment, every problem reported at once; a
-    `config` given by the caller replaces the CURRICULUM* variables."""
+# Read by the plan but only named in the summary when set: the plugin refuses both (a phase changes
+# the script's shapes; the packed layout is the late records' loader's), and a March script's
+# summary stays what it was
+REFUSED_QUIET = {"DATA_LAYOUT": "rows", "CURRICULUM_PHASES": ""}
+
+
+def read_loader_plan(environ: Mapping[str, str], pattern: str, vocab_size: int, config: CurriculumConfig | None = None
+                     ) -> tuple[DataPlan, dict]:
+    """The data plan the environment describes for the shards `pattern` (curriculum/plan.py's
+    `read_data_plan`, as train_gpt.py reads it) and every value read by name, every problem
+    reported at once; a `config` given by the caller replaces the CURRICULUM* variables."""
     e = EnvReader(environ)
-    config = read_curriculum(e) if config is None else config
-    order = read_data_order(e)
-    seed = e.read(SEED)
-    align, doc_max = read_data_align(e)
-    index_order = read_order(e)
-    mix = read_mix(e)
+    # the index's fingerprint names the tokenizer; the challenge's scripts pass none, so TOKENIZER_PATH if set
+    tokenizer = (environ.get("TOKENIZER_PATH") or "").strip() or None
+    plan = read_data_plan(e, train_files=pattern, vocab_size=vocab_size,
+                          tokenizer=tokenizer if tokenizer and Path(tokenizer).is_file() else None)
+    if config is not None:
+        plan = dataclasses.replace(plan, curriculum=config)
     cap, iterations, budget_problems = read_budget(environ)
-    errors = e.errors + config.problems() + mix.problems() + budget_problems
-    if environ.get("CURRICULUM_PHASES", "").strip():  # never ignored in silence: the phases change the trainer's shapes
-        errors.append(f"CURRICULUM_PHASES={environ['CURRICULUM_PHASES']!r}: the plugin does not run phases files (a "
-                      f"phase changes the script's sequence length and batch); train_gpt.py does")
+    errors = e.errors + plan.curriculum.problems() + plan.mix.problems() + budget_problems
+    if plan.phases:  # never ignored in silence: the phases change the trainer's shapes
+        errors.append(f"CURRICULUM_PHASES={plan.phases!r}: the plugin does not run phases files (a phase changes the "
+                      f"script's sequence length and batch); train_gpt.py does")
+    if plan.layout != "rows":
+        errors.append(f"DATA_LAYOUT={plan.layout!r}: this loader gives the March scripts' rows; the late records' "
+                      f"document packing is CurriculumDocumentLoader (docs/plugin.md)")
     if errors:
         raise CurriculumSettingsError("invalid settings:\n  " + "\n  ".join(errors))
-    values = {k: int(v) if isinstance(v, bool) else v for k, v in e.values.items()}
-    values |= dict(MAX_WALLCLOCK_SECONDS=cap, ITERATIONS=iterations)
-    return config, order, seed, align, doc_max, index_order, mix, values
+    values = {k: int(v) if isinstance(v, bool) else v for k, v in e.values.items()
+              if REFUSED_QUIET.get(k, object()) != v}
+    return plan, values | dict(MAX_WALLCLOCK_SECONDS=cap, ITERATIONS=iterations)
 
 
 def __getattr__(name: str):
@@ -84,12 +94,9 @@ def __getattr__(name: str):
 class CurriculumTokenLoader:
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device,
                  config: CurriculumConfig | None = None, vocab_size: int | None = None):
-        (config, self.order, self.seed, self.align, self.doc_max, self.index_order, self.mix,
-         self.settings) = read_loader_settings(os.environ, config)
-        self.max_wallclock_seconds, self.iterations = self.settings["MAX_WALLCLOCK_SECONDS"], self.settings["ITERATIONS"]
-        # the index's fingerprint names the tokenizer; the challenge's scripts pass none, so TOKENIZER_PATH if set
-        self.tokenizer = os.environ.get("TOKENIZER_PATH", "").strip() or None
         problems = []
+        if not isinstance(pattern, (str, os.PathLike)):
+            problems.append(f"pattern={pattern!r}: must be a glob of the training shards (a str)")
         if not (_whole(world_size) and world_size >= 1):
             problems.append(f"world_size={world_size!r}: must be a whole number >= 1")
         elif not (_whole(rank) and 0 <= rank < world_size):
@@ -112,10 +119,12 @@ class CurriculumTokenLoader:
             problems.append(f"VOCAB_SIZE={raw_vocab!r}: must be a whole number >= 2")
         if problems:
             raise CurriculumSettingsError("invalid loader arguments:\n  " + "\n  ".join(problems))
-        self.files = [Path(p) for p in sorted(glob.glob(pattern))]
+        self.plan, self.settings = read_loader_plan(os.environ, str(pattern), self.vocab_size, config)
+        self.max_wallclock_seconds, self.iterations = self.settings["MAX_WALLCLOCK_SECONDS"], self.settings["ITERATIONS"]
+        self.files = self.plan.shards()
         if not self.files:
             raise FileNotFoundError(f"No files found for pattern: {pattern}")
-        self.rank, self.world_size, self.device, self.config = rank, world_size, device, config
+        self.rank, self.world_size, self.device, self.config = rank, world_size, device, self.plan.curriculum
         self.given_progress: float | None = None  # set_progress's value, once it has been called
         self.warmdown_start = 1.0
         self.started: float | None = None  # the clock at the first batch: the script's training starts there
@@ -156,14 +165,11 @@ class CurriculumTokenLoader:
         if local < seq_len or local % seq_len:
             raise ValueError(f"next_batch: {global_tokens} tokens over {self.world_size} ranks x {grad_accum_steps} "
                              f"micro-batches is {local} per micro-batch, not a whole number of {seq_len}-token sequences")
-        from .loader import BatchSource, Position  # here: a late records' script imports none of it
+        from .loader import Position  # here: a late records' script imports none of it
         if self.source is None:
             self.started = time.perf_counter()
-            self.source = BatchSource(self.files, seq_len=seq_len, batch_seqs=local // seq_len, rank=self.rank,
-                                      world_size=self.world_size, vocab_size=self.vocab_size, device=self.device,
-                                      config=self.config, order=self.order, seed=self.seed, align=self.align,
-                                      doc_max_tokens=self.doc_max, index_order=self.index_order, mix=self.mix,
-                                      tokenizer=self.tokenizer if self.tokenizer and Path(self.tokenizer).is_file() else None)
+            self.source = open_data_path(self.plan, Shape(seq_len, global_tokens, self.world_size, grad_accum_steps),
+                                         self.device, self.rank)
         else:
             self.source.set_shape(seq_len, local // seq_len)
         self._accum = grad_accum_steps
@@ -222,7 +228,8 @@ def copy_imported(pattern: str, out: Path, pack: bool = False) -> list[Path]:
         loader.close()
     files = loaded_modules()  # before importing pack, which a run does not import and so does not count
     from .pack import packed_init, write_folder
-    texts = {"__init__.py": packed_init(files)} if pack else {f.name: f.read_text() for f in files}
+    texts = ({"__init__.py": packed_init(files, PACKAGE)} if pack else
+             {f.relative_to(PACKAGE).as_posix(): f.read_text() for f in files})
     return write_folder(out / "curriculum", texts)
 
 

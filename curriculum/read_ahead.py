@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .domains import DomainIndex
-from .rows import DataError, DataEvent, DataExhausted, Rows
+from .readers import DataError, DataEvent, DataExhausted, Reader
 from .shards import ShardFormatError
 
 
@@ -31,7 +31,7 @@ class Block:
     domain_counts: np.ndarray | None
     tokens_consumed: int           # tokens of the stream read so far, every rank's share included
     tokens_skipped: int            # DATA_ALIGN=bos: of the stream, in this rank's rows' stretches, not in them
-    state_after: object            # the reader's state after this block: where to resume
+    state_after: dict              # the reader's state_dict after this block: where to resume
     events: list[DataEvent]        # what the reader did while reading it (passes begun, drops)
     draw: object = None            # DATA_ORDER=curriculum: the draw's band, score and every rank's rows
     scores: Tensor | None = None   # CURRICULUM_SCORE=index:<signal>: each row's score from the index
@@ -41,12 +41,12 @@ class ReadAhead:
     """Reads `first` rows, then `then` rows per block, from `rows` at `state`, up to `depth`
     blocks ahead of the loop."""
 
-    def __init__(self, rows: Rows, state, *, first: int, then: int, vocab_size: int, domain_index: DomainIndex | None,
+    def __init__(self, rows: Reader, state: dict, *, first: int, then: int, vocab_size: int, domain_index: DomainIndex | None,
                  domains: int, pin: bool, depth: int = 4, score_lookup=None):
         self.rows, self.vocab_size, self.domain_index, self.domains, self.pin = rows, vocab_size, domain_index, domains, pin
         self.score_lookup = score_lookup
         self.cpu_ms = 0.0  # CPU time the thread used: what it may take from the compute threads
-        rows.restore(state)
+        rows.load_state_dict(state)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(first, then), name="batch-read-ahead", daemon=True)
@@ -72,7 +72,7 @@ class ReadAhead:
                     host = host.pin_memory()
                 self.cpu_ms += 1000.0 * (time.thread_time() - cpu0)
                 self._put(Block(host, positions, domains, counts, self.rows.tokens_consumed, self.rows.tokens_skipped,
-                                self.rows.state(), self.rows.new_events(), self.rows.last_draw, scores))
+                                self.rows.state_dict(), self.rows.new_events(), self.rows.last_draw, scores))
                 n = then
         except BaseException as e:  # handed to the training loop, which re-raises it
             self._put(e)

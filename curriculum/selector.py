@@ -72,12 +72,22 @@ class WindowStats:
             self.kept_domains = state["kept_domains"].to(self.device)
 
 
+# Which rows a micro-batch keeps: `selected`, a run's; the bench's decomposition (tools/turns.py)
+# takes the curriculum apart with `pool_first` (read, score and select as usual, but keep the pool's
+# first rows: the pool's cost without its content) and `read_first` (read the pool, score nothing,
+# keep its first rows: reading twice the rows, alone)
+KEEPS = ("selected", "pool_first", "read_first")
+
+
 class Selector:
     """The curriculum's filter for one shape: `batch_seqs` kept from each pool."""
 
     def __init__(self, config: CurriculumConfig, batch_seqs: int, *, files: list[Path], vocab_size: int,
-                 device: torch.device, stats: WindowStats):
+                 device: torch.device, stats: WindowStats, keep: str = "selected"):
+        if keep not in KEEPS:
+            raise ValueError(f"keep={keep!r}: must be one of {', '.join(KEEPS)}")
         self.config, self.batch_seqs, self.device, self.vocab_size = config, batch_seqs, device, vocab_size
+        self.keep = keep
         self.pool_size = config.pool_size(batch_seqs)
         self.pool = Pool(config.pool, batch_seqs)
         self.stats = stats
@@ -95,6 +105,8 @@ class Selector:
     def choose(self, rows: Tensor, domains: Tensor | None, micro_batch: int, progress: float,
                warmdown_start: float, scores: Tensor | None = None) -> tuple[Tensor, int]:
         """The kept rows, and how many rows the pool held; `scores`: the rows' from the index."""
+        if self.keep == "read_first":
+            return self._first_rows(rows, domains)
         cfg = self.config
         self.last_target = target_percentile(cfg.schedule, progress, cfg.peak, cfg.target, warmdown_start)
         read_at = (torch.full((rows.size(0),), micro_batch, dtype=torch.int64, device=self.device)
@@ -103,7 +115,13 @@ class Selector:
         kept, pool = self.pool.choose(Pooled(rows, scores, read_at, domains), self.last_target)
         self.kept_domains = kept.domains  # MIX=adaptive sums the kept rows' losses by them
         self.stats.add(kept, pool, micro_batch)
+        if self.keep == "pool_first":
+            return self._first_rows(rows, domains)
         return kept.rows, pool.rows.size(0)  # a host number: the sizes are known
+
+    def _first_rows(self, rows: Tensor, domains: Tensor | None) -> tuple[Tensor, int]:
+        self.kept_domains = None if domains is None else domains[:self.batch_seqs]
+        return rows[:self.batch_seqs], rows.size(0)
 
     def waiting_rows(self) -> int:
         return 0 if self.pool.waiting is None else self.pool.waiting.rows.size(0)

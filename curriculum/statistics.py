@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .domains import mix_text
-from .rows import DataEvent
+from .readers.base import DataEvent
 from .selector import WindowStats
 
 FIRST_ROWS_KEPT = 64  # micro-batches whose rows' stream positions are kept (the summary shows 8)
@@ -223,3 +223,54 @@ class DataStatistics:
         self.events = [DataEvent(**e) for e in state["events"]]
         if state["order"] is not None:
             self.order.load_state_dict(state["order"])
+
+
+@dataclass
+class OrderTally:
+    """DATA_ORDER=curriculum: what the order drew (readers/index_order.py's `Draw`s), per log
+    window and per pass: the band, the mean score, and each row's reads in the current pass
+    (every rank's rows: every rank makes the same draw)."""
+    rows: int
+    window: dict = field(default_factory=lambda: dict(draws=0, rows=0, score_sum=0.0, lo=1.0, hi=0.0))
+    windows: list = field(default_factory=list)
+    reads: np.ndarray | None = None
+    passes: int = 0
+    max_reads_in_a_pass: int = 0
+    draws: int = 0
+    seq_len: int = 0
+
+    def __post_init__(self):
+        if self.reads is None:
+            self.reads = np.zeros(self.rows, dtype=np.uint16)
+
+    def add(self, draw) -> None:  # a readers/index_order.py Draw
+        if draw.seq_len != self.seq_len:  # the first draw, or a phase's new length: other rows
+            self.seq_len, self.rows, self.reads = draw.seq_len, draw.rows_in_index, np.zeros(draw.rows_in_index, np.uint16)
+        if draw.passes != self.passes:
+            self.reads[:] = 0
+            self.passes = draw.passes
+        np.add.at(self.reads, draw.rows, 1)
+        self.max_reads_in_a_pass = max(self.max_reads_in_a_pass, int(self.reads[draw.rows].max()))
+        w = self.window
+        w.update(draws=w["draws"] + 1, rows=w["rows"] + len(draw.rows), score_sum=w["score_sum"] + draw.score_sum,
+                 lo=min(w["lo"], draw.band[0]), hi=max(w["hi"], draw.band[1]))
+        self.draws += 1
+
+    def close_window(self, step: int) -> dict | None:
+        w = self.window
+        if not w["draws"]:
+            return None
+        out = dict(step=step, band_lo=round(w["lo"], 4), band_hi=round(w["hi"], 4),
+                   score_mean=w["score_sum"] / w["rows"])
+        self.windows.append(out)
+        self.window = dict(draws=0, rows=0, score_sum=0.0, lo=1.0, hi=0.0)
+        return out
+
+    def state_dict(self) -> dict:
+        return dict(rows=self.rows, window=dict(self.window), windows=list(self.windows), reads=self.reads.copy(),
+                    passes=self.passes, max_reads_in_a_pass=self.max_reads_in_a_pass, draws=self.draws,
+                    seq_len=self.seq_len)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v.copy() if isinstance(v, np.ndarray) else v)

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 import train_gpt as tg
-from curriculum import BatchSource, CurriculumConfig
+from curriculum import CurriculumConfig
 from curriculum.loader import Position
 from curriculum.read_ahead import ReadAhead
-from curriculum.rows import SequentialRows
+from curriculum.readers.sequential import SequentialRows
 from curriculum.selector import WindowStats
 from curriculum.pool import Pooled
+from sources import batch_source
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (tools/gpu_check.py)")]
@@ -39,7 +40,7 @@ def train_files(dataset) -> list:
 
 
 def loader(dataset, device, config=CurriculumConfig(), order="sequential"):
-    return BatchSource(train_files(dataset), seq_len=64, batch_seqs=8, rank=0, world_size=1, vocab_size=1024,
+    return batch_source(train_files(dataset), seq_len=64, batch_seqs=8, rank=0, world_size=1, vocab_size=1024,
                        device=device, config=config, order=order, seed=3)
 
 
@@ -57,7 +58,7 @@ def test_cuda_computes_in_bf16_autocast():
 
 def test_the_read_ahead_pins_host_rows_and_the_loader_copies_them_without_blocking(shards):
     rows = SequentialRows(train_files(shards), 64, 0, 1)
-    ahead = ReadAhead(rows, rows.state(), first=8, then=8, vocab_size=1024, domain_index=None, domains=0, pin=True)
+    ahead = ReadAhead(rows, rows.state_dict(), first=8, then=8, vocab_size=1024, domain_index=None, domains=0, pin=True)
     try:
         assert ahead.get().tokens.is_pinned()
     finally:

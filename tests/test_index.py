@@ -10,9 +10,13 @@ import pytest
 
 import preloaded
 
-from curriculum.index import (DifficultyIndex, IndexMismatch, RowLayout, add_scores, build_index, fingerprint,
-                              index_path, index_problems, open_checked)
-from curriculum.rows import AlignedRows, ShuffledRows
+from curriculum.index import (DifficultyIndex, IndexMismatch, RowLayout, add_scores, fingerprint,
+                              index_path, open_checked)
+from curriculum.config import CurriculumConfig, OrderConfig
+from curriculum.index_build import build_index
+from curriculum.plan import DataPlan, Shape
+from curriculum.readers.aligned import AlignedRows
+from curriculum.readers.shuffled import ShuffledRows
 from curriculum.shards import open_shard, write_shard
 from curriculum.signals import TEXT_SIGNALS, TOKEN_SIGNALS
 
@@ -69,13 +73,13 @@ def test_a_build_in_the_callers_process_leaves_its_torch_threads_as_they_were(do
     test that built an index once left its pytest worker on two spinning threads, and the rest of
     that worker's tests ran up to 70 times slower beside the other worker (2-core Xeon)."""
     import torch
-    from curriculum import index
+    from curriculum import index_build
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads((os.cpu_count() or 1) + 1)  # not what the build sets for itself
         _build(docs_files, tmp_path, dataset)
         assert torch.get_num_threads() == (os.cpu_count() or 1) + 1
-        assert not index._WORKER  # nor keeps the shards it read
+        assert not index_build._WORKER  # nor keeps the shards it read
     finally:
         torch.set_num_threads(threads)
 
@@ -117,10 +121,14 @@ def test_a_run_whose_data_differs_is_told_everything_that_differs(docs_files, tm
                                             r"compression_ratio, unigram_entropy\)"):
         open_checked(docs_files, 64, "none", 0, 1024, str(fake_tokenizer), "readability", str(path))
     assert ok == DifficultyIndex.open(path).header["fingerprint"]
-    problems = index_problems(docs_files, 64, "none", 0, 1024, None, "curriculum", "index:proxy_loss", "readability",
-                              str(path))
+    # a run's plan names each index problem with the setting that needs the index (curriculum/plan.py)
+    on = CurriculumConfig(enabled=True, score="index:proxy_loss")
+    plan = DataPlan.of_files(docs_files, 1024, order="curriculum", curriculum=on,
+                             index_order=OrderConfig(score="readability", index=str(path)))
+    problems = plan.problems(Shape(64, 1024))
     assert len(problems) == 2 and "DATA_ORDER=curriculum" in problems[0] and "tools.proxy_loss" in problems[1]
-    assert "sequential" in index_problems(docs_files, 64, "none", 0, 1024, None, "sequential", "index:random", "x")[0]
+    spans = DataPlan.of_files(docs_files, 1024, curriculum=CurriculumConfig(enabled=True, score="index:random"))
+    assert "sequential" in spans.problems(Shape(64, 1024))[0]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "header"])
@@ -140,7 +148,7 @@ def test_the_default_path_lies_beside_the_first_shard(docs_files):
 
 def test_the_command_builds_every_signal_and_prints_the_rates(docs_files, tmp_path, dataset):
     out = tmp_path / "cli.cidx"
-    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index", timeout=300, args=(
+    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index_build", timeout=300, args=(
         "--train-files", str(docs_files[0]), "--tokenizer", dataset["tokenizer"], "--seq-len", "128", "--processes", "2",
         "--out", str(out)))
     assert done.returncode == 0, done.stderr
@@ -151,7 +159,7 @@ def test_the_command_builds_every_signal_and_prints_the_rates(docs_files, tmp_pa
 
 
 def test_the_command_reports_every_bad_argument_at_once(tmp_path):
-    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index", timeout=60, args=(
+    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index_build", timeout=60, args=(
         "--train-files", str(tmp_path / "none*.bin"), "--seq-len", "0", "--processes", "0",
         "--signals", "entropy,proxy_loss", "--tokenizer", str(tmp_path / "missing.model")))
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -178,7 +186,7 @@ def test_a_training_set_too_short_for_one_row_has_an_empty_index(tmp_path, datas
 
 
 def test_a_bad_trainer_variable_is_named_with_the_other_problems_not_a_traceback(monkeypatch, capsys):
-    from curriculum.index import main
+    from curriculum.index_build import main
     monkeypatch.setenv("VOCAB_SIZE", "abc")
     monkeypatch.setenv("TRAIN_SEQ_LEN", "1.5")
     assert main(["--train-files", "/nowhere/*.bin"]) == 2

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from curriculum import BatchSource, CurriculumConfig, Position, write_shard
-from curriculum.index import DifficultyIndex, add_scores, build_index
-from curriculum.index_order import PACINGS, OrderConfig, pacing_band
+from curriculum import CurriculumConfig, Position, write_shard
+from curriculum.index import DifficultyIndex, add_scores
+from curriculum.index_build import build_index
+from curriculum.config import PACINGS, OrderConfig
+from curriculum.readers.index_order import pacing_band
 from curriculum.shards import open_shard
-from curriculum.rows import DataError
+from curriculum.shards import DataError
+from sources import batch_source
 
 # its module fixtures are real runs: one pytest worker builds them once (make test runs -n auto --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("index_order")
@@ -47,7 +50,7 @@ def small_indexed(dataset, tmp_path, tokens: int):
 
 def loader(files, index, *, score="compression_ratio", pacing="warmup", rank=0, world=1, seed=5, config=CurriculumConfig(),
            tokenizer=None, **order):
-    return BatchSource(files, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world, vocab_size=1024,
+    return batch_source(files, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world, vocab_size=1024,
                        device=torch.device("cpu"), config=config, order="curriculum", seed=seed,
                        index_order=OrderConfig(score=score, pacing=pacing, index=str(index), **order), tokenizer=tokenizer)
 
@@ -193,7 +196,7 @@ def test_each_log_window_says_what_it_drew_from(indexed):
 def test_an_index_for_other_data_stops_the_loader_with_what_differs(indexed, dataset):
     files, index, tokenizer = indexed
     with pytest.raises(DataError, match="TRAIN_SEQ_LEN: built for 32, this run has 64"):
-        BatchSource(files, seq_len=64, batch_seqs=2, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
+        batch_source(files, seq_len=64, batch_seqs=2, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
                     config=CurriculumConfig(), order="curriculum", index_order=OrderConfig(index=str(index)))
     with pytest.raises(DataError, match="no readability scores"):
         loader(files, index, score="readability", tokenizer=tokenizer)
@@ -204,9 +207,9 @@ def test_the_online_pool_can_rank_by_the_index(indexed):
     scores = DifficultyIndex.open(index).columns
     start, ratio = np.asarray(scores["start"]), np.asarray(scores["compression_ratio"])
     config = CurriculumConfig(enabled=True, score="index:compression_ratio", schedule="constant", target=0.0)
-    b = BatchSource(files, seq_len=T, batch_seqs=SEQS, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
+    b = batch_source(files, seq_len=T, batch_seqs=SEQS, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
                     config=config, order="shuffled", seed=1, index_order=OrderConfig(index=str(index)))
-    plain = BatchSource(files, seq_len=T, batch_seqs=2 * SEQS, rank=0, world_size=1, vocab_size=1024,
+    plain = batch_source(files, seq_len=T, batch_seqs=2 * SEQS, rank=0, world_size=1, vocab_size=1024,
                         device=torch.device("cpu"), config=CurriculumConfig(), order="shuffled", seed=1)
     for _ in range(3):
         kept, _ = b.next_batch(Position())

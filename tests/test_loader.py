@@ -11,8 +11,9 @@ import sentencepiece as spm
 import torch
 
 from curriculum.loader import DataPath, Position
-from curriculum import (BatchSource, CurriculumConfig, DataError, ShardFormatError, open_shard, unigram_entropy,
+from curriculum import (CurriculumConfig, DataError, ShardFormatError, open_shard, unigram_entropy,
                         write_shard, write_sidecar)
+from sources import batch_source
 from data.sources import SOURCES
 
 T = 32
@@ -46,7 +47,7 @@ def plain_batches(stream: np.ndarray, rank: int, world: int, seqs: int, count: i
 
 
 def source(files, config=CurriculumConfig(), rank=0, world=2, seqs=4, vocab=1024):
-    return BatchSource(files, seq_len=T, batch_seqs=seqs, rank=rank, world_size=world, vocab_size=vocab,
+    return batch_source(files, seq_len=T, batch_seqs=seqs, rank=rank, world_size=world, vocab_size=vocab,
                        device=torch.device("cpu"), config=config)
 
 
@@ -260,7 +261,7 @@ def test_same_inputs_select_identical_batches_in_every_pool_and_order(dataset, t
     cfg = CurriculumConfig(enabled=True, oversample=3.0, pool=pool)
     runs = []
     for _ in range(2):
-        batches = BatchSource(files, seq_len=T, batch_seqs=5, rank=0, world_size=1, vocab_size=1024,
+        batches = batch_source(files, seq_len=T, batch_seqs=5, rank=0, world_size=1, vocab_size=1024,
                               device=torch.device("cpu"), config=cfg, order=order, seed=11)
         runs.append([batches.next_batch(Position(k / 23, 0.6)) for k in range(23)])
         batches.close()
@@ -268,7 +269,7 @@ def test_same_inputs_select_identical_batches_in_every_pool_and_order(dataset, t
 
 
 def shuffled_source(files, rank, seed, seqs=3, world=2):
-    return BatchSource(files, seq_len=T, batch_seqs=seqs, rank=rank, world_size=world, vocab_size=1024,
+    return batch_source(files, seq_len=T, batch_seqs=seqs, rank=rank, world_size=world, vocab_size=1024,
                        device=torch.device("cpu"), config=CurriculumConfig(), order="shuffled", seed=seed)
 
 
@@ -346,7 +347,7 @@ def test_a_shard_truncated_under_a_run_ends_it_with_a_message_naming_it(tmp_path
     from curriculum import DataError
     shard = tmp_path / "t_train_000000.bin"
     write_shard(shard, np.arange(4 * 4096, dtype=np.uint16) % 1000)
-    b = BatchSource([shard], seq_len=32, batch_seqs=4, rank=0, world_size=1, vocab_size=1024,
+    b = batch_source([shard], seq_len=32, batch_seqs=4, rank=0, world_size=1, vocab_size=1024,
                     device=torch.device("cpu"), config=CurriculumConfig(), order=order, seed=1, read_ahead=1)
     b.next_batch(Position())
     os.truncate(shard, 1024 + 2 * 200)  # a copy interrupted, a disk cleaned up: 200 tokens are left

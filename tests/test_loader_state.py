@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from curriculum.loader import Position
-from curriculum import BatchSource, CurriculumConfig, Mixture, open_shard, write_shard
+from curriculum import CurriculumConfig, Mixture, open_shard, write_shard
+from sources import batch_source
 
 T = 32
 SEQS = 4
@@ -39,7 +40,7 @@ def saved(state: dict) -> dict:
 
 
 def make(files, *, config=CurriculumConfig(), order="sequential", rank=0, world=1, mixture=None, seed=7, align="none"):
-    return BatchSource(None if mixture else files, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world,
+    return batch_source(None if mixture else files, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world,
                        vocab_size=1024, device=torch.device("cpu"), config=config, order=order, seed=seed, mixture=mixture,
                        align=align)
 
@@ -165,7 +166,7 @@ def test_a_loader_following_a_phases_file_restores_its_phase_and_goes_on_across_
     phases.write_text(PHASES.format(docs=domain_files(dataset, "docs")[0], code=small_stream(dataset, tmp_path, "code", 900)[0]))
 
     def loader():
-        return BatchSource(domain_files(dataset, "prose"), seq_len=T, batch_seqs=SEQS, rank=0, world_size=1,
+        return batch_source(domain_files(dataset, "prose"), seq_len=T, batch_seqs=SEQS, rank=0, world_size=1,
                            vocab_size=1024, device=torch.device("cpu"), config=CurriculumConfig(), order=order, seed=3,
                            phases=str(phases), grad_accum_steps=2)
 

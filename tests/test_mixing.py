@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from curriculum import BatchSource, CurriculumConfig, Position, open_shard, write_shard
+from curriculum import CurriculumConfig, Position, open_shard, write_shard
 from curriculum.mixing import (MixConfig, WeightSchedule, excess_loss_update, natural_picks, odm_exploration,
                                odm_update)
+from sources import batch_source
 
 T = 32
 SEQS = 12
@@ -26,7 +27,7 @@ def three_domains(dataset) -> str:
 
 
 def loader(mix: MixConfig, *, rank=0, world=1, seed=3, config=CurriculumConfig(), order="shuffled"):
-    return BatchSource(None, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world, vocab_size=1024,
+    return batch_source(None, seq_len=T, batch_seqs=SEQS, rank=rank, world_size=world, vocab_size=1024,
                        device=torch.device("cpu"), config=config, order=order, seed=seed, mix=mix)
 
 
@@ -126,8 +127,8 @@ def test_bad_mix_settings_are_named(dataset):
     assert any("needs MIX_REFERENCE" in p for p in MixConfig(mode="adaptive", rule="excess_loss", datasets="a=x,b=y").problems())
     assert any("no loss for b" in p for p in MixConfig(mode="adaptive", rule="excess_loss", datasets="a=x,b=y",
                                                         reference="a=1.0").problems())
-    from curriculum.rows import DataError
-    with pytest.raises(DataError, match="matches no shard"):
+    from curriculum.shards import DataError
+    with pytest.raises(DataError, match="no shard matches"):
         loader(MixConfig(mode="natural", datasets="a=/nowhere/*.bin," + f"b={domain_glob(dataset, 'docs')}"))
 
 
@@ -237,7 +238,7 @@ def test_adaptive_weights_are_the_same_on_two_ranks_and_odm_chases_random_tokens
 
 def test_with_phases_each_phases_mixture_is_the_adaptive_start(dataset):
     from tests.conftest import ROOT
-    b = BatchSource(None, seq_len=T, batch_seqs=SEQS, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
+    b = batch_source(None, seq_len=T, batch_seqs=SEQS, rank=0, world_size=1, vocab_size=1024, device=torch.device("cpu"),
                     config=CurriculumConfig(), order="shuffled", seed=2,
                     phases=str(ROOT / "configs/phases/anneal_code_to_prose.toml"), mix=MixConfig(mode="adaptive",
                                                                                                 update_every=2))

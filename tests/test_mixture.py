@@ -1,4 +1,4 @@
-"""curriculum/loader.py's MixedRows and a BatchSource over a mixture: blending real datasets,
+"""curriculum/readers/mixed.py's MixedRows and a BatchSource over a mixture: blending real datasets,
 ranks, exhaustion, and the one-dataset mixture that is exactly today's loader."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from curriculum.loader import Position
-from curriculum import BatchSource, CurriculumConfig, DataExhausted, Mixture, open_shard, write_shard
-from curriculum.loader import MixedRows
+from curriculum import CurriculumConfig, DataExhausted, Mixture, open_shard, write_shard
+from curriculum.readers import open_reader
+from sources import batch_source
 
 T = 32
 
@@ -25,9 +26,13 @@ def mixture(dataset, weights: dict, on_exhaust=None, files=None) -> Mixture:
                    tuple((on_exhaust or {}).get(n, "wrap") for n in names), tuple(weights.values()))
 
 
+def mixed_rows(mix: Mixture, seq_len: int, rank: int, world: int, order: str = "sequential", seed: int = 0):
+    return open_reader(None, mix, seq_len, rank, world, order, seed)
+
+
 def test_blended_rows_follow_the_weights_exactly_and_come_from_their_datasets(dataset):
     weights = {"docs": 0.5, "prose": 0.3, "code": 0.2}
-    rows = MixedRows(mixture(dataset, weights), T, 0, 1)
+    rows = mixed_rows(mixture(dataset, weights), T, 0, 1)
     streams = {n: np.concatenate([np.asarray(open_shard(f)) for f in domain_files(dataset, n)])[:200000]
                for n in weights}
     picks = []
@@ -44,8 +49,8 @@ def test_blended_rows_follow_the_weights_exactly_and_come_from_their_datasets(da
 
 def test_every_rank_blends_the_same_sequence_of_datasets_from_its_own_part(dataset):
     weights = {"docs": 0.25, "prose": 0.5, "code": 0.25}
-    ranks = [MixedRows(mixture(dataset, weights), T, r, 2) for r in (0, 1)]
-    alone = MixedRows(mixture(dataset, weights), T, 0, 1)
+    ranks = [mixed_rows(mixture(dataset, weights), T, r, 2) for r in (0, 1)]
+    alone = mixed_rows(mixture(dataset, weights), T, 0, 1)
     for _ in range(10):
         (rows0, pos0, ids0), (rows1, pos1, ids1) = ranks[0].take(6), ranks[1].take(6)
         assert np.array_equal(ids0, ids1) and np.array_equal(ids0, alone.take(6)[2])
@@ -64,7 +69,7 @@ def small_dataset(dataset, tmp_path, name, tokens: int) -> tuple:
 def test_a_used_up_dataset_is_dropped_at_the_right_take_and_the_rest_renormalised(dataset, tmp_path):
     weights = {"docs": 0.5, "prose": 0.3, "code": 0.2}
     tiny = small_dataset(dataset, tmp_path, "code", 1000)
-    rows = MixedRows(mixture(dataset, weights, {"code": "drop"}, {"code": tiny}), T, 0, 1)
+    rows = mixed_rows(mixture(dataset, weights, {"code": "drop"}, {"code": tiny}), T, 0, 1)
     # code supplies 2 of every 10 rows (5 in 25); a take of 10 rows needs 2 x 32 + 1 = 65 code tokens,
     # so 1000 tokens last 15 takes (975 tokens) and the 16th finds only 25 left
     for k in range(15):
@@ -80,13 +85,13 @@ def test_a_used_up_dataset_is_dropped_at_the_right_take_and_the_rest_renormalise
 
 def test_a_wrapping_dataset_counts_its_passes_and_all_dropped_ends_the_data(dataset, tmp_path):
     tiny = small_dataset(dataset, tmp_path, "docs", 500)
-    rows = MixedRows(mixture(dataset, {"docs": 1.0}, files={"docs": tiny}), T, 0, 1)
+    rows = mixed_rows(mixture(dataset, {"docs": 1.0}, files={"docs": tiny}), T, 0, 1)
     events = []
     for _ in range(20):
         rows.take(4)  # 129 tokens per take: a pass is 3 takes and a bit
         events += [str(e) for e in rows.new_events()]
-    assert events[0] == "wrap dataset:docs pass:2" and rows.state().readers[0].wraps == len(events)
-    dropping = MixedRows(mixture(dataset, {"docs": 1.0}, {"docs": "drop"}, {"docs": tiny}), T, 0, 1)
+    assert events[0] == "wrap dataset:docs pass:2" and rows.state_dict()["readers"][0]["wraps"] == len(events)
+    dropping = mixed_rows(mixture(dataset, {"docs": 1.0}, {"docs": "drop"}, {"docs": tiny}), T, 0, 1)
     for _ in range(3):
         dropping.take(4)
     with pytest.raises(DataExhausted, match="used up"):
@@ -98,7 +103,7 @@ def test_a_one_dataset_mixture_is_exactly_todays_loader(dataset):
     mix = Mixture(("mix",), (tuple(files),), ("wrap",), (1.0,))
     cfg = CurriculumConfig(enabled=True)
     kw = dict(seq_len=64, batch_seqs=8, rank=1, world_size=2, vocab_size=1024, device=torch.device("cpu"), config=cfg)
-    plain, mixed = BatchSource(files, **kw), BatchSource(None, mixture=mix, **kw)
+    plain, mixed = batch_source(files, **kw), batch_source(None, mixture=mix, **kw)
     try:
         for k in range(30):
             a, b = plain.next_batch(Position(k / 30)), mixed.next_batch(Position(k / 30))
@@ -111,8 +116,8 @@ def test_a_one_dataset_mixture_is_exactly_todays_loader(dataset):
 def test_a_shuffled_mixture_reads_each_dataset_in_its_own_seeded_slot_order(dataset, tmp_path):
     tiny = small_dataset(dataset, tmp_path, "docs", 33 * 10 + 1)  # 10 slots of 33 tokens
     mix = mixture(dataset, {"docs": 0.5, "prose": 0.5}, {"docs": "drop"}, {"docs": tiny})
-    rows = MixedRows(mix, T, 0, 1, order="shuffled", seed=3)
-    again = MixedRows(mix, T, 0, 1, order="shuffled", seed=3)
+    rows = mixed_rows(mix, T, 0, 1, order="shuffled", seed=3)
+    again = mixed_rows(mix, T, 0, 1, order="shuffled", seed=3)
     docs = []
     for _ in range(5):
         block, positions, ids = rows.take(4)

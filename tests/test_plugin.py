@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from curriculum import CurriculumConfig, open_shard, write_shard
 from curriculum.plugin import CurriculumSettingsError, CurriculumTokenLoader
-from curriculum.rows import BOS_ID
+from curriculum.shards import BOS_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_data_align_bos_gives_rows_that_begin_at_a_document_through_the_plugin(d
 
 
 def test_a_whole_run_order_from_the_index_through_the_plugin(dataset, clean_env, tmp_path):
-    from curriculum.index import build_index
+    from curriculum.index_build import build_index
     files = sorted(Path(p) for p in glob.glob(dataset["folders"]["embedded_docs_sp1024"] + "/*train_*.bin"))
     index = tmp_path / "docs.cidx"
     build_index(files, seq_len=16, align="none", doc_max=0, vocab_size=1024, tokenizer=dataset["tokenizer"],
@@ -291,13 +291,14 @@ def test_a_bad_budget_is_named_with_every_other_bad_setting(tiny_shards, clean_e
     assert "ITERATIONS='0': must be a whole number >= 1" in message and "CURRICULUM='2'" in message
 
 
-OPTIONAL = {"index.py", "index_order.py", "mixing.py", "phases.py", "signals.py"}  # imported only when used
+OPTIONAL = {"index.py", "readers/index_order.py", "readers/shuffled.py", "readers/aligned.py", "readers/mixed.py",
+            "blend.py", "mixing.py", "phases.py", "signals.py"}  # imported only when used
 
 
 @pytest.mark.parametrize("settings, imported", [
     (dict(CURRICULUM="1"), set()),
-    (dict(CURRICULUM="0", MIX="adaptive", MIX_RULE="odm"), {"mixing.py"}),
-    (dict(CURRICULUM="0", MIX="natural"), set()),
+    (dict(CURRICULUM="0", MIX="adaptive", MIX_RULE="odm"), {"mixing.py", "readers/mixed.py", "blend.py"}),
+    (dict(CURRICULUM="0", MIX="natural"), {"readers/mixed.py", "blend.py"}),
 ], ids=["default", "adaptive mix", "natural mix"])
 def test_the_copy_command_writes_exactly_the_files_the_settings_import(dataset, tmp_path, settings, imported):
     import os
@@ -309,14 +310,16 @@ def test_the_copy_command_writes_exactly_the_files_the_settings_import(dataset, 
         **settings)
     out = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(tmp_path / "submission")))
     assert out.returncode == 0, out.stderr[-3000:]
-    copied = sorted((tmp_path / "submission" / "curriculum").iterdir())
-    names = {p.name for p in copied}
-    assert names & OPTIONAL == imported and {"plugin.py", "loader.py", "__init__.py"} <= names
-    for p in copied:  # the package's own files, whole
-        assert p.read_bytes() == (ROOT / "curriculum" / p.name).read_bytes()
+    folder = tmp_path / "submission" / "curriculum"
+    copied = sorted(p for p in folder.rglob("*") if p.is_file())
+    names = {p.relative_to(folder).as_posix() for p in copied}
+    assert names & OPTIONAL == imported
+    assert {"plugin.py", "loader.py", "__init__.py", "readers/__init__.py", "readers/sequential.py"} <= names
+    for name in names:  # the package's own files, whole
+        assert (folder / name).read_bytes() == (ROOT / "curriculum" / name).read_bytes()
     total = sum(p.stat().st_size for p in copied)
     assert f"{total:>8,}  bytes in {len(copied)} files" in out.stdout
-    assert total < sum(p.stat().st_size for p in (ROOT / "curriculum").glob("*.py"))
+    assert total < sum(p.stat().st_size for p in (ROOT / "curriculum").rglob("*.py"))
     again = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(tmp_path / "submission")))
     assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
 

@@ -11,7 +11,8 @@ import torch
 
 import preloaded
 
-from curriculum.index import DifficultyIndex, RowLayout, build_index
+from curriculum.index import DifficultyIndex, RowLayout
+from curriculum.index_build import build_index
 from curriculum.domains import read_sidecar, write_sidecar
 from curriculum.shards import open_shard, shard_token_count, write_shard
 from tests.conftest import ROOT, TINY

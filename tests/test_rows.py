@@ -1,4 +1,4 @@
-"""curriculum/rows.py's DATA_ALIGN=bos: rows that begin at a document, built from real text."""
+"""curriculum/readers/aligned.py's DATA_ALIGN=bos: rows that begin at a document, built from real text."""
 from __future__ import annotations
 
 import glob
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from curriculum import open_shard, write_shard
-from curriculum.rows import BOS_ID, AlignedRows, RowTable, row_table
+from curriculum.readers.aligned import AlignedRows, RowTable, row_table
+from curriculum.shards import BOS_ID
 
 
 def real_documents(dataset, lengths: list[int]) -> list[np.ndarray]:
@@ -67,7 +68,7 @@ def test_ranks_read_disjoint_aligned_rows_every_row_once_a_pass_in_a_seeded_orde
     readers = [AlignedRows(files, 64, rank, 2, order, seed=5, doc_max=0) for rank in (0, 1)]
     rows_per_pass = readers[0].table.rows
     seen = [[], []]
-    while readers[0].state().passes == 0 and len(seen[0]) < rows_per_pass:
+    while readers[0].passes == 0 and len(seen[0]) < rows_per_pass:
         for rank, reader in enumerate(readers):
             if not reader.fits_in_pass(8):
                 break

@@ -47,10 +47,12 @@ def test_tiny_run_loss_falls_and_writes_both_logs(dataset, tmp_path):
     assert s["artifact_bytes"] == (Path(env["LOG_DIR"]) / "run.int6.ptz").stat().st_size
     # the code counted is what the run imported: not the parts of curriculum/ its settings do not use
     root = Path(tg.__file__).parent
-    unused = {"index.py", "index_order.py", "mixing.py", "phases.py", "signals.py", "plugin.py", "pack.py", "artifact.py",
+    unused = {"index.py", "index_build.py", "blend.py", "mixing.py", "phases.py", "signals.py", "plugin.py", "pack.py", "artifact.py",
               "documents.py", "packed_source.py", "record_loaders.py", "sequences.py"}
+    readers = ("__init__.py", "base.py", "sequential.py")  # the default order's reader, not the others
     used = [root / "train_gpt.py", *(root / "trainer").glob("*.py"),
-            *(p for p in (root / "curriculum").glob("*.py") if p.name not in unused)]
+            *(p for p in (root / "curriculum").glob("*.py") if p.name not in unused),
+            *(root / "curriculum" / "readers" / name for name in readers)]
     assert s["code_bytes"] == sum(p.stat().st_size for p in used)
     assert s["settings"]["NUM_LAYERS"] == 2 and s["curriculum"]["enabled"] is False
     assert s["val_tokens"] == 16384

@@ -57,9 +57,10 @@ def test_pool_only_trains_on_each_pools_first_rows_and_ftz_and_atomic_kernels_ar
     assert out["flush_denormal"] is True
     log = (tmp_path / "p" / "pool.txt").read_text().splitlines()
     kernels = [line for line in log if line.startswith("kernels:")]
-    assert kernels == ["kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"]
+    assert kernels == ["kernels: inductor's own, deterministic mode off (Hooks.repeatable_kernels=False)"]
     assert [line for line in log if line.startswith("attention:")] == [
-        "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast (turns variant bf16_attention: in bf16)"]
+        "attention: PyTorch's CPU kernel, in fp32 for training steps under bf16 autocast; Hooks.attention_fp32=False: "
+        "training steps attend in bf16 instead"]
     data = json.loads((tmp_path / "p" / "pool.json").read_text())["data"]
     assert data["kept_score_mean"] > 0  # the selection still ran: its statistics are there
     batches = np.load(recorded)  # [micro-batches, x/y, rows, seq_len]

@@ -2,7 +2,7 @@
 
     python -m tools.bad_inputs [--fast] [--only WORD]
 
-Each case runs a real process (train_gpt.py, tools.compare, tools.experiment, curriculum.index)
+Each case runs a real process (train_gpt.py, tools.compare, tools.experiment, curriculum.index_build)
 in a fresh folder and is judged by what a user sees:
 - `traceback`: a Python traceback where a message belongs;
 - `hang`: no end within the case's time limit;
@@ -176,7 +176,7 @@ def rerun_same_run_id(folder: Path) -> Outcome:
 
 def damaged_index(folder: Path) -> Outcome:
     index = folder / "i.cidx"
-    built = run([sys.executable, "-m", "curriculum.index", "--train-files", str(DATA / "embedded_mix_sp1024" / "*train_*.bin"),
+    built = run([sys.executable, "-m", "curriculum.index_build", "--train-files", str(DATA / "embedded_mix_sp1024" / "*train_*.bin"),
                  "--tokenizer", str(TOKENIZER), "--seq-len", "64", "--signals", "random", "--out", str(index)],
                 dict(os.environ))
     if built.rc != 0:
@@ -338,9 +338,9 @@ CASES = [
          ("--budget",)),
     Case("experiment: --out is a file", "experiment", lambda f: (write(f, "x", "x"), tool(
         "tools.experiment", "--out", "{folder}/x")(f))[1], ("x",)),
-    Case("index: every bad argument", "index", tool("curriculum.index", "--seq-len", "0", "--processes", "0",
+    Case("index: every bad argument", "index", tool("curriculum.index_build", "--seq-len", "0", "--processes", "0",
                                                     "--train-files", "/nowhere/*.bin"), ("--seq-len=0", "--processes=0")),
-    Case("index: a VOCAB_SIZE that is no number", "index", tool("curriculum.index", "--train-files", "/nowhere/*.bin",
+    Case("index: a VOCAB_SIZE that is no number", "index", tool("curriculum.index_build", "--train-files", "/nowhere/*.bin",
                                                              env=dict(VOCAB_SIZE="abc")), ("VOCAB_SIZE='abc'", "/nowhere")),
     Case("proxy_loss: a TRAIN_SEQ_LEN that is no number", "index", tool("tools.proxy_loss", env=dict(
         TRAIN_SEQ_LEN="x", TRAIN_FILES="/nowhere/*.bin")), ("TRAIN_SEQ_LEN='x'", "TRAIN_FILES")),

@@ -76,9 +76,11 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
-from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, open_shard
+from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, Shape, open_data_path, open_shard
 from curriculum.loader import Position
-from curriculum.rows import SequentialRows, ShuffledRows, row_table
+from curriculum.readers.aligned import row_table
+from curriculum.readers.sequential import SequentialRows
+from curriculum.readers.shuffled import ShuffledRows
 from trainer.provenance import device_name
 from curriculum.documents import PieceScorer, document_pieces
 from curriculum.packed_source import PackedBatches, PackedStatistics
@@ -116,9 +118,9 @@ def train_files(s: tg.Settings) -> list[Path]:
 
 
 def make_source(s: tg.Settings, seq_len: int, seqs: int, arm: str, device) -> BatchSource:
+    """The data path of the CPU configuration's plan for one arm, at this shape."""
     config = dataclasses.replace(s.curriculum, enabled=arm != "baseline", pool="carry" if arm == "carry" else "fresh")
-    return BatchSource(train_files(s), seq_len=seq_len, batch_seqs=seqs, rank=0, world_size=1, vocab_size=s.vocab_size,
-                       device=device, config=config, order=s.data_order, seed=s.seed)
+    return open_data_path(dataclasses.replace(s.data, curriculum=config), Shape(seq_len, seqs * seq_len), device)
 
 
 def loader_ms_per_batch(source: BatchSource, batches: int, device) -> float:
@@ -143,6 +145,63 @@ def bench_loader(s: tg.Settings, device) -> list[dict]:
                          for _ in range(3)) for arm in ARMS}
         rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", ms=best,
                          ratio={arm: best[arm] / best["baseline"] for arm in ARMS[1:]}))
+    return rows
+
+
+GIL_PAUSE_S = 2e-4  # a pause in the probe's loop longer than this: another thread ran (or the OS did)
+
+
+def gil_pauses_ms(source, batches: int, probe_ms: float) -> tuple[float, float]:
+    """The main thread's Python work beside a data path: after each micro-batch (the read-ahead
+    then prepares the next) it runs pure Python for `probe_ms`, and every pause in that loop is
+    time it could not run: another thread held the GIL, or the OS ran something else. (pauses
+    in ms per micro-batch, the read-ahead's CPU ms per micro-batch); `source` None: the loop
+    alone, the floor."""
+    try:
+        if source is not None:
+            for _ in range(3):  # the read-ahead's queue filled, the allocator warm
+                source.next_batch(Position(0.3))
+        cpu0 = 0.0 if source is None else reader_cpu_ms(source)
+        paused = 0.0
+        for k in range(batches):
+            if source is not None:
+                source.next_batch(Position(k / batches))
+            last = time.perf_counter()
+            end = last + probe_ms / 1000
+            while last < end:
+                now = time.perf_counter()
+                if now - last > GIL_PAUSE_S:
+                    paused += now - last
+                last = now
+        cpu = 0.0 if source is None else reader_cpu_ms(source) - cpu0
+        return 1000 * paused / batches, cpu / batches
+    finally:
+        if source is not None:
+            source.close()
+
+
+def reader_cpu_ms(source) -> float:
+    """The CPU time the data path's own thread has used so far."""
+    return source.reader_cpu_ms if hasattr(source, "reader_cpu_ms") else source.batches.cpu_ms
+
+
+def bench_gil(s: tg.Settings, batches: int = 150, probe_ms: float = 20.0) -> list[dict]:
+    """What the read-ahead thread takes of the main thread's Python time (on CUDA the kernel
+    launches wait behind it), for each arm of the rows and the packed layout, at the CPU
+    configuration's shapes and the 1xH100 shapes: pauses beyond the probe's floor, per micro-batch."""
+    floor = min(gil_pauses_ms(None, batches, probe_ms)[0] for _ in range(2))
+    rows = [dict(shapes="no data path", arm="the floor", pauses_ms=floor, over_floor_ms=0.0, reader_cpu_ms=0.0)]
+    cpu = torch.device("cpu")
+    for label, seq_len, seqs in (("cpu config", s.train_seq_len, s.micro_batch_seqs), ("1xH100 shapes", 2048, H100_MICRO_SEQS)):
+        for arm in ("baseline", "fresh", "carry", "random", "packed off", "packed fresh"):
+            packed = arm.startswith("packed")
+            config = dataclasses.replace(s.curriculum, enabled=arm not in ("baseline", "packed off"),
+                                         pool="carry" if arm == "carry" else "fresh",
+                                         score="random" if arm == "random" else s.curriculum.score)
+            plan = dataclasses.replace(s.data, curriculum=config, layout="packed" if packed else "rows")
+            paused, reader = gil_pauses_ms(open_data_path(plan, Shape(seq_len, seqs * seq_len), cpu), batches, probe_ms)
+            rows.append(dict(shapes=f"{label}: {seqs} x {seq_len}", arm=arm, pauses_ms=paused,
+                             over_floor_ms=max(paused - floor, 0.0), reader_cpu_ms=reader))
     return rows
 
 
@@ -635,7 +694,7 @@ FINEWEB_TRAIN_TOKENS = 8_000_000_000  # the published sp1024 training set, about
 
 def bench_index(env: dict, folder: Path) -> Path:
     """The index the order_curriculum arm reads: compression_ratio over configs/cpu.env's rows (seconds)."""
-    from curriculum.index import build_index
+    from curriculum.index_build import build_index
     files = sorted(Path(f) for f in glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))
     out = folder / "bench.cidx"
     build_index(files, seq_len=int(env["TRAIN_SEQ_LEN"]), align="none", doc_max=0, vocab_size=int(env["VOCAB_SIZE"]),
@@ -647,7 +706,8 @@ def bench_index_build(env: dict, s: tg.Settings) -> dict:
     """Each signal's build rate over the embedded corpus (one process per core, one thread each),
     the proxy loss's scoring rate (the reference model, random weights: the rate does not depend
     on them), and each one's projected time for FineWeb's training set on 2 and 16 cores."""
-    from curriculum.index import RowLayout, build_index
+    from curriculum.index import RowLayout
+    from curriculum.index_build import build_index
     from curriculum.signals import TEXT_SIGNALS, TOKEN_SIGNALS
     from tools.proxy_loss import REFERENCE, SCORE_BATCH_ROWS
     files = sorted(Path(f) for f in glob.glob(str(ROOT / env["DATA_PATH"] / "*train_*.bin")))
@@ -688,21 +748,16 @@ def bench_index_build(env: dict, s: tg.Settings) -> dict:
 def bench_shard_reads(s: tg.Settings, reps: int = 6, takes: int = 400) -> dict:
     """The readers read shards with pread (ShardTokens); against a memory map, for a shuffled
     micro-batch of CPU rows on the read-ahead thread, alternating: ms per micro-batch."""
-    import curriculum.rows as rows
     from curriculum.shards import read_shard
     ms = {"memory map": [], "pread": []}
-    try:
-        for rep in range(reps):
-            pair = (("memory map", tg.open_shard), ("pread", read_shard))
-            for name, opener in pair if rep % 2 == 0 else pair[::-1]:
-                rows.read_shard = opener
-                reader = rows.ShuffledRows(train_files(s), s.train_seq_len, 0, 1, seed=rep)
-                t0 = time.perf_counter()
-                for _ in range(takes):
-                    reader.take(s.micro_batch_seqs)
-                ms[name].append(1000 * (time.perf_counter() - t0) / takes)
-    finally:
-        rows.read_shard = read_shard
+    for rep in range(reps):
+        pair = (("memory map", tg.open_shard), ("pread", read_shard))
+        for name, opener in pair if rep % 2 == 0 else pair[::-1]:
+            reader = ShuffledRows(train_files(s), s.train_seq_len, 0, 1, seed=rep, open_shard=opener)
+            t0 = time.perf_counter()
+            for _ in range(takes):
+                reader.take(s.micro_batch_seqs)
+            ms[name].append(1000 * (time.perf_counter() - t0) / takes)
     return {k: statistics.median(v) for k, v in ms.items()}
 
 
@@ -793,6 +848,16 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     return cost
 
 
+def gil_section(s: tg.Settings, report: dict) -> None:
+    print("== the read-ahead thread's hold on the GIL: the main thread runs Python for 20 ms after each micro-batch "
+          "while the next is prepared; its pauses over the floor (the loop with no data path) are what the thread "
+          f"took from it ({cpu_line()})")
+    report["gil"] = bench_gil(s)
+    for row in report["gil"]:
+        print(f"  {row['shapes']:<28} {row['arm']:<13} pauses {row['pauses_ms']:7.3f} ms/micro-batch, over the floor "
+              f"{row['over_floor_ms']:7.3f}; the thread's CPU {row['reader_cpu_ms']:7.3f} ms/micro-batch")
+
+
 def cpu_line() -> str:
     """The CPU's model and the flags that decide the trainer's kernels, for every figure printed."""
     flags = set()
@@ -825,6 +890,7 @@ def main(argv=None) -> None:
     ap.add_argument("--scorers-only", action="store_true", help="only the difficulty signals' throughput")
     ap.add_argument("--mask-only", action="store_true", help="only section 8: the document mask's step time")
     ap.add_argument("--index-only", action="store_true", help="only section 9: the difficulty index's build rates")
+    ap.add_argument("--gil-only", action="store_true", help="only the read-ahead's hold on the main thread's GIL")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
     try:  # a misspelt arm ends the bench here, not after the sections before the rings
@@ -835,6 +901,11 @@ def main(argv=None) -> None:
     s = cpu_settings(env)
     device = tg.pick_device(s)
     report: dict = dict(device=str(device), torch=torch.__version__, cpu=cpu_line())
+    if args.gil_only:
+        gil_section(s, report)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return
     if args.cost_only or args.mask_only or args.index_only:
         if args.cost_only:
             report["trainer_in_turns"] = trainer_cost(env, args, s)
@@ -870,6 +941,7 @@ def main(argv=None) -> None:
         ms, ratio = row["ms"], row["ratio"]
         print(f"  {row['shapes']:<28} baseline {ms['baseline']:8.3f}  fresh {ms['fresh']:8.3f} ({ratio['fresh']:.3f})"
               f"  carry {ms['carry']:8.3f} ({ratio['carry']:.3f})")
+    gil_section(s, report)
     print(f"== paired steps in one process, configs/cpu.env, {args.pairs} rounds (median ms per step; "
           f"ratio to the baseline, goal <= 1.01; the experiment we beat: 1.089)")
     paired = report["paired_steps"] = bench_paired_steps(s, args.pairs)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from curriculum.index import DifficultyIndex, RowLayout, add_scores, fingerprint, index_path
-from curriculum.rows import DataError
+from curriculum.shards import DataError
 from curriculum.shards import open_shard, write_atomic, write_shard
 from tools import launch
 from trainer.host import keep_freed_memory

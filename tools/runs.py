@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curriculum import SCHEDULE_PARAMETERS
-from curriculum.index_order import PACING_PARAMETERS
+from curriculum.config import PACING_PARAMETERS
 from tools import loglines
 
 

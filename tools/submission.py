@@ -13,7 +13,6 @@ settings the run will use. OUT must not exist; it appears whole or not at all.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from curriculum.loader import Position
+from curriculum.plan import open_data_path
 from curriculum.shards import DataError
 from trainer.provenance import HERE, imported_code_files
 from trainer.settings import SettingsError
@@ -32,7 +32,7 @@ def import_what_the_run_imports(environ: dict) -> list[Path]:
     sys.path.insert(0, str(HERE))  # train_gpt.py is a script beside the packages, not one of them
     import train_gpt
     s = train_gpt.read_settings(environ)
-    batches = train_gpt.data_path(s, [Path(p) for p in sorted(glob.glob(s.train_files))], torch.device("cpu"))
+    batches = open_data_path(s.data, s.shape, torch.device("cpu"), s.rank)
     try:
         batches.next_batch(Position())
         batches.summary(Position())
@@ -47,7 +47,7 @@ def write_submission(out: Path, files: list[Path]) -> list[Path]:
     from curriculum.pack import minify, packed_init, write_folder  # here: a run does not import it, so it is not counted
     texts = {"train_gpt.py": minify((HERE / "train_gpt.py").read_text(), "train_gpt.py")}
     for package in ("trainer", "curriculum"):
-        texts[f"{package}/__init__.py"] = packed_init([f for f in files if f.parent == HERE / package])
+        texts[f"{package}/__init__.py"] = packed_init([f for f in files if f.is_relative_to(HERE / package)], HERE / package)
     return write_folder(out, texts)
 
 

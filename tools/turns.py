@@ -9,17 +9,17 @@ project runs on) cancels in the per-round ratios; runs one after the other canno
 Each ring also holds two baseline processes: their geometric mean is the reference, and one
 against the other (the A/A control) is the method's own error.
 
-The arms can change one thing each inside the real trainer (the variants below), so that the
-bench separates the curriculum's mechanics from the content it keeps and from the state the
+The arms can change one thing each inside the real trainer (the variants below, given to
+train_gpt.main as its `Hooks` and to the data path as its `keep`), so that the bench separates the curriculum's mechanics from the content it keeps and from the state the
 model reaches:
 
   ftz          flush denormal floats to zero (FTZ/DAZ) in every thread, from the process's start
   bf16_attention
                a CPU's training steps attend in bf16 under autocast, as before train_gpt.attend
-               took them to fp32 (CPU_TRAINING_ATTENTION_FP32): what the fp32 attention saves
+               took them to fp32 (Hooks.attention_fp32=False): what the fp32 attention saves
   atomic_kernels
-               PyTorch's deterministic mode left off (trainer/host.py's repeatable_kernels not
-               applied): on a CPU, inductor's own fused kernels, atomics and all
+               PyTorch's deterministic mode left off (Hooks.repeatable_kernels=False): on a
+               CPU, inductor's own fused kernels, atomics and all
   pool_only    the curriculum reads, scores and selects as usual, but trains on the pool's first
                rows: the pool's cost without its content
   read_only    the read-ahead reads the curriculum's pool, nothing is scored or selected, the
@@ -145,69 +145,33 @@ def child_main() -> None:
     ftz = torch.set_flush_denormal(True) if "ftz" in variants else None  # before any thread is made
     import train_gpt as tg
     from curriculum.loader import Position
-    if "bf16_attention" in variants:  # before the model is built and compiled
-        tg.CPU_TRAINING_ATTENTION_FP32 = False
-        kernel = tg.select_attention_kernel
-        tg.select_attention_kernel = lambda s, device: (lambda k, line: (k, line + " (turns variant bf16_attention: in bf16)"))(
-            *kernel(s, device))
-    if "atomic_kernels" in variants:  # what a run did before repeatable_kernels: the cost of repeating bit for bit
-        tg.repeatable_kernels = lambda device: "kernels: inductor's own, deterministic mode off (turns variant atomic_kernels)"
-    from curriculum.selector import Selector
 
     fds = os.environ.get("TURNS_FDS")
     turns = Turns(*map(int, fds.split(","))) if fds else None
     state = dict(timed=False, step=0, steps_ms=[], steps_at=[], steps_faults=[], steps_sys_ms=[], profile=None)
     profile_span = tuple(int(v) for v in variants["profile"].split("-")) if "profile" in variants else None
 
-    if "pool_only" in variants or "read_only" in variants:
-        choose = Selector.choose
-
-        def first_rows(self, rows, domains, micro_batch, progress, warmdown_start, scores=None):
-            if "pool_only" in variants:  # all of the work, none of the content
-                choose(self, rows, domains, micro_batch, progress, warmdown_start, scores)
-            self.kept_domains = None if domains is None else domains[:self.batch_seqs]
-            return rows[:self.batch_seqs], rows.size(0)
-        Selector.choose = first_rows
-
-    make_batches = tg.Job.make_batches
-
-    def timed_loop_batches(job, warm_up_steps=0):
-        batches = make_batches(job, warm_up_steps)
-        if state["timed"] and "replay" in variants:
+    def timed_batches(job, batches):
+        if "replay" in variants:
             return ReplayedBatches(batches, variants["replay"])
-        if state["timed"] and "record" in variants:
+        if "record" in variants:
             state["recorder"] = RecordedBatches(batches)
             return state["recorder"]
         return batches
-    tg.Job.make_batches = timed_loop_batches
 
-    warm_up = tg.warm_up_and_undo
-
-    def warm_up_then_pretrain(job):
-        warm_up(job)
+    def before_timed(job):
         n = int(variants.get("pretrain") or 0)
-        if n:
-            batches = make_batches(job)
+        if n:  # the weights and optimiser state of a baseline-trained model, on the baseline's own batches
+            batches = job.make_batches()
             for k in range(n):
                 tg.train_step(job.model, job.base_model, job.optimizers, job.s, batches, Position(k / n), job.bf16)
             batches.close()
             job.log(f"turns: {n} untimed steps on the baseline's batches before the timed steps")
-    tg.warm_up_and_undo = warm_up_then_pretrain
-
-    train, train_step = tg.train, tg.train_step
-
-    def train_in_turns(job):
-        state["timed"] = True
+        state["timed"], state["iterations"] = True, job.s.iterations
         if turns:
             turns.ready()
-        swa = train(job)
-        state["timed"] = False
-        return swa
-    tg.train = train_in_turns
 
-    def step_in_turn(model, base_model, optimizers, s, batches, *args):
-        if not state["timed"]:
-            return train_step(model, base_model, optimizers, s, batches, *args)
+    def timed_step(step):
         if turns:
             turns.wait()
         profiler = None
@@ -216,7 +180,7 @@ def child_main() -> None:
             profiler.__enter__()
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        loss, tokens = train_step(model, base_model, optimizers, s, batches, *args)
+        loss, tokens = step()
         if loss.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()  # CLOCK_MONOTONIC: one clock for every process of the machine
@@ -231,13 +195,14 @@ def child_main() -> None:
         state["step"] += 1
         if turns:
             turns.hand_on()
-            if state["step"] == s.iterations:  # one more round: nobody evaluates while another still steps
+            if state["step"] == state["iterations"]:  # one more round: nobody evaluates while another still steps
                 turns.wait()
                 turns.hand_on(last=True)
         return loss, tokens
-    tg.train_step = step_in_turn
 
-    tg.main()
+    keep = "pool_first" if "pool_only" in variants else "read_first" if "read_only" in variants else "selected"
+    tg.main(tg.Hooks(attention_fp32="bf16_attention" not in variants, repeatable_kernels="atomic_kernels" not in variants,
+                     keep=keep, timed_batches=timed_batches, before_timed=before_timed, timed_step=timed_step))
     if "record" in variants:
         tg.write_atomic(Path(variants["record"]), npy_bytes(np.stack(state["recorder"].batches)))
     out = dict(steps_ms=state["steps_ms"], steps_at=state["steps_at"], steps_faults=state["steps_faults"],

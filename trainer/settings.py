@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from curriculum import CurriculumConfig, ShardFormatError, shard_token_count
-from curriculum.config import (CURRICULUM_SETTINGS, DATA_ALIGN, DATA_ORDER, DOC_MAX_TOKENS, MIX_SETTINGS, ORDER_SETTINGS, SEED,
-                               EnvReader, MixConfig, OrderConfig, Setting, micro_batch_seqs, read_curriculum, read_mix,
-                               read_order)
+from curriculum import CurriculumConfig, DataPlan, Shape, ShardFormatError, read_data_plan, shard_token_count
+from curriculum.config import (CURRICULUM_PHASES, CURRICULUM_SETTINGS, DATA_ALIGN, DATA_LAYOUT, DATA_ORDER, DOC_MAX_TOKENS,
+                               MIX_SETTINGS, ORDER_SETTINGS, SEED, EnvReader, MixConfig, OrderConfig, Setting,
+                               micro_batch_seqs)
 from trainer.attention import KERNELS
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
@@ -74,11 +74,7 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
         *MIX_SETTINGS,
         DATA_ALIGN,
         DOC_MAX_TOKENS,
-        S("DATA_LAYOUT", "text", "rows", "`rows`: micro-batches of sequences [B, TRAIN_SEQ_LEN] (`DATA_ORDER`, `DATA_ALIGN`, "
-          "`MIX`, phases); `packed`: the late records' layout, one [1, N] stream per rank read as their document-"
-          "packing loader reads it, documents cut every `TRAIN_SEQ_LEN` tokens and their boundaries (`cu_seqlens`) "
-          "given to attention with `ATTENTION_MASK=document`; the curriculum selects document pieces there "
-          "(docs/plugin.md)", choices=("rows", "packed")),
+        DATA_LAYOUT,
         S("EXPECTED_STEP_MS", "float", 0.0, "under a cap, a step time for the data budget logged at the start (0: only "
           "the budget measured over the first 10 steps is logged)", minimum=0.0),
         S("COLLECTIVE_TIMEOUT", "int", 300, "seconds any collective between ranks may wait: a rank that stops "
@@ -185,10 +181,7 @@ GROUPS: dict[str, tuple[Setting, ...]] = {
           "4–16% cost between separate runs: docs/measured.md); `system`: glibc's default. The log's `memory:` line says "
           "which, the summary has `minor_faults_per_step` and `kernel_ms_per_step`", choices=("keep", "system")),
     ),
-    "Curriculum": CURRICULUM_SETTINGS + (
-        S("CURRICULUM_PHASES", "text", "", "a phases file (docs/phases.md): the run in stages with their own "
-          "sequence length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases"),
-    ),
+    "Curriculum": CURRICULUM_SETTINGS + (CURRICULUM_PHASES,),
 }
 del S
 SETTINGS = tuple(st for group in GROUPS.values() for st in group)  # every variable the trainer reads
@@ -207,13 +200,18 @@ class SettingsBase:
         """Sequences each rank trains on per micro-batch."""
         return micro_batch_seqs(self.train_batch_tokens, self.world_size, self.grad_accum_steps, self.train_seq_len)
 
+    @property
+    def shape(self) -> Shape:
+        """The run's batch as the data path takes it."""
+        return Shape(self.train_seq_len, self.train_batch_tokens, self.world_size, self.grad_accum_steps)
+
 
 PYTHON_TYPES = {"int": int, "float": float, "bool": bool, "text": str, "peak": object}
 # every setting an attribute of its declared kind, the curriculum's as one config, and
 # `env`: every value read, defaults included, as the run's summary records it
 Settings = dataclasses.make_dataclass(
     "Settings", [(st.attribute, PYTHON_TYPES[st.kind]) for st in TRAINER_SETTINGS]
-    + [("curriculum", CurriculumConfig), ("index_order", OrderConfig), ("mix", MixConfig),
+    + [("curriculum", CurriculumConfig), ("index_order", OrderConfig), ("mix", MixConfig), ("data", DataPlan),
        ("env", dict, field(default_factory=dict))],
     bases=(SettingsBase,))
 
@@ -232,14 +230,19 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
     Defaults are the stronger stack's 8xH100 configuration."""
     e = EnvReader(environ)
     values = e.read_all(TRAINER_SETTINGS)
-    s = Settings(**values, curriculum=read_curriculum(e), index_order=read_order(e), mix=read_mix(e))  # the plugin reads CURRICULUM* with the same function
+    tokenizer = values["tokenizer_path"] if os.path.isfile(values["tokenizer_path"]) else None
+    # the data path's settings, read by the function the plugin reads them with (curriculum/plan.py)
+    plan = read_data_plan(e, train_files=values["train_files"], vocab_size=values["vocab_size"], tokenizer=tokenizer,
+                          missing_hint=f"DATA_PATH={values['data_path']!r}; ")
+    s = Settings(**values, curriculum=plan.curriculum, index_order=plan.index_order, mix=plan.mix, data=plan)
     s.env = e.values
     return s, e.errors
 
 
 def check_settings(s: Settings) -> list[str]:
-    """Rules between settings and against the files on disk (no model, no data read)."""
-    errors = list(s.curriculum.problems()) + s.mix.problems()
+    """Rules between settings and against the files on disk (no model, no data read); the data
+    path's are its plan's (curriculum/plan.py), each file opened once there."""
+    errors = []
     if s.rank >= s.world_size:
         errors.append(f"RANK={s.rank}: must be < WORLD_SIZE={s.world_size}")
     if s.num_heads < 1 or s.num_kv_heads < 1:
@@ -273,24 +276,12 @@ def check_settings(s: Settings) -> list[str]:
     if s.val_domains and s.val_sets.strip():
         errors.append(f"VAL_DOMAINS=1 with VAL_SETS={s.val_sets!r}: one source of per-domain scores, not two "
                       f"(VAL_DOMAINS scores the domains of VAL_FILES in its own pass)")
-    shard_globs = [("TRAIN_FILES", s.train_files), ("VAL_FILES", s.val_files)]
+    shard_globs = [("VAL_FILES", s.val_files)]
     if not any("VAL_SETS" in e for e in errors):
         shard_globs += [(f"VAL_SETS[{name}]", pattern) for name, pattern in s.val_set_patterns.items()]
-    if s.mix.mode and not s.phases and not any("MIX_DATASETS" in e for e in errors):
-        shard_globs += [(f"MIX_DATASETS[{name}]", pattern) for name, pattern in s.mix.named_globs()]
-    if s.data_layout == "packed":
-        errors += [f"DATA_LAYOUT=packed with {name}={value!r}: the packed layout reads the shards in the records' "
-                   f"order and cuts documents itself; unset {name}" for name, value, default in (
-                       ("DATA_ORDER", s.data_order, "sequential"), ("DATA_ALIGN", s.data_align, "none"), ("MIX", s.mix.mode, ""),
-                       ("CURRICULUM_PHASES", s.phases, "")) if value != default]
-        if s.curriculum.enabled and s.curriculum.score.startswith("index:"):
-            errors.append(f"DATA_LAYOUT=packed with CURRICULUM_SCORE={s.curriculum.score}: the index scores rows; "
-                          f"document pieces are scored from their tokens")
-    elif s.attention_kernel == "flash_varlen":
+    if s.data_layout != "packed" and s.attention_kernel == "flash_varlen":
         errors.append("ATTENTION_KERNEL=flash_varlen: the varlen kernel reads a packed stream's cu_seqlens; it needs "
                       "DATA_LAYOUT=packed (rows use flex, per_document or dense)")
-    if s.mix.mode and s.phases and s.mix.mode != "adaptive":
-        errors.append(f"MIX={s.mix.mode}: a phases file blends its own datasets; only MIX=adaptive applies to it")
     if s.val_bytes_files:
         shard_globs.append(("VAL_BYTES_FILES", s.val_bytes_files))
     tokens = {}
@@ -308,34 +299,12 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"VAL_BYTES_FILES={s.val_bytes_files!r}: {tokens['VAL_BYTES_FILES']:,} byte counts for the "
                       f"{tokens.get('VAL_FILES', 0):,} validation tokens of VAL_FILES={s.val_files!r}: a sidecar holds "
                       f"one count per token")
-    train_tokens = tokens.get("TRAIN_FILES")
-    if train_tokens == 0:
-        errors.append(f"TRAIN_FILES={s.train_files!r}: every training shard is empty")
-    elif train_tokens and min(s.grad_accum_steps, s.train_seq_len, s.world_size) >= 1:  # else already an error
-        read = s.world_size * (s.curriculum.pool_size(s.micro_batch_seqs) * s.train_seq_len + 1)
-        if read > train_tokens:  # one micro-batch would wrap the whole stream around, again and again
-            culprit = (f"CURRICULUM_OVERSAMPLE={s.curriculum.oversample:g} with " if s.curriculum.enabled else "") + \
-                f"TRAIN_BATCH_TOKENS={s.train_batch_tokens}"
-            errors.append(f"{culprit}: one micro-batch would read {read:,} tokens, more than the {train_tokens:,} "
-                          f"the training shards hold")
+    errors += s.data.problems(s.shape)
     logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
     if logits_bytes > EVAL_LOGITS_LIMIT:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
                       f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
-    # the index and the phases are checked, so imported, only when the settings use them: a run
-    # imports the parts of curriculum/ it uses, and its artifact counts those (trainer/provenance.py)
-    uses_index = s.data_order == "curriculum" or (s.curriculum.enabled and s.curriculum.score.startswith("index:"))
-    if train_tokens and not s.phases and not errors and uses_index:
-        from curriculum.index import index_problems
-        errors += index_problems([Path(f) for f in sorted(glob.glob(s.train_files))], s.train_seq_len, s.data_align,
-                                 s.doc_max_tokens, s.vocab_size, s.tokenizer_path if os.path.isfile(s.tokenizer_path)
-                                 else None, s.data_order, s.curriculum.score if s.curriculum.enabled else "",
-                                 s.index_order.score, s.index_order.index)
-    if s.phases:
-        from curriculum.phases import RunShape, phase_problems
-        errors += phase_problems(s.phases, s.curriculum, RunShape(s.train_seq_len, s.train_batch_tokens, s.world_size,
-                                                                  s.grad_accum_steps))
     errors += check_log_dir(s.log_dir)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.run_id):
         errors.append(f"RUN_ID={s.run_id!r}: must be a plain file name (letters, digits, '.', '_', '-'; not starting "

@@ -17,17 +17,18 @@ the same seed gives the same batches whatever the thread's timing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .config import PACING_PARAMETERS, PACINGS, OrderConfig  # noqa: F401  (declared with the settings)
-from .index import RowLayout, open_checked
-from .order import ProgressFeed
-from .rows import DataError, DataEvent, row_table
-from .schedules import v_schedule
-from .shards import read_shard
+from ..config import PACINGS, OrderConfig
+from ..index import RowLayout
+from ..order import ProgressFeed
+from ..schedules import v_schedule
+from ..shards import DataError, read_shard
+from .aligned import row_table
+from .base import DataEvent, ReaderBase
 
 BUCKETS = 100
 V_PEAK = 0.45  # seed 003's V: hardest at 45% of the run
@@ -78,32 +79,31 @@ class Draw:
     rows_in_index: int
 
 
-class CurriculumRows:
-    """The reader for DATA_ORDER=curriculum (the `Rows` protocol of curriculum/rows.py)."""
+class CurriculumRows(ReaderBase):
+    """The reader for DATA_ORDER=curriculum (the `Reader` protocol of readers/base.py)."""
+    State = CurriculumState
 
     def __init__(self, files: list[Path], seq_len: int, rank: int, world_size: int, seed: int, align: str,
-                 doc_max: int, order: OrderConfig, feed: ProgressFeed, vocab_size: int, tokenizer: str | None,
-                 dataset: str | None = None):
+                 doc_max: int, order: OrderConfig, feed: ProgressFeed, open_index, dataset: str | None = None):
+        super().__init__(dataset)
         self.files, self.rank, self.world_size, self.seed = list(files), rank, world_size, seed
         self.align, self.doc_max, self.order, self.feed = align, doc_max, order, feed
-        self.vocab_size, self.tokenizer, self.dataset = vocab_size, tokenizer, dataset
+        self.open_index = open_index  # (seq_len, signal, files) -> the checked DifficultyIndex (curriculum/plan.py)
         self.shards = [read_shard(f) for f in self.files]
         self.total_tokens = sum(len(t) for t in self.shards)
-        self.events: list[DataEvent] = []
         self.last_rows = np.zeros(0, dtype=np.int64)
         self.last_draw: Draw | None = None
         self.seq_len = None
-        self.restore(CurriculumState(seq_len))
+        self._restore(CurriculumState(seq_len))
 
     # ------------------------------------------------------------ the index, per row length
     def _open(self, seq_len: int) -> None:
-        index = open_checked(self.files, seq_len, self.align, self.doc_max, self.vocab_size, self.tokenizer,
-                             self.order.score, self.order.index)
+        index = self.open_index(seq_len, self.order.score, self.files)
         path, self.index, self.seq_len = index.path, index, seq_len
         self.layout = RowLayout.build(self.shards, self.files, seq_len, self.align, self.doc_max)
         if self.layout.rows != index.rows or not np.array_equal(self.layout.start, index.columns["start"]):
             raise DataError(f"the difficulty index {path} numbers other rows than these shards make at TRAIN_SEQ_LEN="
-                            f"{seq_len}, DATA_ALIGN={self.align}: build it again with python -m curriculum.index")
+                            f"{seq_len}, DATA_ALIGN={self.align}: build it again with python -m curriculum.index_build")
         scores = np.asarray(index.columns[self.order.score], dtype=np.float64)
         scored = np.flatnonzero(np.isfinite(scores))
         if len(scored) < self.world_size:
@@ -120,7 +120,7 @@ class CurriculumRows:
                 for k, b in enumerate(self.buckets)]
 
     # ------------------------------------------------------------ state
-    def restore(self, state: CurriculumState) -> None:
+    def _restore(self, state: CurriculumState) -> None:
         if state.seq_len != self.seq_len:
             self._open(state.seq_len)
             self.domain_offset = 1 if self.align == "bos" else (state.seq_len + 1) // 2
@@ -131,19 +131,16 @@ class CurriculumRows:
         if self._perm_pass != self.passes:
             self.perms, self._perm_pass = self._permutations(), self.passes
 
-    def state(self) -> CurriculumState:
+    def _state(self) -> CurriculumState:
         return CurriculumState(self.seq_len, self.passes, self.draws, tuple(int(t) for t in self.taken),
                                self.tokens_skipped, self.band)
 
-    @staticmethod
-    def reshaped(state: CurriculumState, seq_len: int) -> CurriculumState:
-        """Another length numbers other rows (another index): a new pass of them begins."""
-        return state if seq_len == state.seq_len else CurriculumState(seq_len, state.passes, state.draws, (),
-                                                                      state.tokens_skipped, state.band)
+    def load_state_dict(self, state: dict) -> None:
+        self._restore(CurriculumState(**(state | dict(taken=tuple(state["taken"]), band=tuple(state["band"])))))
 
-    @staticmethod
-    def state_from(saved: dict) -> CurriculumState:
-        return CurriculumState(**(saved | dict(taken=tuple(saved["taken"]), band=tuple(saved["band"]))))
+    def reshaped(self, state: dict, seq_len: int) -> dict:
+        """Another length numbers other rows (another index): a new pass of them begins."""
+        return state if seq_len == state["seq_len"] else state | dict(seq_len=seq_len, taken=())
 
     # ------------------------------------------------------------ drawing
     def _remaining(self) -> np.ndarray:
@@ -211,10 +208,6 @@ class CurriculumRows:
         drawn = self.passes * (self.index.rows - self.unscored) + int(self.taken.sum())
         return drawn * self.total_tokens // max(self.index.rows - self.unscored, 1)
 
-    def new_events(self) -> list[DataEvent]:
-        events, self.events = self.events, []
-        return events
-
     def where(self) -> str:
         return ", ".join(sorted({str(self.files[i]) for i in self.layout.shard[self.last_rows].tolist()}))
 
@@ -225,53 +218,3 @@ class CurriculumRows:
         return [f"data: DATA_ORDER=curriculum {self.order.score} ({shown or 'no parameters'}) from {self.index.path}: "
                 f"{self.index.rows:,} rows in {len(self.buckets)} buckets, pacing {self.order.pacing} "
                 f"{self.order.parameters()}{held}"]
-
-
-@dataclass
-class OrderTally:
-    """What the order drew, per log window and per pass: the band, the mean score, and each row's
-    reads in the current pass (every rank's rows: every rank makes the same draw)."""
-    rows: int
-    window: dict = field(default_factory=lambda: dict(draws=0, rows=0, score_sum=0.0, lo=1.0, hi=0.0))
-    windows: list = field(default_factory=list)
-    reads: np.ndarray | None = None
-    passes: int = 0
-    max_reads_in_a_pass: int = 0
-    draws: int = 0
-    seq_len: int = 0
-
-    def __post_init__(self):
-        if self.reads is None:
-            self.reads = np.zeros(self.rows, dtype=np.uint16)
-
-    def add(self, draw: Draw) -> None:
-        if draw.seq_len != self.seq_len:  # the first draw, or a phase's new length: other rows
-            self.seq_len, self.rows, self.reads = draw.seq_len, draw.rows_in_index, np.zeros(draw.rows_in_index, np.uint16)
-        if draw.passes != self.passes:
-            self.reads[:] = 0
-            self.passes = draw.passes
-        np.add.at(self.reads, draw.rows, 1)
-        self.max_reads_in_a_pass = max(self.max_reads_in_a_pass, int(self.reads[draw.rows].max()))
-        w = self.window
-        w.update(draws=w["draws"] + 1, rows=w["rows"] + len(draw.rows), score_sum=w["score_sum"] + draw.score_sum,
-                 lo=min(w["lo"], draw.band[0]), hi=max(w["hi"], draw.band[1]))
-        self.draws += 1
-
-    def close_window(self, step: int) -> dict | None:
-        w = self.window
-        if not w["draws"]:
-            return None
-        out = dict(step=step, band_lo=round(w["lo"], 4), band_hi=round(w["hi"], 4),
-                   score_mean=w["score_sum"] / w["rows"])
-        self.windows.append(out)
-        self.window = dict(draws=0, rows=0, score_sum=0.0, lo=1.0, hi=0.0)
-        return out
-
-    def state_dict(self) -> dict:
-        return dict(rows=self.rows, window=dict(self.window), windows=list(self.windows), reads=self.reads.copy(),
-                    passes=self.passes, max_reads_in_a_pass=self.max_reads_in_a_pass, draws=self.draws,
-                    seq_len=self.seq_len)
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, v.copy() if isinstance(v, np.ndarray) else v)
