@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 import gc
-import glob
 import hashlib
 import io
 import json
@@ -36,90 +35,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from curriculum import (DataError, DataExhausted, DataPath, Position, open_data_path, open_shard, shard_token_count,
-                        write_atomic)
-from curriculum.domains import DomainIndex
-from curriculum.shards import BOS_ID
+from curriculum import BOS_ID, DataError, DataExhausted, DataPath, Position, open_data_path, write_atomic
 from trainer.attention import (Documents, attend_documents, document_ids, packed_model_inputs,  # noqa: F401
                                starts_from_cu_seqlens)
 from trainer.host import cpu_has_native_bf16, keep_freed_memory, repeatable_kernels, select_attention_kernel
 from trainer.provenance import HERE, code_bytes, code_files, code_sha256, run_provenance  # noqa: F401
 from trainer.settings import (Settings, SettingsError, check_log_dir, check_settings, parse_settings,  # noqa: F401
-                              read_settings, validation_shards)
+                              read_settings)
+from trainer.checkpoint import LoopState, load_checkpoint, remove_stale_temporaries, resume, save_checkpoint
+from trainer.run_log import Logger, release_run_name, say_and_log
+from trainer.validation import ByteTables, load_validation_bytes, load_validation_domains, load_validation_tokens
 
 CPU_EVAL_TOKENS = 16384  # tokens per forward pass when evaluating on a CPU
-
-# =============================================================================================
-# Data: validation tokens and the byte counts behind val_bpb
-# =============================================================================================
-
-
-def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int) -> Tensor:
-    """The validation split, truncated to whole seq_len windows plus one target token (files
-    named `_bytes_` are byte sidecars, not tokens: skipped, as the late records skip them)."""
-    tokens = np.concatenate([np.asarray(open_shard(f)) for f in validation_shards(pattern)])
-    if max_tokens:
-        tokens = tokens[:max_tokens]
-    usable = ((len(tokens) - 1) // seq_len) * seq_len
-    if usable <= 0:
-        raise SettingsError(f"the validation split ({len(tokens)} tokens) is shorter than one window of {seq_len}")
-    return torch.from_numpy(tokens[:usable + 1].astype(np.int32))  # int32: half the memory of int64
-
-
-def load_validation_bytes(pattern: str, n_tokens: int) -> Tensor:
-    """VAL_BYTES_FILES: the bytes each validation token stands for (the late records' sidecars,
-    uint16 per token in the shard format), the first n_tokens of them; checked against the
-    split's length before any work (trainer/settings.py)."""
-    counts = np.concatenate([np.asarray(open_shard(f)) for f in sorted(glob.glob(pattern))])
-    return torch.from_numpy(counts[:n_tokens].astype(np.int32))
-
-
-def load_validation_domains(pattern: str, n_targets: int) -> tuple[Tensor, tuple[str, ...]]:
-    """(the domain id of each of the first n_targets target tokens, the domain names) from the
-    sidecars beside the validation shards: a target counts for the document it belongs to."""
-    files = validation_shards(pattern)
-    notes: list[str] = []
-    domains = DomainIndex.from_shards(files, [shard_token_count(f) for f in files], notes)
-    if domains is None:
-        raise SettingsError(f"VAL_DOMAINS=1: the domains of the validation shards ({pattern}) are not known: "
-                            f"{notes[0] if notes else 'they have no domains sidecars'}; make data writes them "
-                            f"for the embedded corpus")
-    targets = np.arange(1, n_targets + 1)  # target j is token j of the split
-    return torch.from_numpy(domains.domains_at(targets).astype(np.int64)), domains.names
-
-
-@dataclass
-class ByteTables:
-    """Per token id: UTF-8 bytes of the piece without its leading '▁', whether it has that
-    '▁', and whether it is a boundary (control, unknown, unused) that resets the space."""
-    base_bytes: Tensor
-    has_leading_space: Tensor
-    is_boundary: Tensor
-
-    @classmethod
-    def from_sentencepiece(cls, path: str, vocab_size: int) -> "ByteTables":
-        import sentencepiece as spm
-        sp = spm.SentencePieceProcessor(model_file=path)
-        ids = list(range(min(sp.vocab_size(), vocab_size)))
-        pieces = sp.id_to_piece(ids)
-        special = np.array([sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) for i in ids], dtype=bool)
-        byte = np.array([sp.is_byte(i) for i in ids], dtype=bool)
-        spaced = np.array([p.startswith("\u2581") for p in pieces], dtype=bool) & ~special & ~byte
-        utf8 = np.array([len(p.encode("utf-8")) for p in pieces], dtype=np.int64) - 3 * spaced  # '▁' is 3 bytes
-        base = np.where(special, 0, np.where(byte, 1, utf8))
-        pad = vocab_size - len(ids)  # ids past the tokenizer's: unused, boundaries worth nothing
-        return cls(torch.from_numpy(np.concatenate([base, np.zeros(pad, dtype=np.int64)])),
-                   torch.from_numpy(np.concatenate([spaced, np.zeros(pad, dtype=bool)])),
-                   torch.from_numpy(np.concatenate([special, np.ones(pad, dtype=bool)])))
-
-    def to(self, device) -> "ByteTables":
-        return ByteTables(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
-
-    def count(self, prev: Tensor, tgt: Tensor) -> Tensor:
-        """Bytes the target tokens stand for, given the token before each."""
-        extra = self.has_leading_space[tgt] & ~self.is_boundary[prev]
-        return self.base_bytes[tgt] + extra.long()
-
 
 # =============================================================================================
 # Model: the baseline family (GQA, RoPE, QK-norm, ReLU^2 MLP, U-Net skips, tied embeddings)
@@ -611,26 +538,6 @@ def load_artifact(blob: bytes) -> dict:
 ARTIFACT_LIMIT = 16_000_000
 
 
-class Logger:
-    def __init__(self, s: Settings):
-        self.master = s.rank == 0
-        self.path = Path(s.log_dir) / f"{s.run_id}.txt"
-        if self.master:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a" if s.resume else "w")  # a resumed run goes on in its log
-
-    def __call__(self, msg: str, console: bool = True) -> None:
-        if not self.master:
-            return
-        if console:
-            print(msg, flush=True)
-        try:
-            self.file.write(msg + "\n")
-            self.file.flush()
-        except OSError as err:  # a full disk: name the log, so the message says which file
-            raise OSError(err.errno, err.strerror, str(self.path)) from None
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak device memory on CUDA; peak resident memory of the process on CPU."""
     if device.type == "cuda":
@@ -829,6 +736,7 @@ def set_up(started: float, hooks: Hooks) -> Job:
         train_files=s.train_files, train_tokens=train_tokens, provenance=provenance)
     if s.resume:
         job.checkpoint = load_checkpoint(job)
+        remove_stale_temporaries(job)
     return job
 
 
@@ -865,107 +773,6 @@ class Averaged:
     state: dict | None = None
     count: int = 0
     slot: int = 0  # the interval (swa_slot) of the last step: a snapshot when a step ends a new one
-
-
-# =============================================================================================
-# Checkpoints: CHECKPOINT_EVERY writes one, RESUME goes on from it, bit for bit
-# =============================================================================================
-
-CHECKPOINT_FORMAT = 1
-# settings a resumed run may change: where it logs, its name, and the checkpointing itself
-RESUMABLE_CHANGES = ("RUN_ID", "LOG_DIR", "RESUME", "CHECKPOINT_EVERY", "OVERWRITE", "COLLECTIVE_TIMEOUT", "RANK",
-                     "LOCAL_RANK")
-
-
-@dataclass
-class LoopState:
-    """Where the training loop stands between two steps."""
-    step: int = 0
-    tokens: int = 0
-    training_ms: float = 0.0
-    recompiles: int = 0
-
-
-def checkpoint_identity(job: Job) -> dict:
-    """What a checkpoint must share with the run that resumes it."""
-    settings = {k: v for k, v in job.s.env.items() if k not in RESUMABLE_CHANGES}
-    return dict(format=CHECKPOINT_FORMAT, code_sha256=job.results["provenance"]["code_sha256"],
-                train_data_sha256=job.results["provenance"]["train_data_sha256"],
-                tokenizer_sha256=job.results["tokenizer_sha256"], settings=settings)
-
-
-def save_checkpoint(job: Job, loop: LoopState, swa: Averaged, batches: DataPath) -> Path:
-    """Every rank's data path and rank 0's weights, optimisers, SWA sum, RNG states and loop
-    counters, in one file written atomically (a kill mid-write leaves the previous one)."""
-    # each rank's own: its data path, and its optimisers (Muon keeps momentum only for the
-    # matrices that rank orthogonalises)
-    mine = dict(data=batches.state_dict(), optimizers=[on_cpu(o.state_dict()) for o in job.optimizers])
-    ranks = [None] * job.s.world_size
-    if job.distributed:
-        dist.all_gather_object(ranks, mine)
-    else:
-        ranks = [mine]
-    path = Path(job.s.log_dir) / f"{job.s.run_id}.ckpt"
-    if job.s.rank == 0:
-        state = dict(identity=checkpoint_identity(job), loop=asdict(loop), model=job.base_model.state_dict(),
-                     ranks=ranks, swa=dict(state=swa.state, count=swa.count, slot=swa.slot),
-                     rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                              cuda=torch.cuda.get_rng_state_all() if job.device.type == "cuda" else None))
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_atomic(path, buffer.getvalue())
-    if job.distributed:
-        dist.barrier()
-    return path
-
-
-def on_cpu(value):
-    """A state dict with every tensor copied to the host, to travel between ranks."""
-    if isinstance(value, Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: on_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(on_cpu(v) for v in value)
-    return value
-
-
-def load_checkpoint(job: Job) -> dict:
-    """The RESUME file, refused with every difference named when it belongs to other code,
-    data or settings."""
-    try:
-        state = torch.load(job.s.resume, map_location="cpu", weights_only=False)
-        saved = state["identity"]
-    except Exception as err:  # any unreadable file: one message, not a traceback
-        raise SettingsError(f"RESUME={job.s.resume!r}: not a checkpoint of this trainer ({type(err).__name__}: {err})")
-    ours = checkpoint_identity(job)
-    differences = [f"{k}: checkpoint {saved.get(k)!r}, this run {ours[k]!r}" for k in ours if k != "settings"
-                   and saved.get(k) != ours[k]]
-    theirs, mine = saved.get("settings", {}), ours["settings"]
-    differences += [f"{k}: checkpoint {theirs.get(k)!r}, this run {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine))
-                    if theirs.get(k) != mine.get(k)]
-    if differences:
-        raise SettingsError(f"RESUME={job.s.resume!r}: the checkpoint is of another run:\n    " + "\n    ".join(differences))
-    return state
-
-
-def resume(job: Job, state: dict, batches: DataPath, swa: Averaged) -> LoopState:
-    job.base_model.load_state_dict(state["model"])
-    mine = state["ranks"][job.s.rank]
-    for opt, saved in zip(job.optimizers, mine["optimizers"]):
-        opt.load_state_dict(saved)
-    saved_swa = state["swa"]["state"]
-    swa.state = None if saved_swa is None else {k: v.to(job.device) for k, v in saved_swa.items()}
-    swa.count, swa.slot = state["swa"]["count"], state["swa"]["slot"]
-    batches.load_state_dict(mine["data"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    if state["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    loop = LoopState(**state["loop"])
-    job.log(f"resume: from {job.s.resume} at step:{loop.step} tokens:{loop.tokens:,} train_time:{loop.training_ms:.0f}ms "
-            f"(log lines of later steps above this one belong to the interrupted run)")
-    return loop
 
 
 # =============================================================================================
@@ -1007,6 +814,36 @@ class Clock:
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
             self.ranks_ms = clock.item()
         return self.ranks_ms
+
+
+class Diverged(Exception):
+    """The training loss stopped being a finite number: the run ends without an artifact."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the training loss is not finite at step {step}: the run diverged (a learning rate too "
+                         f"high, most often); it stops here, and no artifact is written")
+        self.step = step
+
+
+class Divergence:
+    """The first step whose training loss was not finite, kept on the device (nothing waits for
+    it) and read where the loop waits anyway: every step on a lone CPU process, at the loss lines
+    elsewhere (with several ranks, the earliest over all of them)."""
+    NONE = 2**62
+
+    def __init__(self, job: Job):
+        self.distributed = job.distributed
+        self.every_step = job.device.type == "cpu" and not job.distributed
+        self.first = torch.full((), self.NONE, dtype=torch.int64, device=job.device)
+
+    def add(self, step: int, loss: Tensor) -> None:
+        self.first = torch.where(torch.isfinite(loss) | (self.first < self.NONE), self.first, step)
+
+    def check(self) -> None:
+        if self.distributed:
+            dist.all_reduce(self.first, op=dist.ReduceOp.MIN)
+        if int(self.first.item()) < self.NONE:
+            raise Diverged(int(self.first.item()))
 
 
 def set_schedule(job: Job, step: int, progress: float, warmdown: float) -> float:
@@ -1082,13 +919,14 @@ def train(job: Job) -> Averaged:
     for line in batches.drain_log(loop.step):  # the phases, where the run begins in them
         log(line)
     clock, step, tokens, recompiles = Clock(job, loop.training_ms), loop.step, loop.tokens, loop.recompiles
-    stop_after, exhausted = None, False
+    stop_after, exhausted, divergence = None, False, Divergence(job)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: what CPU_MALLOC saves
     clock.start()
     while True:
         last = (step == s.iterations or (stop_after is not None and step >= stop_after)
                 or (s.train_tokens and tokens >= s.train_tokens))
         if last or (s.val_loss_every and step % s.val_loss_every == 0 and step > 0):
+            divergence.check()
             clock.pause()
             val_loss, val_bpb = job.evaluate(job.val_tokens, stride=0, byte_counts=job.val_bytes)  # non-overlapping: a curve, not the score
             log(f"step:{step}/{s.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
@@ -1114,12 +952,16 @@ def train(job: Job) -> Averaged:
             log(f"data: {e}; training ends at step {step}")
             stop_after, exhausted = step, True
             continue
+        divergence.add(step, train_loss)
         step, tokens = step + 1, tokens + step_tokens
         for line in batches.drain_log(step):  # phases begun, passes, drops, the loader's line
             log(line)
         add_swa_snapshot(job, swa, step, lr_mul, progress, clock.elapsed_ms(), tokens)
         own_ms = clock.own_ms()
-        if s.train_log_every and (step <= 10 or step % s.train_log_every == 0):
+        loss_line = s.train_log_every and (step <= 10 or step % s.train_log_every == 0)
+        if loss_line or divergence.every_step:
+            divergence.check()
+        if loss_line:
             log_train_loss(job, step, train_loss, own_ms, tokens)
         if s.max_wallclock_seconds > 0 and clock.agree() >= 1000.0 * s.max_wallclock_seconds and stop_after is None:
             stop_after = step
@@ -1246,7 +1088,13 @@ def main(hooks: Hooks = Hooks()) -> None:
     job = set_up(started=time.time(), hooks=hooks)
     warm_up_and_undo(job)
     hooks.before_timed(job)
-    swa = train(job)
+    try:
+        swa = train(job)
+    except Diverged as err:  # the summary says so; tools.compare reads the NaN as it reads any diverged run's
+        job.log(f"diverged: step:{err.step} {err}")
+        job.results.update(diverged_at_step=err.step, roundtrip_val_loss=math.nan, roundtrip_val_bpb=math.nan)
+        write_summary(job)
+        raise
     set_scores = average_weights(job, swa)
     export_and_round_trip(job, set_scores)
     write_summary(job)
@@ -1273,13 +1121,14 @@ def lost_peer(err: BaseException) -> bool:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM ends the run as Ctrl-C does: one line, the logs flushed, no artifact half-written.
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: one line, the logs flushed, no artifact half-written.
     SIGINT too, even where the launching shell ignored it (a job started with `&` inherits SIGINT
     ignored, and Python then leaves it so): `kill -INT` always stops the run."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)  # the terminal closed, an ssh session gone: as SIGTERM
 
 
 if __name__ == "__main__":
@@ -1287,32 +1136,39 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written is whole (every file is written atomically)
-        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
-              f"interrupted; the log is complete up to here, and no artifact or summary was left half-written",
-              file=sys.stderr)
+        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+                    f"interrupted; the log is complete up to here, and no artifact or summary was left half-written")
         sys.exit(130)
+    except Diverged as err:  # one line, the summary written, no artifact
+        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: {err}")
+        shut_down_distributed()
+        sys.exit(4)
     except RuntimeError as err:  # a peer stopped or died: one line on every rank that is left
         if not (dist.is_available() and dist.is_initialized() and lost_peer(err)):
             raise
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         others = [r for r in range(world) if r != rank]
         who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {', '.join(map(str, others))}"
-        print(f"train_gpt.py (rank {rank}): lost the other ranks: {who} stopped answering for COLLECTIVE_TIMEOUT="
-              f"{os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died ({str(err).splitlines()[0][:300]}). The log "
-              f"is complete up to here; nothing was left half-written", file=sys.stderr, flush=True)
+        say_and_log(f"train_gpt.py (rank {rank}): lost the other ranks: {who} stopped answering for COLLECTIVE_TIMEOUT="
+                    f"{os.environ.get('COLLECTIVE_TIMEOUT', '300')} s or died ({str(err).splitlines()[0][:300]}). The log "
+                    f"is complete up to here; nothing was left half-written")
         os._exit(3)  # not sys.exit: the process group's teardown would wait on the lost peer
     except OSError as err:  # a full disk, a file-size limit, a folder gone: what was written before is whole
         if err.filename is None:
             raise
-        print(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
-              f"cannot write or read {err.filename}: {err.strerror}; every file written before is whole (they are "
-              f"written under a temporary name and renamed)", file=sys.stderr)
+        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+                    f"cannot write or read {err.filename}: {err.strerror}; every file written before is whole (they are "
+                    f"written under a temporary name and renamed)")
         shut_down_distributed()
         sys.exit(1)
     except (SettingsError, DataError) as err:  # bad input: one clear message, no traceback
         rank = os.environ.get("RANK", "0")
-        if rank == "0" or isinstance(err, DataError):  # settings are every rank's; data is each rank's own
-            print(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}", file=sys.stderr)
+        # settings are every rank's, so rank 0 names them; data is each rank's own, and a rank or
+        # world size that is wrong may leave no rank 0 at all
+        if rank == "0" or isinstance(err, DataError) or "RANK=" in str(err) or "WORLD_SIZE=" in str(err):
+            say_and_log(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}")
         shut_down_distributed()
         sys.exit(2)
+    finally:
+        release_run_name()  # the RUN_ID's lock file, on every way out but kill -9
     shut_down_distributed()

@@ -12,7 +12,7 @@ seam a trainer meets: `next_batch(Position)`, `drain_log`, `summary`, `state_dic
 # Each name is imported from its module on first use (PEP 562), so that importing one part of the
 # package (the plugin, say) imports only what that part needs.
 _MODULE_OF = dict(
-    CurriculumConfig="config", DomainIndex="domains", write_sidecar="domains", DATA_ORDERS="order",
+    BOS_ID="shards", CurriculumConfig="config", DomainIndex="domains", write_sidecar="domains", DATA_ORDERS="order",
     BatchSource="loader", DataError="loader", DataExhausted="loader", DataPath="loader", Mixture="loader",
     Position="loader", TokenStream="readers.sequential", POOLS="pool", SCHEDULE_PARAMETERS="schedules", SCHEDULES="schedules",
     target_percentile="schedules", v_schedule="schedules", SCORES="scores", unigram_entropy="scores",

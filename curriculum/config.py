@@ -1,11 +1,11 @@
-"""The curriculum's settings, their rules, and the environment reader the trainer and the plugin
-share: the same names, defaults and messages wherever the curriculum is switched on."""
+"""The curriculum's settings and their rules: the same names, defaults and messages wherever the
+curriculum is switched on (each declared once as a `Setting`, curriculum/environment.py)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
+from .environment import EnvReader, Setting
 from .order import DATA_ORDERS
 
 DATA_ALIGNS = ("none", "bos")  # curriculum/readers/ read the rows as these say
@@ -129,107 +129,6 @@ class CurriculumConfig:
         return max(keep, math.ceil(self.oversample * keep - 1e-9))
 
 
-def _finite_float(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value):
-        raise ValueError(raw)
-    return value
-
-
-def _zero_or_one(raw: str) -> bool:
-    if raw not in ("0", "1"):
-        raise ValueError(raw)
-    return raw == "1"
-
-
-def _peak(raw: str) -> float | str:
-    return raw if raw == "warmdown" else _finite_float(raw)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable, declared once: parsing, its rule, its README row come from here."""
-    name: str
-    kind: str                          # "int", "float", "bool", "text", or "peak" (a number or 'warmdown')
-    default: object                    # a value, or a function of the values read before it
-    meaning: str                       # the README's one line
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    shown_default: str = ""            # the README's default where `default` is computed
-    field: str = ""                    # the attribute it fills, when not the lower-cased name
-
-    @property
-    def attribute(self) -> str:
-        return self.field or self.name.lower()
-
-    def rule(self) -> str:
-        """What is allowed, in words ("" when any value of the kind is)."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.minimum is not None and self.maximum is not None:
-            return f"in [{self.minimum:g}, {self.maximum:g}]"
-        if self.minimum is not None:
-            return f">= {self.minimum:g}"
-        return "a number in [0, 1] or 'warmdown'" if self.kind == "peak" else ""
-
-    def problem(self, value) -> str | None:
-        """The message for a value that breaks the rule, or None."""
-        ok = ((self.choices is None or value in self.choices)
-              and (self.minimum is None or isinstance(value, str) or value >= self.minimum)
-              and (self.maximum is None or isinstance(value, str) or value <= self.maximum)
-              and (self.kind != "peak" or value == "warmdown" or (isinstance(value, float) and 0.0 <= value <= 1.0)))
-        return None if ok else f"{self.name}={value!r}: must be {self.rule()}"
-
-    def shown(self) -> str:
-        """The default as the README shows it."""
-        if self.shown_default:
-            return self.shown_default
-        if isinstance(self.default, bool):
-            return str(int(self.default))
-        if self.default == "":
-            return "empty"
-        return f"`{self.default}`" if isinstance(self.default, str) else f"{self.default:g}" if isinstance(
-            self.default, float) else str(self.default)
-
-
-PARSERS = {"int": (int, "an integer"), "float": (_finite_float, "a finite number"), "bool": (_zero_or_one, "0 or 1"),
-           "text": (str, "text"), "peak": (_peak, "a number or 'warmdown'")}
-
-
-class EnvReader:
-    """Reads typed settings from an environment mapping, collecting every problem."""
-
-    def __init__(self, environ: Mapping[str, str]):
-        self.environ, self.errors, self.values = environ, [], {}
-
-    def read(self, setting: Setting, check: bool = True):
-        """The setting's value (its default when unset or invalid); with `check`, a value that
-        breaks the rule is an error here (the curriculum's are checked by its config instead).
-        A setting read before is not read again: its value, its problem reported once."""
-        if setting.name in self.values:
-            return self.values[setting.name]
-        raw = (self.environ.get(setting.name) or "").strip()
-        default = setting.default(self.values) if callable(setting.default) else setting.default
-        value = default
-        if raw:
-            parse, expected = PARSERS[setting.kind]
-            try:
-                value = parse(raw)
-            except ValueError:
-                self.errors.append(f"{setting.name}={raw!r}: must be {expected}")
-            else:
-                problem = setting.problem(value) if check else None
-                if problem:
-                    self.errors.append(f"{setting.name}={raw!r}: must be {setting.rule()}")
-        self.values[setting.name] = value
-        return value
-
-    def read_all(self, settings: tuple[Setting, ...], check: bool = True) -> dict:
-        """{attribute: value} for every setting, in order (a computed default sees those before)."""
-        return {st.attribute: self.read(st, check) for st in settings}
-
-
 CURRICULUM_SETTINGS = (
     Setting("CURRICULUM", "bool", False, "0: exactly the baseline's batches; 1: select from an oversampled pool",
             field="enabled"),
@@ -309,7 +208,7 @@ CURRICULUM_PHASES = Setting(
     "CURRICULUM_PHASES", "text", "", "a phases file (docs/phases.md): the run in stages with their own sequence "
     "length, batch, blend of datasets and filter; empty: one stage, exactly today's run", field="phases")
 SEED = Setting("SEED", "int", 1337, "model initialisation, and the slot order of `DATA_ORDER=shuffled` (the sequential "
-               "order and the selection have no randomness)")
+               "order and the selection have no randomness)", minimum=0, maximum=2**32 - 1)
 
 
 def read_curriculum(e: EnvReader) -> CurriculumConfig:

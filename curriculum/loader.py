@@ -128,8 +128,8 @@ class BatchSource:
                                 natural=mix.mode == "natural", schedule=self.schedule)
         self.adaptive = None
         if self.schedule is not None:
-            from .mixing import AdaptiveMix
-            reference = None if mix.rule != "excess_loss" else plan.mix_reference(mixture.names)
+            from .mixing import AdaptiveMix, reference_losses
+            reference = None if mix.rule != "excess_loss" else reference_losses(mix.reference, mixture.names)
             self.adaptive = AdaptiveMix(mix, mixture.names, list(self.rows.weights), reference, self.device,
                                         lag=read_ahead + 1, schedule=self.schedule, world_size=world_size)
         self._trained_domains = None

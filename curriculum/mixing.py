@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .blend import natural_picks  # noqa: F401  (MIX=natural draws through the blend)
 from .config import MIX_MODES, MIX_RULES, MixConfig, parse_reference  # noqa: F401  (declared with the settings)
+from .shards import DataError
 
 
 
@@ -180,3 +181,18 @@ class AdaptiveMix:
         self.weights, self.rewards, self.updates = list(state["weights"]), list(state["rewards"]), state["updates"]
         self.history = list(state["history"])
         self.pending = None if state["pending"] is None else (None, torch.from_numpy(np.asarray(state["pending"])), None)
+
+
+def reference_losses(raw: str, names: tuple[str, ...]) -> list[float]:
+    """MIX_REFERENCE's loss per dataset: given (name=loss,...), or the per-domain means
+    tools.proxy_loss stored in an index (index:<file>); a DataError names a dataset without one."""
+    if raw.startswith("index:"):
+        from .index import DifficultyIndex
+        means = DifficultyIndex.open(raw[len("index:"):]).parameters("proxy_loss").get("domain_means") or {}
+    else:
+        means = parse_reference(raw)
+    missing = [n for n in names if n not in means]
+    if missing:
+        raise DataError(f"MIX_REFERENCE={raw!r}: no reference loss for {', '.join(missing)} (it has "
+                        f"{', '.join(means) or 'none'})")
+    return [float(means[n]) for n in names]

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import (CURRICULUM_PHASES, CURRICULUM_SETTINGS, DATA_ALIGN, DATA_LAYOUT, DATA_ORDER, DOC_MAX_TOKENS,
-                     MIX_SETTINGS, ORDER_SETTINGS, SEED, CurriculumConfig, EnvReader, MixConfig, OrderConfig,
-                     micro_batch_seqs, parse_reference, read_curriculum)
+                     MIX_SETTINGS, ORDER_SETTINGS, SEED, CurriculumConfig, MixConfig, OrderConfig,
+                     micro_batch_seqs, read_curriculum)
+from .environment import EnvReader
 from .readers.base import Mixture
 from .shards import DataError, ShardFormatError, shard_token_count
 
@@ -150,20 +151,6 @@ class DataPlan:
             raise found
         return found
 
-    def mix_reference(self, names: tuple[str, ...]) -> list[float]:
-        """MIX_REFERENCE's loss per dataset: given, or the per-domain means tools.proxy_loss stored in an index."""
-        raw = self.mix.reference
-        if raw.startswith("index:"):
-            from .index import DifficultyIndex
-            means = DifficultyIndex.open(raw[len("index:"):]).parameters("proxy_loss").get("domain_means") or {}
-        else:
-            means = parse_reference(raw)
-        missing = [n for n in names if n not in means]
-        if missing:
-            raise DataError(f"MIX_REFERENCE={raw!r}: no reference loss for {', '.join(missing)} (it has "
-                            f"{', '.join(means) or 'none'})")
-        return [float(means[n]) for n in names]
-
     # ------------------------------------------------------------ the rules
     def uses_index(self) -> bool:
         return self.order == "curriculum" or (self.curriculum.enabled and self.curriculum.score.startswith("index:"))
@@ -199,8 +186,9 @@ class DataPlan:
         if self.phases:
             errors += self.run_phases(shape)[1]
         if self.mix.mode == "adaptive" and self.mix.rule == "excess_loss" and not errors and not self.phases:
+            from .mixing import reference_losses  # imported where MIX=adaptive is used, as the mixer is
             try:
-                self.mix_reference(self.mixture().names)
+                reference_losses(self.mix.reference, self.mixture().names)
             except DataError as err:
                 errors.append(str(err))
         if not errors:

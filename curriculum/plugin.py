@@ -37,7 +37,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .config import CurriculumConfig, EnvReader
+from .config import CurriculumConfig
+from .environment import EnvReader
 from .plan import DataPlan, Shape, open_data_path, read_data_plan
 from .artifact import PACKAGE, code_bytes, code_sha256, loaded_modules, read_budget  # noqa: F401  (re-exported)
 

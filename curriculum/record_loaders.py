@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from .artifact import code_bytes, code_sha256, read_budget
-from .config import SEED, CurriculumConfig, EnvReader, read_curriculum
+from .config import SEED, CurriculumConfig, read_curriculum
+from .environment import EnvReader
 from .documents import check_document_shards
 from .packed_source import PackedBatches, PackedStatistics
 from .shards import DataError

@@ -112,7 +112,10 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: no hidden half-written temporary is left behind
+    except OSError as err:  # a full disk, a read-only folder: named by the file meant, not the temporary
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    except BaseException:  # an interrupt: no hidden half-written temporary is left behind
         tmp.unlink(missing_ok=True)
         raise
 

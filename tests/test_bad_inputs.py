@@ -11,7 +11,8 @@ from tools import bad_inputs as probe
 
 SAMPLE = ("NUM_HEADS=0", "an index order with no index", "a mix without datasets",
           "sidecar starts out of order", "a phase after until_progress = 1", "compare: a .json that is a folder",
-          "experiment: a NaN budget", "index: every bad argument")
+          "experiment: a NaN budget", "index: every bad argument", "a diverged run", "RANK beyond WORLD_SIZE",
+          "TRAIN_FILES matching the validation shard")
 
 
 @pytest.mark.parametrize("name", SAMPLE)

@@ -59,6 +59,9 @@ def test_every_bad_argument_is_listed(capsys, tmp_path):
         assert message in err
     assert experiment.main(["--mode", "steps", "--out", str(tmp_path)]) == 2
     assert "--steps=0: must be >= 1 with --mode steps" in capsys.readouterr().err
+    for first in ("-1", str(2**32 - 2)):  # beyond the trainer's SEED, the first seed or the third
+        assert experiment.main(["--first-seed", first, "--seeds", "3", "--out", str(tmp_path)]) == 2
+        assert f"--first-seed={first}: must be in [0, 4294967293]" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("x")
     for budget in ("nan", "inf"):
         assert experiment.main(["--budget", budget, "--out", str(tmp_path / "a_file")]) == 2

@@ -10,7 +10,7 @@ import pytest
 
 import curriculum.phases as phases_module
 import curriculum.plan as plan_module
-from curriculum.config import EnvReader
+from curriculum.environment import EnvReader
 from curriculum.loader import Position
 from curriculum.plan import DataPlan, Shape, open_data_path, read_data_plan
 from curriculum.plugin import read_loader_plan

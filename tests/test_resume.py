@@ -130,3 +130,29 @@ def test_a_checkpoint_of_other_settings_or_no_checkpoint_is_refused_before_train
     assert out.returncode == 2 and "Traceback" not in out.stderr and "not a checkpoint of this trainer" in out.stderr
     out = run_trainer(trainer_env(dataset, tmp_path, RESUME=str(tmp_path / "missing.ckpt"), RUN_ID="fourth"))
     assert out.returncode == 2 and "RESUME=" in out.stderr and "no such file" in out.stderr
+
+
+def test_a_damaged_checkpoint_is_named_before_anything_is_loaded_and_stale_temporaries_go(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, ITERATIONS="6", CHECKPOINT_EVERY="3", RUN_ID="first")
+    out = run_trainer(env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    checkpoint = Path(env["LOG_DIR"]) / "first.ckpt"
+    blob = checkpoint.read_bytes()
+    middle = len(blob) // 2
+    changed = tmp_path / "changed.ckpt"
+    changed.write_bytes(blob[:middle] + bytes([blob[middle] ^ 0xFF]) + blob[middle + 1:])
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(blob[:middle])
+    for damaged in (changed, cut):
+        out = run_trainer(trainer_env(dataset, tmp_path, ITERATIONS="6", RESUME=str(damaged), RUN_ID=damaged.stem,
+                                      OVERWRITE="1"))
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert f"RESUME='{damaged}': the checkpoint is damaged" in out.stderr
+    # a run killed while writing its checkpoint left a temporary beside it: its resume removes it
+    stale = checkpoint.with_name(f".{checkpoint.name}.tmp12345")
+    stale.write_bytes(blob[:100])
+    again = trainer_env(dataset, tmp_path, ITERATIONS="6", CHECKPOINT_EVERY="3", RUN_ID="first", RESUME=str(checkpoint))
+    out = run_trainer(again)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not stale.exists()
+    assert f"resume: removed {stale}" in (Path(env["LOG_DIR"]) / "first.txt").read_text()

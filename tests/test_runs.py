@@ -44,6 +44,9 @@ def test_the_record_forms_one_baseline_and_one_curriculum_arm(tmp_path):
     ("c1-s1338", "TOKENIZER_PATH", "/work/main/data/tok.model"),
     # a value written as the trainer parses it differently
     ("c1-s1338", "CURRICULUM_PEAK", "0.450"),
+    # a resumed run, and one that wrote checkpoints: bit for bit an uninterrupted run
+    ("c1-s1338", "RESUME", "logs/c1-s1338.ckpt"),
+    ("c0-s1339", "CHECKPOINT_EVERY", 100),
 ])
 def test_settings_that_change_nothing_do_not_split_an_arm(tmp_path, stem, setting, value):
     arms = arms_of(tmp_path, changed(record_runs(), stem, ("settings", setting), value))

@@ -48,6 +48,7 @@ def test_a_write_that_fails_leaves_no_hidden_temporary(tmp_path, monkeypatch):
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as err:
         write_atomic(tmp_path / "run.json", b"{}")
+    assert err.value.filename == str(tmp_path / "run.json")  # the file meant, not the hidden temporary
     assert list(tmp_path.iterdir()) == []

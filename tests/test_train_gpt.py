@@ -15,7 +15,7 @@ import sentencepiece as spm
 import torch
 
 import train_gpt as tg
-from curriculum.shards import HEADER_BYTES, open_shard, write_shard
+from curriculum.shards import open_shard, shard_token_count, write_shard
 from tests.conftest import run_trainer, summary, trainer_env
 from tools import launch
 
@@ -358,12 +358,12 @@ def test_one_pass_scores_each_group_of_targets_as_a_brute_force_over_that_group(
 
 def test_the_validation_domains_count_each_domains_own_validation_tokens(dataset):
     pattern = dataset["data_path"] + "/*val_*.bin"
-    total = sum(tg.shard_token_count(f) for f in glob.glob(pattern))
+    total = sum(shard_token_count(f) for f in glob.glob(pattern))
     domains, names = tg.load_validation_domains(pattern, total - 1)
     assert names == ("code", "docs", "prose") and domains.numel() == total - 1
     counts = torch.bincount(domains, minlength=3).tolist()
     for g, name in enumerate(names):  # the mix's validation split is the union of the domains' splits
-        own = sum(tg.shard_token_count(f) for f in glob.glob(dataset["folders"][f"embedded_{name}_sp1024"] + "/*val_*.bin"))
+        own = sum(shard_token_count(f) for f in glob.glob(dataset["folders"][f"embedded_{name}_sp1024"] + "/*val_*.bin"))
         assert counts[g] == own - (g == int(domains[0]))  # token 0, no target, is of the first document's domain
     bos = tg.load_validation_tokens(pattern, 1, 0)[1:] == 1  # every document begins with BOS ...
     changes = torch.nonzero(domains[1:] != domains[:-1]).flatten() + 1
@@ -861,7 +861,7 @@ def test_a_run_with_documents_masked_and_aligned_trains_logs_its_cut_and_its_cou
     assert "tokens skipped by the alignment" in text and summary(env)["recompiles_after_warmup"] == 0
 
 
-@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", [2, 15, 1], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset, tmp_path, signum):
     import time
     import preloaded
@@ -879,7 +879,61 @@ def test_an_interrupted_run_ends_with_one_line_and_nothing_half_written(dataset,
             job.kill()  # never left running (ITERATIONS=100000), whatever failed above
     err = job.result().stderr
     assert job.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
-    assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary
+    assert sorted(p.name for p in log.parent.iterdir()) == ["run.txt"]  # no artifact, no summary, no temporary, no lock
+    assert log.read_text().splitlines()[-1].startswith("error: train_gpt.py: interrupted")  # the log says how it ended
+
+
+def test_two_runs_of_one_run_id_at_once_cannot_share_its_log(dataset, tmp_path):
+    import time
+    import preloaded
+    env = trainer_env(dataset, tmp_path, ITERATIONS="100000", TRAIN_LOG_EVERY="1")
+    log = Path(env["LOG_DIR"]) / "run.txt"
+    first = preloaded.start(env, preloaded.ROOT, script=preloaded.ROOT / "train_gpt.py")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.exists() and "step:2/" in log.read_text()):
+            time.sleep(0.05)
+        second = run_trainer(env | dict(OVERWRITE="1"))
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"RUN_ID='run': another run (pid {first.pids[0]}) is writing {log} now" in second.stderr
+        assert "step:3/" in log.read_text() or first.poll() is None  # the first run's log is its own, still going
+    finally:
+        first.kill()
+        first.wait()
+    assert len(re.findall(r"^model: ", log.read_text(), re.M)) == 1  # one run's header, the first's
+
+
+def test_a_diverged_run_stops_at_its_first_non_finite_loss_with_no_artifact(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, MATRIX_LR="1e30", SCALAR_LR="1e30", TIED_EMBED_LR="1e30", GRAD_CLIP_NORM="0",
+                      ITERATIONS="30", TRAIN_LOG_EVERY="50")
+    out = run_trainer(env)
+    assert out.returncode == 4 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "the run diverged" in out.stderr
+    s = summary(env)
+    step = s["diverged_at_step"]
+    assert 0 <= step < 30 and math.isnan(s["roundtrip_val_bpb"]) and "steps" not in s
+    text = (Path(env["LOG_DIR"]) / "run.txt").read_text()
+    assert f"diverged: step:{step} the training loss is not finite at step {step}" in text
+    assert not (Path(env["LOG_DIR"]) / "run.int6.ptz").exists()  # no artifact of a diverged run
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(RANK="3", WORLD_SIZE="2"), "RANK=3: must be < WORLD_SIZE=2"),
+    (dict(RANK="0", WORLD_SIZE="2", MASTER_ADDR="", MASTER_PORT=""), "needs MASTER_ADDR and MASTER_PORT (torchrun sets them"),
+    (dict(SEED="-1"), "SEED='-1': must be in [0, 4294967295]"),
+    (dict(SEED=str(2**64)), "must be in [0, 4294967295]"),
+], ids=["rank beyond the world", "no rendezvous", "negative seed", "seed beyond 32 bits"])
+def test_a_process_s_place_and_seed_are_named_by_every_rank(dataset, tmp_path, overrides, expected):
+    env = trainer_env(dataset, tmp_path, **overrides)
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and expected in out.stderr, out.stderr[-2000:]
+
+
+def test_training_shards_that_are_the_validation_split_are_refused(dataset, tmp_path):
+    env = trainer_env(dataset, tmp_path, TRAIN_FILES=dataset["data_path"] + "/*.bin")
+    out = run_trainer(env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "which VAL_FILES=" in out.stderr and "must not train on the split it is scored on" in out.stderr
 
 
 def test_a_run_id_whose_logs_exist_is_refused_unless_overwrite(dataset, tmp_path):

@@ -130,3 +130,19 @@ def test_each_ring_has_its_own_seeded_order_so_neighbours_change():
     assert orders == [[a.name for a in turns.ring_order(arms, k)] for k in range(3)]  # seeded
     follows = [{(o[i - 1], o[i]) for i in range(len(o))} for o in orders]
     assert follows[0] != follows[1] != follows[2]
+
+
+def test_a_ring_s_processes_start_laid_out_alike_and_the_rings_interval_counts_each_process():
+    import subprocess
+    import sys
+    where = "import numpy as np; a = np.zeros(1 << 20); print(hex(a.ctypes.data), hex(id(a)))"
+    fixed = {subprocess.run([sys.executable, "-c", where], preexec_fn=turns.fixed_layout, capture_output=True,
+                            text=True, check=True).stdout for _ in range(3)}
+    assert len(fixed) == 1  # the same addresses in every process of one program
+    # two rings whose processes differ by +-2% give a wide interval over rings, however steady each is inside
+    steady = [100.0] * 40
+    rings = [dict(baseline=dict(turns=dict(steps_ms=steady)), arm=dict(turns=dict(steps_ms=[100.0 * f] * 40)))
+             for f in (1.02, 0.98, 1.03)]
+    r = turns.ratios_in_turns(rings, "baseline", block=5)["arm"]
+    assert r["ratio_ci95"][1] - r["ratio_ci95"][0] < 0.03 and r["ring_ci95"][1] - r["ring_ci95"][0] > 0.05
+    assert not turns.costs_nothing(r)

@@ -185,6 +185,21 @@ def damaged_index(folder: Path) -> Outcome:
     return trainer(DATA_ORDER="curriculum", ORDER_SCORE="random", ORDER_INDEX=str(index))(folder)
 
 
+def damaged_checkpoint(flip: bool):
+    """A run that wrote a checkpoint, then RESUME from a copy with a byte of its middle changed
+    (`flip`) or cut in half."""
+    def go(folder: Path) -> Outcome:
+        first = trainer(ITERATIONS="4", CHECKPOINT_EVERY="2")(folder)
+        if first.rc != 0:
+            return first
+        blob = (folder / "logs" / "probe.ckpt").read_bytes()
+        middle = len(blob) // 2
+        damaged = folder / "damaged.ckpt"
+        damaged.write_bytes(blob[:middle] + bytes([blob[middle] ^ 1]) + blob[middle + 1:] if flip else blob[:middle])
+        return trainer(ITERATIONS="4", RESUME=str(damaged), RUN_ID="again")(folder)
+    return go
+
+
 def compare_folder(make):
     def go(folder: Path) -> Outcome:
         runs = folder / "runs"
@@ -344,7 +359,22 @@ CASES = [
                                                              env=dict(VOCAB_SIZE="abc")), ("VOCAB_SIZE='abc'", "/nowhere")),
     Case("proxy_loss: a TRAIN_SEQ_LEN that is no number", "index", tool("tools.proxy_loss", env=dict(
         TRAIN_SEQ_LEN="x", TRAIN_FILES="/nowhere/*.bin")), ("TRAIN_SEQ_LEN='x'", "TRAIN_FILES")),
+    Case("a diverged run", "divergence", trainer(MATRIX_LR="1e30", SCALAR_LR="1e30", TIED_EMBED_LR="1e30",
+                                                 GRAD_CLIP_NORM="0"), ("the run diverged", "step"), (4,)),
+    Case("a checkpoint with a byte changed", "checkpoint", damaged_checkpoint(True), ("damaged.ckpt", "damaged"),
+         fast=False),
+    Case("a checkpoint cut in half", "checkpoint", damaged_checkpoint(False), ("damaged.ckpt", "damaged"), fast=False),
+    Case("RANK beyond WORLD_SIZE", "ranks", trainer(RANK="3", WORLD_SIZE="2"), ("RANK=3", "WORLD_SIZE=2")),
+    Case("WORLD_SIZE without MASTER_ADDR", "ranks", trainer(RANK="0", WORLD_SIZE="2", MASTER_ADDR="", MASTER_PORT=""),
+         ("WORLD_SIZE=2", "MASTER_ADDR")),
+    Case("a negative SEED", "settings", trainer(SEED="-1"), ("SEED='-1'",)),
+    Case("a SEED beyond 64 bits", "settings", trainer(SEED=str(2**70)), ("SEED=", "4294967295")),
+    Case("TRAIN_FILES matching the validation shard", "splits",
+         trainer(TRAIN_FILES=str(DATA / "embedded_mix_sp1024" / "*.bin")), ("TRAIN_FILES=", "VAL_FILES")),
+    Case("experiment: a negative first seed", "experiment", tool("tools.experiment", "--first-seed", "-1", "--out",
+                                                                 "{folder}/e"), ("--first-seed=-1",)),
     Case("SIGINT mid-run", "fault", interrupted(signal.SIGINT), ("interrupted",), (130,), fast=False),
+    Case("SIGHUP mid-run", "fault", interrupted(signal.SIGHUP), ("interrupted",), (130,), fast=False),
     Case("SIGTERM mid-run", "fault", interrupted(signal.SIGTERM), ("interrupted",), (130,), fast=False),
     Case("a shard cut under the run", "fault", shard_cut_under_the_run, ("p_train_000000.bin", "changed while the run"),
          fast=False),

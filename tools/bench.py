@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 
 import train_gpt as tg  # the trainer's own settings, model, optimisers and step
-from curriculum import DATA_ORDERS, SCORES, BatchSource, DomainIndex, Shape, open_data_path, open_shard
+from curriculum import SCORES, BatchSource, DomainIndex, Shape, open_data_path, open_shard, shard_token_count
 from curriculum.loader import Position
 from curriculum.readers.aligned import row_table
 from curriculum.readers.sequential import SequentialRows
@@ -209,7 +209,7 @@ def bench_documents_per_batch(s: tg.Settings, batches: int = 400) -> list[dict]:
     """Documents spanned by the rows of one micro-batch (the CPU configuration has one per step),
     for each order, at the batch's size and at a 2x pool's."""
     files = train_files(s)
-    lengths = [tg.shard_token_count(f) for f in files]
+    lengths = [shard_token_count(f) for f in files]
     index = DomainIndex.from_shards(files, lengths)
     if index is None:
         return []
@@ -350,7 +350,7 @@ def documents_per_aligned_row(s: tg.Settings) -> list[dict]:
     rows = []
     for doc_max in (0, (s.train_seq_len + 1) // 4):
         table = row_table(tuple(train_files(s)), s.train_seq_len, doc_max)
-        total = sum(tg.shard_token_count(f) for f in train_files(s))
+        total = sum(shard_token_count(f) for f in train_files(s))
         rows.append(dict(doc_max=doc_max or s.train_seq_len + 1, rows=table.rows,
                          documents_per_row=float(table.row_documents.mean()),
                          documents_per_batch=float(table.row_documents.mean() * s.micro_batch_seqs),
@@ -635,6 +635,7 @@ def kept_rings(folder: Path | None, key: dict) -> list[dict]:
     rings = []
     for path in sorted(folder.glob("ring*.json")):
         kept = json.loads(path.read_text())
+        kept["key"] = {"layout": "random"} | kept["key"]  # rings kept before there was a choice: the system's layout
         if kept["key"] != key:
             raise SystemExit(f"bench: {path} was measured with {kept['key']}, not {key}: use another --rings-dir")
         rings.append(kept["ring"])
@@ -642,7 +643,7 @@ def kept_rings(folder: Path | None, key: dict) -> list[dict]:
 
 
 def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool, block: int = 5,
-                           only: tuple[str, ...] = (), rings_dir: Path | None = None) -> dict:
+                           only: tuple[str, ...] = (), rings_dir: Path | None = None, layout: str = "fixed") -> dict:
     """Separate train_gpt.py processes per arm taking turns step by step, one ring per repeat
     with the arms in a seeded order: each arm's step-time ratio to the baseline with its 95% CI, the
     loader's own numbers from the runs' summaries, and the two profiled arms' operators. With
@@ -651,21 +652,25 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     arms = ring_arms(decompose, only)
     names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
-    key = dict(arms=sorted(names), steps=steps, cpu=cpu_line())
+    key = dict(arms=sorted(names), steps=steps, cpu=cpu_line(), layout=layout)
     rings = kept_rings(rings_dir, key)
     with tempfile.TemporaryDirectory() as tmp:
-        run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
-        by_name = {a.name: a for a in arms}
-        recorded = {name: record_batches(by_name[name], run_env, Path(tmp)) for name in replay_sources(arms)}
-        arms = [with_paths(arm, steps, recorded) for arm in arms]
+        if repeats:  # none: the kept rings alone are read
+            run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
+            by_name = {a.name: a for a in arms}
+            recorded = {name: record_batches(by_name[name], run_env, Path(tmp)) for name in replay_sources(arms)}
+            arms = [with_paths(arm, steps, recorded) for arm in arms]
         for r in range(len(rings), len(rings) + repeats):
             t0 = time.perf_counter()
-            rings.append(turns.run_ring(turns.ring_order(arms, r), run_env, Path(tmp) / f"ring{r}", tag=f"ring{r}"))
+            rings.append(turns.run_ring(turns.ring_order(arms, r), run_env, Path(tmp) / f"ring{r}", tag=f"ring{r}",
+                                        layout=layout))
             if rings_dir is not None:
                 rings_dir.mkdir(parents=True, exist_ok=True)
                 tg.write_atomic(rings_dir / f"ring{r:03d}.json", json.dumps(dict(key=key, ring=rings[-1])).encode())
             print(f"bench: ring {r + 1} ({repeats} in this run) of {len(arms)} processes, {steps} steps each, "
                   f"{time.perf_counter() - t0:.0f}s", flush=True)
+    if not rings:
+        raise SystemExit("bench: no rings to read: --repeats 0 reads those kept in --rings-dir, and it holds none")
     end = steps - PROFILED_STEPS
     ratios = turns.ratios_in_turns(rings, REFERENCE, end=end, block=block)
     ratios["baseline_again"] = turns.ratios_in_turns(rings, "baseline", end=end, block=block)["baseline_again"]
@@ -685,7 +690,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
               for a in arms}
     flush = {arm.name: rings[0][arm.name]["turns"]["flush_denormal"] for arm in arms if "ftz" in arm.variants}
     profile = turns.profile_difference(rings, "baseline", "fresh") if "fresh" in names else []
-    return dict(steps=steps, repeats=repeats, block_rounds=block, arms=[a.name for a in arms], ratios=ratios,
+    return dict(steps=steps, repeats=len(rings), block_rounds=block, layout=layout, arms=[a.name for a in arms], ratios=ratios,
                 loader=loader, flush_denormal_set=flush, profile=profile)
 
 
@@ -724,7 +729,7 @@ def bench_index_build(env: dict, s: tg.Settings) -> dict:
     tg.keep_freed_memory(ref.cpu_malloc)
     model = tg.GPT(ref).eval()
     forward = torch.compile(model, dynamic=False) if ref.torch_compile else model
-    shards = [tg.open_shard(f) for f in files]
+    shards = [open_shard(f) for f in files]
     layout = RowLayout.build(shards, files, s.train_seq_len, "none", 0)
     bf16 = tg.use_bf16(ref, torch.device("cpu"))
     batches, times = 12, []
@@ -751,7 +756,7 @@ def bench_shard_reads(s: tg.Settings, reps: int = 6, takes: int = 400) -> dict:
     from curriculum.shards import read_shard
     ms = {"memory map": [], "pread": []}
     for rep in range(reps):
-        pair = (("memory map", tg.open_shard), ("pread", read_shard))
+        pair = (("memory map", open_shard), ("pread", read_shard))
         for name, opener in pair if rep % 2 == 0 else pair[::-1]:
             reader = ShuffledRows(train_files(s), s.train_seq_len, 0, 1, seed=rep, open_shard=opener)
             t0 = time.perf_counter()
@@ -809,23 +814,26 @@ def trainer_cost(env: dict, args, s: tg.Settings) -> dict:
     print(f"== train_gpt.py, configs/cpu.env: separate processes taking turns step by step, {args.steps} steps, "
           f"{args.repeats} rings (arms in a seeded order each){', with the decomposition' if decompose else ''}", flush=True)
     cost = bench_trainer_in_turns(env, args.steps, args.repeats, decompose,
-                                  only=tuple(a for a in args.cost_arms.split(",") if a), rings_dir=args.rings_dir)
+                                  only=tuple(a for a in args.cost_arms.split(",") if a), rings_dir=args.rings_dir,
+                                  layout=args.layout)
     print(f"  {cpu_line()}")
-    print(f"  {'arm':<26}{'median ms':>10}{'ratio':>8}  {'95% CI':<17}{'costs nothing':>14}{'faults':>8}"
-          f"{'kernel ms':>10}{'data wait':>10}{'reader CPU':>11}{'peak MB':>8}  per ring")
+    print(f"  {'arm':<26}{'median ms':>10}{'ratio':>8}  {'95% CI, blocks':<17}{'95% CI, rings':<17}{'costs nothing':>14}"
+          f"{'faults':>8}{'kernel ms':>10}{'data wait':>10}{'reader CPU':>11}{'peak MB':>8}  per ring")
     for name in cost["arms"]:
         r, l = cost["ratios"][name], cost["loader"][name]
         verdict = "" if name in REFERENCE else ("yes" if turns.costs_nothing(r) else "no")
         ci = "" if name == "baseline" else f"[{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]"
-        print(f"  {name:<26}{r['median_ms']:10.1f}{r['ratio']:8.3f}  {ci:<17}{verdict:>14}{l['faults_per_step']:8.0f}"
+        ring_ci = "" if name == "baseline" else f"[{r['ring_ci95'][0]:.3f}, {r['ring_ci95'][1]:.3f}]"
+        print(f"  {name:<26}{r['median_ms']:10.1f}{r['ratio']:8.3f}  {ci:<17}{ring_ci:<17}{verdict:>14}{l['faults_per_step']:8.0f}"
               f"{l['kernel_ms_per_step']:10.1f}{l['data_wait_ms_per_step']:10.3f}{l['reader_cpu_ms_per_step']:11.3f}"
               f"{l['peak_memory_mb']:8.0f}  {' '.join(f'{x:.3f}' for x in r['per_ring'])}")
     print(f"  (ratio: against the two baseline processes' geometric mean, except baseline_again: against baseline, "
           f"the A/A control, the method's own error; geometric mean over blocks of {cost['block_rounds']} rounds, "
-          f"every ring's blocks pooled; "
+          f"every ring's blocks pooled, and over rings, one pair of processes each (a process's own speed counts "
+          f"there only); layout: {cost['layout']}; "
           f"order_curriculum: against baseline_shuffled, its own baseline (the goal: a CI inside [0.99, 1.01]); "
           f"mix_adaptive and mix_replay: against mix_stratified, the same blend with fixed weights; "
-          f"\"costs nothing\": the CI holds 1.00 and lies inside [0.98, 1.02]; faults: minor page faults per step, "
+          f"\"costs nothing\": both CIs hold 1.00 and lie inside [0.98, 1.02]; faults: minor page faults per step, "
           f"kernel ms: the process's system time per step, medians)")
     if "mix_adaptive_vs_replay" in cost["ratios"]:
         r = cost["ratios"]["mix_adaptive_vs_replay"]
@@ -884,6 +892,9 @@ def main(argv=None) -> None:
     ap.add_argument("--cost-only", action="store_true", help="only section 7: the trainer processes in turns")
     ap.add_argument("--no-decompose", action="store_true", help="section 7 with the four arms only, no controls")
     ap.add_argument("--cost-arms", default="", help="section 7: only these arms (comma-separated), with the baselines")
+    ap.add_argument("--layout", choices=("fixed", "random"), default="fixed",
+                    help="section 7: each trainer process laid out without address randomisation (fixed), or as the "
+                    "system lays it out (random)")
     ap.add_argument("--rings-dir", type=Path, help="section 7: keep each ring here, and pool the rings kept there "
                     "before (the same arms, steps and CPU) with this run's")
     ap.add_argument("--replay", action="store_true", help="also time recorded baseline and curriculum batches replayed")

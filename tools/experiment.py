@@ -92,6 +92,9 @@ def main(argv=None) -> int:
         problems.append(f"--arms={' '.join(args.arms)}: an arm is named twice")
     if args.seeds < 1:
         problems.append(f"--seeds={args.seeds}: must be >= 1")
+    if not 0 <= args.first_seed <= 2**32 - max(args.seeds, 1):  # the trainer's SEED: in [0, 2**32 - 1]
+        problems.append(f"--first-seed={args.first_seed}: must be in [0, {2**32 - max(args.seeds, 1)}] (the trainer's "
+                        f"SEED is in [0, 4294967295], and --seeds={args.seeds} seeds follow it)")
     if args.mode == "time" and not (math.isfinite(args.budget) and args.budget > 0):
         problems.append(f"--budget={args.budget}: must be a finite number > 0 seconds with --mode time")
     if args.mode == "steps" and args.steps < 1:

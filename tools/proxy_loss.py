@@ -35,7 +35,7 @@ from curriculum.shards import open_shard, write_atomic, write_shard
 from tools import launch
 from trainer.host import keep_freed_memory
 from tools.envfile import ROOT
-from curriculum.config import EnvReader
+from curriculum.environment import EnvReader
 from trainer.settings import SETTINGS
 
 REFERENCE = dict(NUM_LAYERS="2", MODEL_DIM="64", NUM_HEADS="2", NUM_KV_HEADS="1", MLP_MULT="2", BIGRAM_VOCAB_SIZE="0",

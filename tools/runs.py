@@ -39,8 +39,10 @@ class CompareError(Exception):
 
 
 RUN_KEYS = ("SEED", "RUN_ID", "LOG_DIR", "RANK", "LOCAL_RANK")
+# settings that change no result: a resumed run and one that wrote checkpoints end bit for bit as
+# an uninterrupted run (tests/test_resume.py), so they pool with their peers
 NO_EFFECT = ("TRAIN_LOG_EVERY", "CURRICULUM_LOG_EVERY", "VAL_LOSS_EVERY", "VAL_BATCH_SIZE", "VAL_SETS", "VAL_DOMAINS", "EXPECTED_STEP_MS",
-             "OVERWRITE", "COLLECTIVE_TIMEOUT")
+             "OVERWRITE", "COLLECTIVE_TIMEOUT", "RESUME", "CHECKPOINT_EVERY")
 PATHS = ("DATA_PATH", "TRAIN_FILES", "VAL_FILES", "TOKENIZER_PATH")
 CURRICULUM_PREFIX = "CURRICULUM_"
 # What a run ran on, beside its settings: never pooled when any differs.

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curriculum.config import PARSERS
+from curriculum.environment import PARSERS
 from curriculum.shards import write_atomic
 from trainer.settings import GROUPS
 

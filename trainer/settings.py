@@ -19,8 +19,9 @@ import torch
 
 from curriculum import CurriculumConfig, DataPlan, Shape, ShardFormatError, read_data_plan, shard_token_count
 from curriculum.config import (CURRICULUM_PHASES, CURRICULUM_SETTINGS, DATA_ALIGN, DATA_LAYOUT, DATA_ORDER, DOC_MAX_TOKENS,
-                               MIX_SETTINGS, ORDER_SETTINGS, SEED, EnvReader, MixConfig, OrderConfig, Setting,
+                               MIX_SETTINGS, ORDER_SETTINGS, SEED, MixConfig, OrderConfig,
                                micro_batch_seqs)
+from curriculum.environment import EnvReader, Setting
 from trainer.attention import KERNELS
 
 EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
@@ -220,6 +221,11 @@ def read_settings(environ=os.environ) -> Settings:
     """All settings, with every invalid one reported together before any work is done."""
     s, errors = parse_settings(environ)
     errors += check_settings(s)
+    if "RANK" in environ and "WORLD_SIZE" in environ and s.world_size > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name, "").strip()]
+        if missing:
+            errors.append(f"WORLD_SIZE={s.world_size}: a run of several processes needs {' and '.join(missing)} "
+                          f"(torchrun sets them: torchrun --standalone --nproc_per_node={s.world_size} train_gpt.py)")
     if errors:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(errors))
     return s
@@ -300,6 +306,12 @@ def check_settings(s: Settings) -> list[str]:
                       f"{tokens.get('VAL_FILES', 0):,} validation tokens of VAL_FILES={s.val_files!r}: a sidecar holds "
                       f"one count per token")
     errors += s.data.problems(s.shape)
+    scored = {os.path.realpath(f) for f in validation_shards(s.val_files)}
+    both = sorted(str(f) for f in s.data.shards() if os.path.realpath(f) in scored)
+    if both:  # a run never trains on the split it scores
+        errors.append(f"TRAIN_FILES={s.train_files!r}: matches {', '.join(both[:3])}"
+                      f"{f' and {len(both) - 3} more' if len(both) > 3 else ''}, which VAL_FILES={s.val_files!r} "
+                      f"scores; a run must not train on the split it is scored on")
     logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
     if logits_bytes > EVAL_LOGITS_LIMIT:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
