@@ -18,7 +18,7 @@ _MODULE_OF = dict(
     target_percentile="schedules", v_schedule="schedules", SCORES="scores", unigram_entropy="scores",
     select_window="selection", split_window="selection", window_start="selection", ShardFormatError="shards",
     open_shard="shards", shard_token_count="shards", shards_fingerprint="shards", unigram_counts="shards",
-    write_atomic="shards", write_shard="shards", DataPlan="plan", Shape="plan", open_data_path="plan",
+    write_atomic="shards", write_shard="shards", DataPlan="plan", Shape="config", open_data_path="plan",
     read_data_plan="plan")
 __all__ = sorted(_MODULE_OF)
 

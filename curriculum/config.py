@@ -104,6 +104,20 @@ def micro_batch_seqs(batch_tokens: int, world_size: int, grad_accum_steps: int, 
 
 
 @dataclass(frozen=True)
+class Shape:
+    """The run's batch: its sequence length and tokens per step, and how a step splits over ranks
+    and micro-batches (a phase may change the first two; phases.py falls back on them)."""
+    seq_len: int
+    batch_tokens: int
+    world_size: int = 1
+    grad_accum_steps: int = 1
+
+    @property
+    def micro_batch_seqs(self) -> int:
+        return micro_batch_seqs(self.batch_tokens, self.world_size, self.grad_accum_steps, self.seq_len)
+
+
+@dataclass(frozen=True)
 class CurriculumConfig:
     enabled: bool = False           # CURRICULUM
     score: str = "unigram_entropy"  # CURRICULUM_SCORE
@@ -135,18 +149,21 @@ CURRICULUM_SETTINGS = (
     Setting("CURRICULUM_SCORE", "text", "unigram_entropy", "difficulty signal (`curriculum/scores.py`); `random` is "
             "the control; `index:<signal>` looks each row's score up in the difficulty index instead (any signal of "
             "`ORDER_SCORE`; needs whole rows: `DATA_ORDER=shuffled` or `curriculum`, or `DATA_ALIGN=bos`)",
-            choices=tuple(SCORES) + tuple(f"index:{name}" for name in SIGNALS), field="score"),
+            choices=tuple(SCORES) + tuple(f"index:{name}" for name in SIGNALS), field="score",
+            only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_SCHEDULE", "text", "v", "`v` (easy, hardest at the peak, easy again), `linear` (easy to hard), "
-            "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule"),
+            "`reverse_linear`, `constant`", choices=tuple(SCHEDULES), field="schedule",
+            only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_PEAK", "peak", 0.45, "progress where the V turns, or `warmdown`: where the LR starts to fall",
-            field="peak"),
+            field="peak", only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_TARGET", "float", 0.5, "percentile of the `constant` schedule", minimum=0.0, maximum=1.0,
-            field="target"),
+            field="target", only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_OVERSAMPLE", "float", 2.0, "pool size / sequences kept", minimum=1.0,
-            field="oversample", shown_default="2.0"),
+            field="oversample", shown_default="2.0", only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_POOL", "text", "fresh", "`fresh`: every pool is read anew and what is not kept is discarded; "
             "`carry`: what is not kept waits on the device for the next micro-batch, whose pool is the waiting "
-            "sequences plus `keep` fresh ones", choices=POOLS, field="pool"),
+            "sequences plus `keep` fresh ones", choices=POOLS, field="pool",
+            only_with=("CURRICULUM=1", "CURRICULUM_PHASES!=")),
     Setting("CURRICULUM_LOG_EVERY", "int", 50, "steps between loader lines (both arms; 0: never)", minimum=0,
             field="log_every"),
 )
@@ -159,18 +176,20 @@ DATA_ORDER = Setting(
 ORDER_SETTINGS = (
     Setting("ORDER_SCORE", "text", "compression_ratio", "with `DATA_ORDER=curriculum`, the index's signal that "
             "orders the rows (`random`: the same machinery in no order, the control)", choices=SIGNALS,
-            field="score"),
+            field="score", only_with=("DATA_ORDER=curriculum",)),
     Setting("ORDER_PACING", "text", "warmup", "`warmup`: the easiest `ORDER_START` of the rows at first, every row "
             "after `ORDER_WARMUP` of the run; `linear`: the same growth over the whole run; `reverse`: hardest first; "
-            "`v`: a band `ORDER_WIDTH` wide that follows the V", choices=PACINGS, field="pacing"),
+            "`v`: a band `ORDER_WIDTH` wide that follows the V", choices=PACINGS, field="pacing",
+            only_with=("DATA_ORDER=curriculum",)),
     Setting("ORDER_START", "float", 0.2, "fraction of the rows (easiest first) drawn from at the start", minimum=0.01,
-            maximum=1.0, field="start"),
+            maximum=1.0, field="start", only_with=("DATA_ORDER=curriculum",)),
     Setting("ORDER_WARMUP", "float", 0.2, "fraction of the run over which `warmup` widens to every row", minimum=0.0,
-            maximum=1.0, field="warmup"),
+            maximum=1.0, field="warmup", only_with=("DATA_ORDER=curriculum",)),
     Setting("ORDER_WIDTH", "float", 0.5, "width of the `v` pacing's band, as a fraction of the rows", minimum=0.01,
-            maximum=1.0, field="width"),
+            maximum=1.0, field="width", only_with=("DATA_ORDER=curriculum",)),
     Setting("ORDER_INDEX", "text", "", "the index file (empty: `curriculum_index_seq<L>_<align>.cidx` beside the "
-            "first training shard; `make index` builds it)", field="index"),
+            "first training shard; `make index` builds it)", field="index",
+            only_with=("DATA_ORDER=curriculum", "CURRICULUM_SCORE=index:*", "CURRICULUM_PHASES!=")),
 )
 MIX_SETTINGS = (
     Setting("MIX", "text", "", "empty: `TRAIN_FILES` as one stream; `natural`: the `MIX_DATASETS` blended row by row "
@@ -178,18 +197,21 @@ MIX_SETTINGS = (
             "micro-batch; `adaptive`: weights that follow each dataset's training loss (`MIX_RULE`; docs/mixing.md)",
             choices=MIX_MODES, field="mode"),
     Setting("MIX_DATASETS", "text", "", "the datasets `MIX` blends: `name=glob,name=glob,...` (with "
-            "`CURRICULUM_PHASES`, the phases file's datasets instead)", field="datasets"),
+            "`CURRICULUM_PHASES`, refused: a phases file names its own)", field="datasets", only_with=("MIX!=",)),
     Setting("MIX_RULE", "text", "odm", "`MIX=adaptive`'s rule: `odm` (EXP3 over the smoothed loss) or `excess_loss` "
-            "(DoReMi-style, the loss above `MIX_REFERENCE`)", choices=MIX_RULES, field="rule"),
-    Setting("MIX_UPDATE_EVERY", "int", 8, "micro-batches between weight updates", minimum=1, field="update_every"),
+            "(DoReMi-style, the loss above `MIX_REFERENCE`)", choices=MIX_RULES, field="rule",
+            only_with=("MIX=adaptive",)),
+    Setting("MIX_UPDATE_EVERY", "int", 8, "micro-batches between weight updates", minimum=1, field="update_every",
+    only_with=("MIX=adaptive",)),
     Setting("MIX_SMOOTHING", "float", 0.9, "`odm`: the reward's moving average (beta)", minimum=0.0, maximum=0.999,
-            field="smoothing"),
+            field="smoothing", only_with=("MIX=adaptive",)),
     Setting("MIX_STEP_SIZE", "float", 1.0, "`excess_loss`: the step size (eta) on the excess loss in nats",
-            minimum=0.0, field="step_size"),
+            minimum=0.0, field="step_size", only_with=("MIX=adaptive",)),
     Setting("MIX_MIN_WEIGHT", "float", 0.05, "`excess_loss`: every dataset's weight floor", minimum=0.0, maximum=0.3,
-            field="min_weight"),
+            field="min_weight", only_with=("MIX=adaptive",)),
     Setting("MIX_REFERENCE", "text", "", "`excess_loss`: each dataset's reference loss, `name=nats,...`, or "
-            "`index:<file>`: the per-domain means of that index's `proxy_loss`", field="reference"),
+            "`index:<file>`: the per-domain means of that index's `proxy_loss`", field="reference",
+            only_with=("MIX_RULE=excess_loss",)),
 )
 DATA_ALIGN = Setting(
     "DATA_ALIGN", "text", "none", "`none`: rows are spans of the stream wherever they fall; `bos`: every row begins "
@@ -197,7 +219,7 @@ DATA_ALIGN = Setting(
     "the next row begins at the next document, and every token skipped is counted (log and summary); with "
     "`shuffled` the permuted unit is the aligned row", choices=DATA_ALIGNS)
 DOC_MAX_TOKENS = Setting("DOC_MAX_TOKENS", "int", 0, "with `DATA_ALIGN=bos`, the most tokens of a document a row "
-                         "holds (0: the row's length)", minimum=0)
+                         "holds (0: the row's length)", minimum=0, only_with=("DATA_ALIGN=bos",))
 DATA_LAYOUT = Setting(
     "DATA_LAYOUT", "text", "rows", "`rows`: micro-batches of sequences [B, TRAIN_SEQ_LEN] (`DATA_ORDER`, `DATA_ALIGN`, "
     "`MIX`, phases); `packed`: the late records' layout, one [1, N] stream per rank read as their document-"

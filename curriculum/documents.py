@@ -91,9 +91,9 @@ class PackedBatch:
 def pack_record_batch(stream: DocumentStream, n: int, max_len: int, bucket: int) -> PackedBatch:
     """The record's batch: the next span, cut where its documents begin."""
     span, starts = stream.take(n)
-    cu, longest = cu_seqlens(starts, n, max_len, bucket)
-    pieces = len(document_pieces(starts, n, max_len))
-    return PackedBatch(span[:-1].astype(np.int64), span[1:].astype(np.int64), cu, longest, len(starts), pieces, {})
+    pieces = document_pieces(starts, n, max_len)  # once: every numpy call here holds the main thread's GIL
+    cu, longest = pad_boundaries(pieces, n, bucket)
+    return PackedBatch(span[:-1].astype(np.int64), span[1:].astype(np.int64), cu, longest, len(starts), len(pieces), {})
 
 
 class PieceScorer:

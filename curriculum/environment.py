@@ -38,6 +38,9 @@ class Setting:
     choices: tuple[str, ...] | None = None
     shown_default: str = ""            # the README's default where `default` is computed
     field: str = ""                    # the attribute it fills, when not the lower-cased name
+    # where it has any effect, any of: "NAME=value", "NAME=prefix*" or "NAME!=value" (value "" for
+    # unset); set where none holds, it would be ignored, and is refused (EnvReader.ignored)
+    only_with: tuple[str, ...] = ()
 
     @property
     def attribute(self) -> str:
@@ -105,6 +108,30 @@ class EnvReader:
                     self.errors.append(f"{setting.name}={raw!r}: must be {setting.rule()}")
         self.values[setting.name] = value
         return value
+
+    def holds(self, condition: str) -> bool:
+        """Whether a declared condition ("NAME=value", "NAME=prefix*", "NAME!=value") holds for
+        the values read (a bool reads as 0 or 1, a number by its value)."""
+        negated = "!=" in condition
+        name, _, want = condition.partition("!=" if negated else "=")
+        have = self.values.get(name, "")
+        if isinstance(have, bool):
+            have = str(int(have))
+        elif isinstance(have, (int, float)):
+            have = f"{have:g}"
+        same = str(have).startswith(want[:-1]) if want.endswith("*") else str(have) == want
+        return same != negated
+
+    def ignored(self, settings: tuple[Setting, ...]) -> list[str]:
+        """Every setting given in the environment that none of its `only_with` conditions lets act:
+        a value that would be ignored in silence is refused, naming what it needs."""
+        out = []
+        for st in settings:
+            raw = (self.environ.get(st.name) or "").strip()
+            if raw and st.only_with and not any(self.holds(c) for c in st.only_with):
+                needs = " or ".join(f"{c[:-2]} set" if c.endswith("!=") else c.replace("*", "<...>") for c in st.only_with)
+                out.append(f"{st.name}={raw!r}: has no effect without {needs}; unset {st.name}, or set what it needs")
+        return out
 
     def read_all(self, settings: tuple[Setting, ...], check: bool = True) -> dict:
         """{attribute: value} for every setting, in order (a computed default sees those before)."""

@@ -25,22 +25,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import CurriculumConfig
+from .config import CurriculumConfig, Shape
 from .domains import DomainIndex
 from .order import ProgressFeed
-from .plan import DataPlan, Shape
 from .read_ahead import Block, ReadAhead
 from .readers import DataError, DataExhausted, Mixture, open_reader
 from .selector import Selector, WindowStats
 from .shards import shard_token_count
 from .statistics import DataStatistics
+
+if TYPE_CHECKING:  # the plan opens the loader (curriculum/plan.py); the loader only reads it
+    from .plan import DataPlan
 
 __all__ = ["BatchSource", "Block", "DataError", "DataExhausted", "DataPath", "Mixture", "Position"]
 

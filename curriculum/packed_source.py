@@ -8,34 +8,55 @@ there too, so the training loop only copies the batch to the device.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .config import CurriculumConfig
+from .config import CurriculumConfig, Shape
 from .documents import RECORD_BUCKETS, PackedBatch, PieceSelector, pack_record_batch
 from .readers.documents import DocumentStream
-from .plan import DataPlan, Shape
 from .shards import DataError
 
+if TYPE_CHECKING:  # the plan opens this source (curriculum/plan.py); the source only reads it
+    from .plan import DataPlan
+
 PREFETCH = 2  # batches prepared ahead, as the records' loader does
+
+
+def one_torch_thread(ready: threading.Event) -> None:
+    """The packing thread's torch ops (the pieces' scores) on one thread of their own: with
+    OpenMP each thread has its own thread count, so the training step's parallel regions keep every
+    core, and this thread's never wait for a core beside them. torch.set_num_threads also sets the
+    count new threads begin with; the caller puts that back once this one is set (`ready`)."""
+    torch.get_num_threads()  # the thread's own count initialised first, or its first op would set it anew
+    torch.set_num_threads(1)
+    ready.set()
 
 
 class PackedBatches:
     """The stream, with the curriculum's piece selection when `config.enabled`, read ahead."""
 
     def __init__(self, files: list[Path], rank: int, world_size: int, vocab_size: int, max_len: int, bucket: int,
-                 config: CurriculumConfig, pin: bool):
+                 config: CurriculumConfig, pin: bool, own_thread_count: bool = True):
         self.stream = DocumentStream(files, rank, world_size)
         self.selector = PieceSelector(config, self.stream, vocab_size, max_len, bucket) if config.enabled else None
         self.vocab_size, self.max_len, self.bucket, self.pin = vocab_size, max_len, bucket, pin
         self.largest = max(self.stream.lengths)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="document-batches")
+        # own_thread_count False: the thread's ops on torch's default count, as before (the bench's control)
+        threads = torch.get_num_threads()  # the caller's own count, fixed now, before the thread changes the default
+        ready = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="document-batches",
+                                        initializer=one_torch_thread if own_thread_count else ready.set,
+                                        initargs=(ready,) if own_thread_count else ())
+        self._pool.submit(ready.wait).result()  # the thread exists and has set its own count
+        torch.set_num_threads(threads)  # the default for threads made later: the caller's again
         self._ahead: deque = deque()
         self.requests: deque = deque()  # (n, progress, warmdown_start) of each batch queued, in order
         self.cpu_ms = 0.0  # CPU time the thread used: what it may take from the compute threads

@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CurriculumConfig, micro_batch_seqs
-from .plan import Shape
+from .config import CurriculumConfig, Shape, micro_batch_seqs
 from .shards import ShardFormatError, shard_token_count
 
 ENDS = ("until_progress", "steps", "tokens", "epochs")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import (CURRICULUM_PHASES, CURRICULUM_SETTINGS, DATA_ALIGN, DATA_LAYOUT, DATA_ORDER, DOC_MAX_TOKENS,
                      MIX_SETTINGS, ORDER_SETTINGS, SEED, CurriculumConfig, MixConfig, OrderConfig,
-                     micro_batch_seqs, read_curriculum)
+                     Shape, read_curriculum)
 from .environment import EnvReader
 from .readers.base import Mixture
 from .shards import DataError, ShardFormatError, shard_token_count
@@ -26,20 +26,6 @@ from .shards import DataError, ShardFormatError, shard_token_count
 # What a run's data settings are read from: the names the plan reads, in the order it reads them
 DATA_SETTINGS = (SEED, DATA_ORDER, *ORDER_SETTINGS, *MIX_SETTINGS, DATA_ALIGN, DOC_MAX_TOKENS, DATA_LAYOUT,
                  *CURRICULUM_SETTINGS, CURRICULUM_PHASES)
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The run's batch: its sequence length and tokens per step, and how a step splits over ranks
-    and micro-batches (a phase may change the first two; phases.py falls back on them)."""
-    seq_len: int
-    batch_tokens: int
-    world_size: int = 1
-    grad_accum_steps: int = 1
-
-    @property
-    def micro_batch_seqs(self) -> int:
-        return micro_batch_seqs(self.batch_tokens, self.world_size, self.grad_accum_steps, self.seq_len)
 
 
 @dataclass

@@ -5,8 +5,9 @@
 
 The constructor and `next_batch` take the challenge's arguments. With CURRICULUM=0 (or unset)
 the batches are the challenge loader's, bit for bit; with CURRICULUM=1 they are selected exactly
-as train_gpt.py selects them, because train_gpt.py uses the same `BatchSource`. Settings come
-from the same environment variables, read by the same function (curriculum/config.py).
+as train_gpt.py selects them: both read the same environment variables with the same function
+into one `DataPlan`, checked by the same rules and opened by the same `open_data_path`
+(curriculum/plan.py).
 
 The training progress the curriculum follows is the script's own: the loader reads the
 `MAX_WALLCLOCK_SECONDS` and `ITERATIONS` the challenge's scripts read (with their defaults,
@@ -39,7 +40,7 @@ from torch import Tensor
 
 from .config import CurriculumConfig
 from .environment import EnvReader
-from .plan import DataPlan, Shape, open_data_path, read_data_plan
+from .plan import DATA_SETTINGS, DataPlan, Shape, open_data_path, read_data_plan
 from .artifact import PACKAGE, code_bytes, code_sha256, loaded_modules, read_budget  # noqa: F401  (re-exported)
 
 
@@ -70,7 +71,7 @@ def read_loader_plan(environ: Mapping[str, str], pattern: str, vocab_size: int, 
     if config is not None:
         plan = dataclasses.replace(plan, curriculum=config)
     cap, iterations, budget_problems = read_budget(environ)
-    errors = e.errors + plan.curriculum.problems() + plan.mix.problems() + budget_problems
+    errors = e.errors + e.ignored(DATA_SETTINGS) + plan.curriculum.problems() + plan.mix.problems() + budget_problems
     if plan.phases:  # never ignored in silence: the phases change the trainer's shapes
         errors.append(f"CURRICULUM_PHASES={plan.phases!r}: the plugin does not run phases files (a phase changes the "
                       f"script's sequence length and batch); train_gpt.py does")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,8 @@ def plan_of(dataset, **environ) -> DataPlan:
 
 
 def test_the_trainer_and_the_plugin_read_the_same_plan_from_one_environment(dataset):
-    env = dict(CURRICULUM="1", CURRICULUM_POOL="carry", CURRICULUM_SCORE="distinct_ratio", DATA_ORDER="shuffled",
-               SEED="9", DATA_ALIGN="bos", DOC_MAX_TOKENS="100", ORDER_WIDTH="0.3", MIX_RULE="excess_loss",
+    env = dict(CURRICULUM="1", CURRICULUM_POOL="carry", CURRICULUM_SCORE="distinct_ratio", DATA_ORDER="curriculum",
+               SEED="9", DATA_ALIGN="bos", DOC_MAX_TOKENS="100", ORDER_WIDTH="0.3", ORDER_PACING="v",
                TRAIN_FILES=dataset["data_path"] + "/*train_*.bin", TOKENIZER_PATH=dataset["tokenizer"])
     s, errors = parse_settings(env)
     plugin_plan, _ = read_loader_plan(env, env["TRAIN_FILES"], 1024)
@@ -43,6 +44,28 @@ def test_the_trainer_and_the_plugin_read_the_same_plan_from_one_environment(data
     assert {f: getattr(s.data, f) for f in fields} == {f: getattr(plugin_plan, f) for f in fields}
     assert s.data.curriculum.pool == "carry" and s.data.seed == 9 and s.data.index_order.width == 0.3
     assert s.curriculum is s.data.curriculum  # the trainer's own settings are the plan's, not a second reading
+
+
+@pytest.mark.parametrize("environ, expected", [
+    (dict(MIX_DATASETS="a=x,b=y"), "MIX_DATASETS='a=x,b=y': has no effect without MIX set"),
+    (dict(ORDER_INDEX="/i.cidx"), "ORDER_INDEX='/i.cidx': has no effect without DATA_ORDER=curriculum or "
+                                  "CURRICULUM_SCORE=index:<...> or CURRICULUM_PHASES set"),
+    (dict(MIX="natural", MIX_UPDATE_EVERY="4"), "MIX_UPDATE_EVERY='4': has no effect without MIX=adaptive"),
+    (dict(DOC_MAX_TOKENS="100"), "DOC_MAX_TOKENS='100': has no effect without DATA_ALIGN=bos"),
+    (dict(CURRICULUM="0", CURRICULUM_POOL="carry"), "CURRICULUM_POOL='carry': has no effect without CURRICULUM=1"),
+], ids=["a dataset list without MIX", "an index without an index order", "a rate without the mixer",
+        "a document cut without alignment", "a pool without the curriculum"])
+def test_a_setting_that_would_be_ignored_is_refused_by_the_trainer_and_the_plugin(dataset, environ, expected):
+    env = environ | dict(TRAIN_FILES=dataset["data_path"] + "/*train_*.bin", TOKENIZER_PATH=dataset["tokenizer"])
+    _, errors = parse_settings(env)
+    assert [e for e in errors if expected in e]
+    from curriculum.plugin import CurriculumSettingsError
+    with pytest.raises(CurriculumSettingsError, match=re.escape(expected)):
+        read_loader_plan(env, env["TRAIN_FILES"], 1024)
+    # what it needs, given, lets it act
+    _, errors = parse_settings(env | dict(MIX="natural", DATA_ORDER="curriculum", DATA_ALIGN="bos",
+                                          CURRICULUM="1") | ({"MIX": "adaptive"} if "MIX_UPDATE_EVERY" in env else {}))
+    assert not [e for e in errors if "has no effect" in e], errors
 
 
 def test_a_value_read_twice_is_one_problem_not_two(dataset):

@@ -304,10 +304,10 @@ def test_the_copy_command_writes_exactly_the_files_the_settings_import(dataset, 
     import os
     import preloaded
     folders = dataset["folders"]
+    datasets = ",".join(f"{d}={folders[f'embedded_{d}_sp1024']}/*train_*.bin" for d in ("code", "docs", "prose"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CURRICULUM", "MIX", "ORDER_", "DATA_"))} | dict(
-        DATA_PATH=dataset["data_path"], TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048",
-        MIX_DATASETS=",".join(f"{d}={folders[f'embedded_{d}_sp1024']}/*train_*.bin" for d in ("code", "docs", "prose")),
-        **settings)
+        DATA_PATH=dataset["data_path"], TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048", **settings) | (
+        dict(MIX_DATASETS=datasets) if "MIX" in settings else {})
     out = preloaded.run(env, ROOT, module="curriculum.plugin", args=("--copy-to", str(tmp_path / "submission")))
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "submission" / "curriculum"
@@ -355,7 +355,7 @@ def test_the_packed_plugin_is_one_small_file_that_draws_the_same_batches(dataset
     assert [p.name for p in (packed / "curriculum").iterdir()] == ["__init__.py"]
     size = (packed / "curriculum" / "__init__.py").stat().st_size
     assert f"{size:>8,}  bytes in 1 files" in out.stdout
-    assert size <= 30_000  # the plugin's share of a user's artifact with the curriculum on (README)
+    assert size <= 31_000  # the plugin's share of a user's artifact with the curriculum on (docs/plugin.md)
     (tree := tmp_path / "tree").mkdir()
     pattern = dataset["data_path"] + "/*train_*.bin"
     draws = {}

@@ -97,8 +97,9 @@ def test_mix_replay_trains_on_the_batches_the_adaptive_mixer_chose(dataset, tmp_
     warmed up as in the ring), so the two differ only in the mixer's own work."""
     from test_mixing import three_domains
     from test_turns import ring_env, step_losses
-    env = ring_env(dataset, tmp_path, ITERATIONS="6", MIX_UPDATE_EVERY="2")
-    arms = {a.name: dataclasses.replace(a, env=a.env | dict(MIX_DATASETS=three_domains(dataset)))
+    env = ring_env(dataset, tmp_path, ITERATIONS="6")
+    arms = {a.name: dataclasses.replace(a, env=a.env | dict(MIX_DATASETS=three_domains(dataset)) | (
+        dict(MIX_UPDATE_EVERY="2") if a.env.get("MIX") == "adaptive" else {}))
             for a in bench.COST_ARMS + bench.DECOMPOSITION_ARMS if a.name in ("mix_adaptive", "mix_replay")}
     assert bench.replay_sources(list(arms.values())) == ["mix_adaptive"]
     recorded = {"mix_adaptive": bench.record_batches(arms["mix_adaptive"], env, tmp_path)}

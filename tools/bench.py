@@ -148,6 +148,40 @@ def bench_loader(s: tg.Settings, device) -> list[dict]:
     return rows
 
 
+def bench_packing_interference(s: tg.Settings, blocks: int = 6, per_block: int = 40) -> dict:
+    """The packing thread's scores beside a training-like main thread, in one process: ms per
+    main-thread step (a matmul forward and backward on every core) with no packing, with the
+    curriculum's packing on torch's default thread count (as before), and on one thread of its own;
+    blocks alternate so that drift cancels. Medians of blocks, and each against no packing."""
+    x = torch.randn(s.micro_batch_seqs * s.train_seq_len, 512)
+    w = torch.randn(512, 1536, requires_grad=True)
+    config = dataclasses.replace(s.curriculum, enabled=True)
+    n = s.micro_batch_seqs * s.train_seq_len
+
+    def steps(own: bool | None) -> float:
+        batches = None if own is None else PackedBatches(train_files(s), 0, 1, s.vocab_size, s.train_seq_len, 64,
+                                                         config, pin=False, own_thread_count=own)
+        try:
+            if batches is not None:
+                batches.get(n, 0.5)
+            t0 = time.perf_counter()
+            for k in range(per_block):
+                if batches is not None and k % 4 == 0:  # a micro-batch taken: the next one is packed meanwhile
+                    batches.get(n, 0.5)
+                (x @ w).relu().square().sum().backward()
+            return 1000 * (time.perf_counter() - t0) / per_block
+        finally:
+            if batches is not None:
+                batches.close()
+    arms = {"no packing": None, "packing, default threads": False, "packing, one thread": True}
+    ms = {a: [] for a in arms}
+    for b in range(blocks):
+        for a in rotated(list(arms), b):
+            ms[a].append(steps(arms[a]))
+    base = statistics.median(ms["no packing"])
+    return {a: dict(ms=statistics.median(v), ratio=statistics.median(v) / base) for a, v in ms.items()}
+
+
 GIL_PAUSE_S = 2e-4  # a pause in the probe's loop longer than this: another thread ran (or the OS did)
 
 
@@ -626,19 +660,25 @@ def ring_arms(decompose: bool, only: tuple[str, ...] = ()) -> list[turns.Arm]:
     return [a for a in arms if a.name in wanted | set(replay_sources(asked))]
 
 
-def kept_rings(folder: Path | None, key: dict) -> list[dict]:
-    """The rings an earlier bench kept in `folder` for the same arms, steps and machine: pooled with
-    this run's, so that a ±1% interval can be reached over several sittings. Rings of another key
-    are an error, not silently mixed."""
+def kept_rings(folder: Path | None, key: dict, adding: bool) -> list[dict]:
+    """The rings an earlier bench kept in `folder` for the same arms, steps, layout and machine:
+    pooled with this run's, so that a ±1% interval can be reached over several sittings. Rings of
+    another key are an error when rings are to be added to them, not silently mixed; read alone
+    (`adding` False: the table rebuilt from committed rings, anywhere) only the arms, steps and
+    layout must agree."""
     if folder is None or not folder.exists():
         return []
     rings = []
     for path in sorted(folder.glob("ring*.json")):
         kept = json.loads(path.read_text())
         kept["key"] = {"layout": "random"} | kept["key"]  # rings kept before there was a choice: the system's layout
-        if kept["key"] != key:
-            raise SystemExit(f"bench: {path} was measured with {kept['key']}, not {key}: use another --rings-dir")
+        differ = [k for k in key if kept["key"].get(k) != key[k] and (adding or k != "cpu")]
+        if differ:
+            raise SystemExit(f"bench: {path} was measured with {kept['key']}, not {key} ({', '.join(differ)} differ): "
+                             f"use another --rings-dir")
         rings.append(kept["ring"])
+    if rings and not adding:
+        print(f"bench: {len(rings)} rings read from {folder}, measured on {kept['key']['cpu']}", flush=True)
     return rings
 
 
@@ -653,10 +693,13 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
     key = dict(arms=sorted(names), steps=steps, cpu=cpu_line(), layout=layout)
-    rings = kept_rings(rings_dir, key)
+    rings = kept_rings(rings_dir, key, adding=repeats > 0)
     with tempfile.TemporaryDirectory() as tmp:
         if repeats:  # none: the kept rings alone are read
-            run_env["ORDER_INDEX"] = str(bench_index(env, Path(tmp)))
+            if names & {"order_curriculum"}:  # the index order's arm reads a bench index, and only it
+                index = str(bench_index(env, Path(tmp)))
+                arms = [dataclasses.replace(a, env=a.env | dict(ORDER_INDEX=index)) if a.name == "order_curriculum" else a
+                        for a in arms]
             by_name = {a.name: a for a in arms}
             recorded = {name: record_batches(by_name[name], run_env, Path(tmp)) for name in replay_sources(arms)}
             arms = [with_paths(arm, steps, recorded) for arm in arms]
@@ -914,6 +957,11 @@ def main(argv=None) -> None:
     report: dict = dict(device=str(device), torch=torch.__version__, cpu=cpu_line())
     if args.gil_only:
         gil_section(s, report)
+        print("== the packing thread's torch ops beside the step's, one process (ms per main-thread step, median of "
+              "blocks; ratio to no packing)")
+        report["packing_interference"] = bench_packing_interference(s)
+        for arm, r in report["packing_interference"].items():
+            print(f"  {arm:<26} {r['ms']:8.2f} ms  {r['ratio']:.3f}")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return

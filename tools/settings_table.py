@@ -20,11 +20,20 @@ PAGE = ROOT / "docs" / "settings.md"
 BEGIN, END = "<!-- settings: begin (python -m tools.settings_table --write) -->", "<!-- settings: end -->"
 
 
+def only_with(st) -> str:
+    """Where a setting acts at all: set elsewhere, it is refused (it would be ignored)."""
+    if not st.only_with:
+        return ""
+    said = [f"`{c[:-2]}` set" if c.endswith("!=") else f"`{c.replace('*', '…')}`" for c in st.only_with]
+    return "; only with " + " or ".join(said)
+
+
 def tables() -> str:
     out = []
     for group, settings in GROUPS.items():
         out += [f"### {group}", "", "| name | default | allowed | meaning |", "|---|---|---|---|"]
-        out += [f"| `{st.name}` | {st.shown()} | {st.rule() or PARSERS[st.kind][1]} | {st.meaning} |" for st in settings]
+        out += [f"| `{st.name}` | {st.shown()} | {st.rule() or PARSERS[st.kind][1]}{only_with(st)} | {st.meaning} |"
+                for st in settings]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

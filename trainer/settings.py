@@ -242,7 +242,7 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
                           missing_hint=f"DATA_PATH={values['data_path']!r}; ")
     s = Settings(**values, curriculum=plan.curriculum, index_order=plan.index_order, mix=plan.mix, data=plan)
     s.env = e.values
-    return s, e.errors
+    return s, e.errors + e.ignored(SETTINGS)  # a value that would be ignored is refused with the rest
 
 
 def check_settings(s: Settings) -> list[str]:
