@@ -54,21 +54,22 @@ class DataPlan:
     mix: MixConfig = MixConfig()
     phases: str = ""                                 # CURRICULUM_PHASES: a file
     missing_hint: str = ""                           # where the globs come from, for "no shard matches"
-    opened: Opened = field(default_factory=Opened, compare=False, repr=False)
+    files: tuple[Path, ...] = ()                     # the shards named one by one instead of a glob (of_files)
+    # not an argument: a plan made from another (dataclasses.replace) opens and checks its own files
+    opened: Opened = field(default_factory=Opened, init=False, compare=False, repr=False)
 
     @classmethod
     def of_files(cls, files, vocab_size: int, **settings) -> "DataPlan":
         """A plan over these shard files, as a test or a tool names them (no glob)."""
-        files = [Path(f) for f in files]
-        plan = cls(" ".join(map(str, files)), vocab_size, **settings)
-        plan.opened.shards[plan.train_files] = (files, None, [])
-        return plan
+        files = tuple(Path(f) for f in files)
+        return cls(" ".join(map(str, files)), vocab_size, files=files, **settings)
 
     # ------------------------------------------------------------ the files, each found once
-    def _found(self, pattern: str, name: str) -> tuple[list[Path], int | None, list[str]]:
+    def _found(self, pattern: str, name: str) -> tuple[list[Path], int, list[str]]:
         """The shards of a glob, their tokens and their problems (a format error each), once."""
         if pattern not in self.opened.shards:
-            paths = [Path(p) for p in sorted(glob.glob(pattern))]
+            named = self.files and pattern == self.train_files
+            paths = list(self.files) if named else [Path(p) for p in sorted(glob.glob(pattern))]
             tokens, problems = 0, []
             for path in paths:
                 try:
@@ -76,11 +77,7 @@ class DataPlan:
                 except ShardFormatError as err:
                     problems.append(f"{name}: {err}")
             self.opened.shards[pattern] = (paths, tokens, problems)
-        paths, tokens, problems = self.opened.shards[pattern]
-        if tokens is None:  # named by `of_files`: counted now
-            tokens = sum(shard_token_count(p) for p in paths)
-            self.opened.shards[pattern] = (paths, tokens, problems)
-        return paths, tokens, problems
+        return self.opened.shards[pattern]
 
     def shards(self) -> list[Path]:
         """TRAIN_FILES's shards."""
