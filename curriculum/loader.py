@@ -94,7 +94,7 @@ class BatchSource:
         """The data path of `plan` (checked: curriculum/plan.py's `open_data_path` makes it) for a
         run of `shape`; `mixture` blends the datasets given instead of the plan's shards (a test's)."""
         seq_len, batch_seqs, world_size, config = shape.seq_len, shape.micro_batch_seqs, shape.world_size, plan.curriculum
-        self.plan, self.align, self.doc_max, self.order = plan, plan.align, plan.doc_max_tokens, plan.order
+        self.plan, self.align, self.order = plan, plan.align, plan.order
         self.rank, self.world_size, self.depth = rank, world_size, read_ahead
         self.vocab_size, self.device = plan.vocab_size, torch.device(device)
         self.tracker, self.warm_up_steps, self.keep = None, warm_up_steps, keep
