@@ -1120,6 +1120,13 @@ def lost_peer(err: BaseException) -> bool:
     return isinstance(err, dist.DistError) or any(w in str(err).lower() for w in PEER_LOST)
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """An allocation that failed: Python's, the CPU allocator's or CUDA's."""
+    text = str(err).lower()
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text or \
+        "out of memory" in text
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM and SIGHUP end the run as Ctrl-C does: one line, the logs flushed, no artifact half-written.
     SIGINT too, even where the launching shell ignored it (a job started with `&` inherits SIGINT
@@ -1135,6 +1142,7 @@ if __name__ == "__main__":
     stop_on_sigterm()
     try:
         main()
+        shut_down_distributed()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written is whole (every file is written atomically)
         say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
                     f"interrupted; the log is complete up to here, and no artifact or summary was left half-written")
@@ -1143,7 +1151,14 @@ if __name__ == "__main__":
         say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: {err}")
         shut_down_distributed()
         sys.exit(4)
-    except RuntimeError as err:  # a peer stopped or died: one line on every rank that is left
+    except (MemoryError, RuntimeError) as err:  # out of memory, or a peer stopped or died: one line on every rank
+        if out_of_memory(err):
+            say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+                        f"out of memory ({str(err).strip().splitlines()[0][:200] or type(err).__name__}): the model or a "
+                        f"micro-batch is larger than this machine holds (fewer NUM_LAYERS or MODEL_DIM, more "
+                        f"GRAD_ACCUM_STEPS); the log is complete up to here")
+            release_run_name()
+            os._exit(1)  # the teardown of a process that cannot allocate may fail again
         if not (dist.is_available() and dist.is_initialized() and lost_peer(err)):
             raise
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -1171,4 +1186,6 @@ if __name__ == "__main__":
         sys.exit(2)
     finally:
         release_run_name()  # the RUN_ID's lock file, on every way out but kill -9
-    shut_down_distributed()
+    # finished and flushed: a signal during the interpreter's own teardown has nothing left to stop
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)

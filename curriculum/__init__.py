@@ -17,7 +17,7 @@ _MODULE_OF = dict(
     Position="loader", TokenStream="readers.sequential", POOLS="pool", SCHEDULE_PARAMETERS="schedules", SCHEDULES="schedules",
     target_percentile="schedules", v_schedule="schedules", SCORES="scores", unigram_entropy="scores",
     select_window="selection", split_window="selection", window_start="selection", ShardFormatError="shards",
-    open_shard="shards", shard_token_count="shards", shards_fingerprint="shards", unigram_counts="shards",
+    open_shard="shards", shard_token_count="shards", shards_fingerprint="shards", shard_content_hash="shards", unigram_counts="shards",
     write_atomic="shards", write_shard="shards", DataPlan="plan", Shape="config", open_data_path="plan",
     read_data_plan="plan")
 __all__ = sorted(_MODULE_OF)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import DataError, shards_fingerprint, write_atomic
+from .shards import DataError, shard_content_hash, write_atomic
 
 SIDECAR_SUFFIX = ".domains.npz"
 
@@ -34,7 +34,7 @@ def write_sidecar(shard: str | Path, starts: np.ndarray, domain_ids: np.ndarray,
         raise ValueError(f"{shard}: domain id {domain_ids.max()} has no name among {domain_names}")
     buf = io.BytesIO()
     np.savez(buf, starts=starts, domain_ids=domain_ids, domain_names=np.asarray(domain_names), continues=continues,
-             shard_fingerprint=np.asarray(shards_fingerprint([shard])))  # ties it to this version of its shard
+             shard_content=np.asarray(shard_content_hash(shard)))  # ties it to this content of its shard
     write_atomic(sidecar_path(shard), buf.getvalue())
 
 
@@ -47,8 +47,9 @@ SIDECAR_KEYS = ("starts", "domain_ids", "domain_names", "continues")
 
 def read_sidecar(shard: str | Path, shard_tokens: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], bool]:
     """(starts, domain ids, names, continues) of a shard's sidecar, every field checked: keys,
-    shapes, dtypes, ranges, order, names, and its fingerprint against the shard (sidecars older
-    than the fingerprint are checked without it)."""
+    shapes, dtypes, ranges, order, names, and its shard's content hash against the shard's (a
+    sidecar without one, from an older build or written by hand, is refused: nothing ties it to
+    the shard it lies beside)."""
     path = sidecar_path(shard)
     try:
         with np.load(path, allow_pickle=False) as side:
@@ -57,14 +58,18 @@ def read_sidecar(shard: str | Path, shard_tokens: int) -> tuple[np.ndarray, np.n
                 raise SidecarError(f"{path}: not a domains sidecar (missing {', '.join(missing)})")
             starts, ids, names = side["starts"], side["domain_ids"], side["domain_names"]
             continues = side["continues"]
-            fingerprint = str(side["shard_fingerprint"]) if "shard_fingerprint" in side.files else None
+            fingerprint = str(side["shard_content"]) if "shard_content" in side.files else None
     except SidecarError:
         raise
     except Exception as e:  # a zip that is not one, truncated, pickled objects: numpy's many errors
         raise SidecarError(f"{path}: not a readable domains sidecar ({type(e).__name__}: {e})") from None
     # a link (the challenge's file names for the embedded corpus) is checked as the shard it names
-    if fingerprint is not None and fingerprint != shards_fingerprint([Path(shard).resolve()]):
-        raise SidecarError(f"{path}: written for another version of {Path(shard).name} (its fingerprint differs); "
+    if fingerprint is None:
+        raise SidecarError(f"{path}: holds no hash of its shard's content (an older data build's, or written by hand), "
+                           f"so nothing ties it to {Path(shard).name}; rebuild the data (make data) or write it with "
+                           f"curriculum.domains.write_sidecar")
+    if fingerprint != shard_content_hash(shard):
+        raise SidecarError(f"{path}: written for another version of {Path(shard).name} (its content hash differs); "
                            f"rebuild the data (make data)")
     if starts.ndim != 1 or ids.shape != starts.shape or not len(starts):
         raise SidecarError(f"{path}: starts and domain_ids must be 1-D of one length, got {starts.shape} and {ids.shape}")

@@ -134,16 +134,22 @@ class DifficultyIndex:
                 size = int.from_bytes(f.read(8), "little")
                 header = json.loads(f.read(size))
             file_size = path.stat().st_size
+            body = len(MAGIC) + 8 + size  # where the columns may begin
+            rows = header["rows"] if isinstance(header, dict) else None
+            if type(rows) is not int or rows < 0 or not isinstance(header.get("columns"), dict):
+                raise ValueError("rows must be a whole number >= 0 and columns a table")
             columns = {}
             for name, col in header["columns"].items():
                 dtype = np.dtype(col["dtype"])
+                if type(col["offset"]) is not int or col["offset"] < body:
+                    raise ValueError(f"column {name}'s offset {col['offset']!r} is not past the header's {body} bytes")
                 if col["offset"] + dtype.itemsize * header["rows"] > file_size:
                     raise IndexMismatch(f"{path}: column {name} runs past the end of the file (truncated?)")
                 columns[name] = np.memmap(path, dtype=dtype, mode="r", offset=col["offset"], shape=(header["rows"],))
         except OSError as e:
             raise IndexMismatch(f"{path}: cannot read the index ({e.strerror}); build it with {BUILD} "
                                 f"(or make index), the run's settings in the environment") from None
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             if isinstance(e, IndexMismatch):
                 raise
             raise IndexMismatch(f"{path}: a damaged index header ({e}); build it again with {BUILD}") from None

@@ -26,6 +26,13 @@ CHUNK_ROWS = 2048
 _WORKER: dict = {}
 
 
+def _init_pool_worker(*init):
+    """A pool's worker ignores Ctrl-C: the parent handles it, once, not a traceback per worker."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*init)
+
+
 def _init_worker(files, layout, vocab_size, tokenizer, signals, threads):
     import torch
     torch.set_num_threads(threads)
@@ -86,6 +93,11 @@ def build_index(files: list[Path], *, seq_len: int, align: str, doc_max: int, vo
         raise ValueError(f"--signals: {', '.join(unknown)} cannot be built here (allowed: "
                          f"{', '.join(TOKEN_SIGNALS + TEXT_SIGNALS)}; proxy_loss: python -m tools.proxy_loss)")
     shards = [read_shard(f) for f in files]
+    for f, tokens in zip(files, shards):  # a pass over each shard: seconds against the build's minutes
+        top = int(np.asarray(tokens).max()) if len(tokens) else 0
+        if top >= vocab_size:
+            raise DataError(f"{f}: holds token id {top}, not below --vocab-size={vocab_size} (VOCAB_SIZE): the shards "
+                            f"were written with a larger vocabulary")
     layout = RowLayout.build(shards, files, seq_len, align, doc_max)
     path = out or index_path(files, seq_len, align, doc_max)
     fp = fingerprint(files, seq_len, align, doc_max, vocab_size, tokenizer)
@@ -114,7 +126,7 @@ def build_index(files: list[Path], *, seq_len: int, align: str, doc_max: int, vo
 
     if processes > 1:
         import multiprocessing
-        with multiprocessing.get_context("fork").Pool(processes, _init_worker, init) as pool:
+        with multiprocessing.get_context("fork").Pool(processes, _init_pool_worker, init) as pool:
             for result in pool.imap(_score_chunk, bounds):
                 collect(result)
     else:  # in the caller's process: its torch thread count and _WORKER are put back after
@@ -169,8 +181,28 @@ def _settings(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_args(argv), problems
 
 
+def out_problems(out: str) -> list[str]:
+    """--out's problems, found before the build's minutes: a folder that is missing or not
+    writable, or a folder where the file belongs."""
+    if not out:
+        return []
+    path = Path(out)
+    if path.is_dir():
+        return [f"--out={out!r}: is a folder; name the index file (e.g. {path / 'train.cidx'})"]
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return [f"--out={out!r}: the folder {folder} does not exist"]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"--out={out!r}: the folder {folder} is not writable"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     import glob
+    import signal
+    # Ctrl-C and `kill -INT` stop the build even where the launching shell ignored SIGINT (a job
+    # started with `&` inherits it ignored, and Python leaves it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     a, problems = _settings(argv)
     signals = list(TOKEN_SIGNALS + TEXT_SIGNALS) if a.signals == "all" else [s.strip() for s in a.signals.split(",") if s.strip()]
     files = sorted(Path(f) for f in glob.glob(a.train_files))
@@ -182,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--processes={a.processes}: must be >= 1")
     if a.doc_max_tokens < 0:
         problems.append(f"--doc-max-tokens={a.doc_max_tokens}: must be >= 0")
+    if not 2 <= a.vocab_size <= 65536:
+        problems.append(f"--vocab-size={a.vocab_size} (VOCAB_SIZE): must be in [2, 65536] (shards hold uint16 tokens)")
+    problems += out_problems(a.out)
     if not signals:
         problems.append("--signals: none given")
     bad = [s for s in signals if s not in TOKEN_SIGNALS + TEXT_SIGNALS]
@@ -200,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"curriculum.index_build: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the index is written whole at the end, under a temporary name: nothing is left
+        print("curriculum.index_build: interrupted; no index was written", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk while writing it: write_atomic names the file and removed its temporary
+        print(f"curriculum.index_build: cannot write {e.filename}: {e.strerror}; no index was written", file=sys.stderr)
+        return 1
     print(f"index: {result['path']}: {result['rows']:,} rows of {a.seq_len + 1} tokens ({result['tokens']:,} tokens)")
     for s, rate in result["rates"].items():
         print(f"index: {s:<20} {rate / 1e6:8.2f} M tokens/s per process")

@@ -38,7 +38,7 @@ from .order import ProgressFeed
 from .read_ahead import Block, ReadAhead
 from .readers import DataError, DataExhausted, Mixture, open_reader
 from .selector import Selector, WindowStats
-from .shards import shard_token_count
+from .shards import ContentWatch, shard_token_count
 from .statistics import DataStatistics
 
 if TYPE_CHECKING:  # the plan opens the loader (curriculum/plan.py); the loader only reads it
@@ -119,6 +119,7 @@ class BatchSource:
             self.files = plan.shards()
             self.domain_index = DomainIndex.from_shards(self.files, [shard_token_count(f) for f in self.files], pending)
             self.domain_names = self.domain_index.names if self.domain_index else ()
+        self.watch = ContentWatch(self.files)  # checked by `summary`: no shard changed under the run
         # DATA_ORDER=curriculum draws micro-batch m at the progress of m - lag: the read-ahead is never further ahead
         self.index_order, self.feed = plan.index_order, ProgressFeed(lag=read_ahead + 1)
         self.schedule = None
@@ -298,6 +299,7 @@ class BatchSource:
         """{"data": totals for the run's summary} and, with phases, what each phase did, at the
         run's end `at`; the closing line waits in the next `drain_log`. Every rank calls it: the
         ranks' first rows are gathered here."""
+        self.watch.check()
         s, steps = self.statistics, at.step
         s.c.reader_cpu_ms, self._read_ahead.cpu_ms = self.reader_cpu_ms, 0.0
         carry = self.config.enabled and self.config.pool == "carry"

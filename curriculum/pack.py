@@ -107,15 +107,23 @@ def write_folder(target: Path, files: dict[str, str]) -> list[Path]:
     hidden name beside it and renamed once whole, so that a failure leaves no half-written folder."""
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it or choose another folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]  # made here, removed on failure
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         for name, text in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_text(text)
         os.chmod(staging, 0o755)  # a folder like any other once it is in place (mkdtemp makes it private)
         os.replace(staging, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # innermost first: a full disk leaves no empty folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return [target / name for name in files]

@@ -22,7 +22,7 @@ from torch import Tensor
 from .config import CurriculumConfig, Shape
 from .documents import RECORD_BUCKETS, PackedBatch, PieceSelector, pack_record_batch
 from .readers.documents import DocumentStream
-from .shards import DataError
+from .shards import ContentWatch, DataError
 
 if TYPE_CHECKING:  # the plan opens this source (curriculum/plan.py); the source only reads it
     from .plan import DataPlan
@@ -209,6 +209,7 @@ class PackedSource:
         self.batches = PackedBatches(plan.shards(), rank, shape.world_size, plan.vocab_size, seq_len, bucket, config,
                                      pin=self.device.type == "cuda")
         self.statistics = PackedStatistics(bucket)
+        self.watch = ContentWatch(plan.shards())  # checked by `summary`: no shard changed under the run
         self._last_state: dict | None = None
         self._progress = 0.0
         self.pending = [*first_lines, f"data: DATA_LAYOUT=packed: {self.tokens:,} tokens a micro-batch, documents cut "
@@ -232,6 +233,7 @@ class PackedSource:
         return lines
 
     def summary(self, at) -> dict:
+        self.watch.check()
         data = self.statistics.results(self.batches, self.config)
         steps = max(at.step, 1)
         return dict(data=data | dict(data_wait_ms_per_step=round(data["data_wait_ms"] / steps, 4),

@@ -90,6 +90,16 @@ class DataPlan:
         """Whether TRAIN_FILES is what the run reads (a phases file or MIX names its own datasets)."""
         return not self.phases and not self.mix.mode
 
+    def files_read(self, shape: Shape) -> list[Path]:
+        """Every training shard a run of `shape` reads: TRAIN_FILES's, MIX_DATASETS', or the
+        phases file's datasets' (after `problems` found none)."""
+        if self.phases:
+            phases = self.run_phases(shape)[0]
+            return [f for fs in phases.files for f in fs] if phases else []
+        if self.mix.mode:
+            return [f for fs in self.mixture().files for f in fs]
+        return self.shards()
+
     def mixture(self) -> Mixture:
         """MIX_DATASETS as a mixture weighted by the datasets' sizes in tokens (each wraps when used up)."""
         if self.opened.mixture is None:

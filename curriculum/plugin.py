@@ -246,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if not args.train_files or not glob.glob(args.train_files):
         problems.append(f"--train-files={args.train_files!r}: matches no shard (or set DATA_PATH)")
-    if (args.copy_to / "curriculum").exists():
+    existing = next((d for d in (args.copy_to, *args.copy_to.parents) if d.exists()), Path("."))
+    if not existing.is_dir():
+        problems.append(f"--copy-to={args.copy_to}: {existing} is a file; name a folder")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"--copy-to={args.copy_to}: {existing} is not writable")
+    elif (args.copy_to / "curriculum").exists():
         problems.append(f"--copy-to={args.copy_to}: {args.copy_to / 'curriculum'} exists; remove it or choose another")
     if problems:
         print("curriculum.plugin: " + "\n  ".join(problems), file=sys.stderr)
@@ -257,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CurriculumSettingsError, DataError, FileExistsError) as err:
         print(f"curriculum.plugin: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder, a full disk: nothing of the copy is left (pack.write_folder)
+        print(f"curriculum.plugin: --copy-to={args.copy_to}: cannot write {err.filename or args.copy_to}: "
+              f"{err.strerror or err}; nothing was copied", file=sys.stderr)
+        return 1
     for f in files:
         print(f"{f.stat().st_size:>8,}  {f}")
     print(f"{sum(f.stat().st_size for f in files):>8,}  bytes in {len(files)} files: add them to the script's Code size")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,19 +62,37 @@ def open_shard(path: str | Path) -> np.memmap:
 
 
 class ShardChanged(ShardFormatError):
-    """A shard that became shorter while a run read it."""
+    """A shard that became shorter, or whose content changed, while a run read it."""
+
+
+CHANGE_CHECK_SECONDS = 1.0  # how often a reader looks at its shard's time stamp
 
 
 class ShardTokens:
     """A shard's tokens read with `pread`, not memory-mapped: a shard truncated or replaced
     while a run reads it is a ShardChanged naming it, where a memory map would kill the process
-    with SIGBUS. Slicing (step 1) returns a fresh array; `np.asarray` reads it whole. Each read
-    is one system call on the read-ahead thread (about a microsecond per row: `make bench`'s loader)."""
+    with SIGBUS; so is one rewritten in place at the same size (its time stamp, looked at once a
+    second, moved and its content hash differs from the one taken at the open). Slicing (step 1)
+    returns a fresh array; `np.asarray` reads it whole. Each read is one system call on the
+    read-ahead thread (about a microsecond per row: `make bench`'s loader)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.n = shard_token_count(self.path)
         self.fd = os.open(self.path, os.O_RDONLY)
+        self.opened_as = stat_key(os.fstat(self.fd))
+        self.content = _content_hash(self.fd)
+        self.next_check = time.monotonic() + CHANGE_CHECK_SECONDS
+
+    def check_unchanged(self) -> None:
+        """Raise ShardChanged if the file was rewritten with other content since it was opened."""
+        now = stat_key(os.fstat(self.fd))
+        if now != self.opened_as:
+            if _content_hash(self.fd) != self.content:
+                raise ShardChanged(f"{self.path}: the shard's content changed while the run read it (rewritten at "
+                                   f"{time.strftime('%H:%M:%S', time.localtime(now[3] / 1e9))}, {now[2]:,} bytes); "
+                                   f"what it read before and after would not be one dataset")
+            self.opened_as = now  # touched, same content
 
     def __len__(self) -> int:
         return self.n
@@ -82,6 +101,9 @@ class ShardTokens:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise TypeError("ShardTokens: only contiguous slices")
         start, stop, _ = key.indices(self.n)
+        if time.monotonic() >= self.next_check:
+            self.check_unchanged()
+            self.next_check = time.monotonic() + CHANGE_CHECK_SECONDS
         want = max(stop - start, 0) * 2
         data = os.pread(self.fd, want, HEADER_BYTES + 2 * start) if want else b""
         if len(data) != want:
@@ -130,23 +152,66 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
     write_atomic(path, header.tobytes() + tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
 
 
-SAMPLE_BYTES = 1 << 20
+WHOLE_HASH_BYTES = 32 << 20   # a shard up to this size is hashed whole (every embedded shard is)
+EDGE_BYTES = 1 << 20          # beyond it: its first and last MiB,
+SAMPLE_BLOCKS = 64            # and this many blocks spread evenly between them, one at its middle,
+SAMPLE_BLOCK_BYTES = 64 << 10  # each this long: 6 MiB of a 200 MB FineWeb shard
+
+
+def stat_key(st: os.stat_result) -> tuple:
+    """What changes when a file is rewritten or replaced (a rewrite of the same size moves its time)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+_HASHED: dict[tuple, str] = {}  # stat_key -> content hash: each version of a file is hashed once a process
+
+
+def shard_content_hash(path: str | Path) -> str:
+    """A sha256 of a shard's content, not its name: the whole file up to WHOLE_HASH_BYTES; of a
+    larger one, its size, its first and last MiB and 64 blocks of 64 KiB spread evenly between
+    them (the middle one at the file's middle), so that opening 80 FineWeb shards reads 480 MiB,
+    not 16 GB (`make bench` measures it). A change that touches none of those blocks is missed
+    here; a change made while a run reads the shard is caught by its time stamp (ShardTokens)."""
+    with open(path, "rb") as f:
+        return _content_hash(f.fileno())
+
+
+def _content_hash(fd: int) -> str:
+    key = stat_key(os.fstat(fd))
+    if key in _HASHED:
+        return _HASHED[key]
+    digest = _hash_fd(fd, key[2])
+    # a file written in the last seconds may be written again within its clock's tick, at the
+    # same time stamp: its hash is not kept
+    if time.time_ns() - key[3] > 2_000_000_000:
+        _HASHED[key] = digest
+    return digest
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    h = hashlib.sha256(f"{size}\0".encode())
+    if size <= WHOLE_HASH_BYTES:
+        offset = 0
+        while chunk := os.pread(fd, 8 << 20, offset):
+            h.update(chunk)
+            offset += len(chunk)
+        return h.hexdigest()
+    inner = size - 2 * EDGE_BYTES - SAMPLE_BLOCK_BYTES
+    middle = [EDGE_BYTES + inner * i // (SAMPLE_BLOCKS - 1) for i in range(SAMPLE_BLOCKS)]
+    middle[SAMPLE_BLOCKS // 2] = (size - SAMPLE_BLOCK_BYTES) // 2  # the exact middle, where an edit is likeliest
+    for offset, length in [(0, EDGE_BYTES), *((m, SAMPLE_BLOCK_BYTES) for m in middle), (size - EDGE_BYTES, EDGE_BYTES)]:
+        h.update(os.pread(fd, length, offset))
+    return h.hexdigest()
 
 
 def shards_fingerprint(paths: list[str | Path]) -> str:
-    """A sha256 that tells one set of shards from another without reading all of it: each
-    shard's name and size, its header and its first and last MiB. Cheap enough to take at the
-    start of every run, even over the whole published training set."""
+    """A sha256 that tells one set of shards from another: each shard's name and content hash
+    (`shard_content_hash`). Cheap enough to take at the start of every run, even over the whole
+    published training set."""
     h = hashlib.sha256()
     for path in paths:
         path = Path(path)
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES + SAMPLE_BYTES)
-            f.seek(max(size - SAMPLE_BYTES, 0))
-            tail = f.read()
-        h.update(f"{path.name}\0{size}\0".encode())
-        h.update(hashlib.sha256(head).digest() + hashlib.sha256(tail).digest())
+        h.update(f"{path.name}\0{shard_content_hash(path)}\0".encode())
     return h.hexdigest()
 
 
@@ -171,3 +236,25 @@ def unigram_counts(paths: list[str | Path], vocab_size: int, max_tokens: int = 1
             counts += np.bincount(piece, minlength=vocab_size)[:vocab_size]
             counted += len(piece)
     return counts, counted
+
+
+class ContentWatch:
+    """The content hashes of the shards a run reads, taken when its data path opens and compared
+    when it ends: a shard rewritten or replaced under the run (even at the same size, even where
+    no reader looked at it again) ends the run before its artifact names data it did not read."""
+
+    def __init__(self, files: list[str | Path]):
+        self.hashes = {Path(f): shard_content_hash(f) for f in files}
+
+    def check(self) -> None:
+        changed = []
+        for path, digest in self.hashes.items():
+            try:
+                if shard_content_hash(path) != digest:
+                    changed.append(path)
+            except OSError:
+                changed.append(path)
+        if changed:
+            raise DataError(f"{changed[0]}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}: the training "
+                            f"shard's content changed during the run (its hash differs from the one taken at the start); "
+                            f"the weights were trained on data no summary could name, so none is written")

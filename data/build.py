@@ -388,6 +388,8 @@ def up_to_date(folders, fingerprint: str, tok_path: Path) -> bool:
                 path = folder / shard["file"]
                 if not path.exists() or path.stat().st_size != 1024 + 2 * shard["tokens"]:
                     return False
+                if sha256_file(path) != shard["sha256"]:  # its content, not only its size (a shard edited in place)
+                    return False
                 if "domains_sidecar" in shard and not (folder / shard["domains_sidecar"]).exists():
                     return False
     return True

@@ -3,6 +3,7 @@ that runs the real train_gpt.py in a process of its own (forked with torch alrea
 tests/preloaded.py, or through torchrun)."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -90,3 +91,10 @@ def run_trainer(env: dict, nproc: int = 0, timeout: int = 600, torchrun: bool = 
 
 def summary(env: dict) -> dict:
     return json.loads((Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def docs_files(dataset):
+    """The embedded corpus's docs domain's training shards."""
+    folder = next(f for name, f in dataset["folders"].items() if "_docs_" in name)
+    return sorted(Path(p) for p in glob.glob(str(Path(folder) / "*train_*.bin")))

@@ -25,3 +25,11 @@ def batch_source(files, *, seq_len: int, batch_seqs: int, rank: int = 0, world_s
         return BatchSource(plan, shape, device, rank, warm_up_steps=warm_up_steps, read_ahead=read_ahead,
                            mixture=mixture)
     return open_data_path(plan, shape, device, rank, warm_up_steps=warm_up_steps, read_ahead=read_ahead)
+
+
+def build_test_index(files, tmp_path, dataset, signals=("compression_ratio", "unigram_entropy"), seq_len=64, align="none",
+           processes=1, name="index.cidx"):
+    """A difficulty index of these shards, built in this process, without a progress line."""
+    from curriculum.index_build import build_index
+    return build_index(files, seq_len=seq_len, align=align, doc_max=0, vocab_size=1024, tokenizer=dataset["tokenizer"],
+                       signals=list(signals), processes=processes, out=tmp_path / name, progress=False)

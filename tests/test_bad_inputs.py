@@ -12,7 +12,10 @@ from tools import bad_inputs as probe
 SAMPLE = ("NUM_HEADS=0", "an index order with no index", "a mix without datasets",
           "sidecar starts out of order", "a phase after until_progress = 1", "compare: a .json that is a folder",
           "experiment: a NaN budget", "index: every bad argument", "a diverged run", "RANK beyond WORLD_SIZE",
-          "TRAIN_FILES matching the validation shard")
+          "TRAIN_FILES matching the validation shard", "a sidecar without its shard's hash",
+          "a shard edited at its size after its index", "index: --out in a missing folder",
+          "a copy of the validation shard among the training shards", "a model beyond ulimit -v",
+          "a phase beyond the memory check", "plugin: --copy-to on a full disk")
 
 
 @pytest.mark.parametrize("name", SAMPLE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,21 @@ def test_an_up_to_date_build_is_skipped(small_build):
     build(SMALL, out, log=lines.append)
     assert "up to date" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in mix.iterdir()} == before
+
+
+def test_a_shard_edited_in_place_at_its_size_is_rebuilt(small_build, tmp_path):
+    out, folders, _ = small_build
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    mix = next(copy / "datasets" / f.name for n, f in folders.items() if "_mix_" in n)
+    shard = sorted(mix.glob("*_train_*.bin"))[0]
+    original = shard.read_bytes()
+    edited = bytearray(original)
+    edited[len(edited) // 2] ^= 0xFF  # the middle of a token, the size unchanged
+    shard.write_bytes(bytes(edited))
+    lines = []
+    build(SMALL, copy, log=lines.append)
+    assert "up to date" not in lines[0] and shard.read_bytes() == original
 
 
 def test_no_document_is_in_both_splits_of_the_real_corpus(dataset):

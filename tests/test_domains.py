@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curriculum import DomainIndex, open_shard, write_shard
+from curriculum import DomainIndex, open_shard, shard_content_hash, write_shard
 from curriculum.domains import mix_text, sidecar_path, write_sidecar
 
 
@@ -77,8 +77,8 @@ def test_make_data_writes_sidecars_that_match_the_per_domain_datasets(dataset):
 def _raw_sidecar(shard, **fields):
     """A sidecar written by hand, as a damaged or foreign one would be."""
     base = dict(starts=np.asarray([0, 4], dtype=np.int64), domain_ids=np.asarray([0, 1], dtype=np.uint8),
-                domain_names=np.asarray(["docs", "prose"]), continues=False)
-    np.savez(sidecar_path(shard), **(base | fields))  # the name ends in .npz, so numpy keeps it
+                domain_names=np.asarray(["docs", "prose"]), continues=False, shard_content=shard_content_hash(shard))
+    np.savez(sidecar_path(shard), **{k: v for k, v in (base | fields).items() if v is not None})  # the name ends in .npz, so numpy keeps it
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -91,6 +91,7 @@ def _raw_sidecar(shard, **fields):
     ("names", "distinct and not empty"),
     ("shape", "1-D of one length"),
     ("shard_changed", "another version of"),
+    ("no_hash", "holds no hash of its shard's content"),
 ])
 def test_a_damaged_sidecar_is_named_with_what_is_wrong(tmp_path, damage, message):
     from curriculum.domains import SidecarError
@@ -114,6 +115,8 @@ def test_a_damaged_sidecar_is_named_with_what_is_wrong(tmp_path, damage, message
         _raw_sidecar(shard, domain_names=np.asarray(["docs", "docs"]))
     elif damage == "shape":
         _raw_sidecar(shard, domain_ids=np.asarray([0], dtype=np.uint8))
+    elif damage == "no_hash":  # a valid sidecar but for the hash: it could be any shard's
+        _raw_sidecar(shard, shard_content=None)
     elif damage == "shard_changed":
         write_sidecar(shard, np.asarray([0, 4]), np.asarray([0, 1]), ["docs", "prose"])
         write_shard(shard, np.arange(10, 20, dtype=np.uint16))

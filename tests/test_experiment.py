@@ -106,3 +106,57 @@ def test_the_progress_line_estimates_what_is_left_from_the_runs_so_far():
     assert progress_text(3.2, 0, 5) == "3s elapsed"
     assert progress_text(100, 2, 3) == "100s elapsed, about 2m 30s left for 3 runs"
     assert progress_text(61, 1, 1) == "61s elapsed, about 1m 01s left for 1 runs"
+
+
+def test_an_interrupted_or_unfinished_run_is_run_again_and_a_failed_one_kept(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(experiment.launch, "run_trainer", preloaded.run_like_launch)
+    for k in [k for k in __import__("os").environ if k.startswith("CURRICULUM")]:
+        monkeypatch.delenv(k)
+    config = tmp_path / "tiny.env"
+    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
+                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    argv = ["--arms", "baseline", "--seeds", "3", "--mode", "steps", "--steps", "2", "--val-every", "0",
+            "--config", str(config), "--out", str(tmp_path / "out")]
+    assert experiment.main(argv) == 0
+    (folder,) = (tmp_path / "out").iterdir()
+    logs = folder / "logs"
+    endings = {1337: "error: train_gpt.py: interrupted; the log is complete up to here",  # Ctrl-C
+               1338: "step:1/2 train_loss:6.9",                                             # kill -9: no last word
+               1339: "error: train_gpt.py: diverged at step 1"}                              # a real failure
+    for seed, last in endings.items():
+        (logs / f"baseline-seed{seed}.json").unlink()
+        (logs / f"baseline-seed{seed}.txt").write_text(f"settings...\n{last}\n")
+    capsys.readouterr()
+    assert experiment.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "baseline-seed1337: interrupted earlier, run again" in out
+    assert "baseline-seed1338: left unfinished earlier, run again" in out
+    assert "baseline-seed1339: failed earlier, kept as failed (train_gpt.py: diverged at step 1" in out
+    assert sorted(p.name for p in logs.glob("*.json")) == ["baseline-seed1337.json", "baseline-seed1338.json"]
+
+
+def test_ctrl_c_ends_the_experiment_in_one_line_and_the_run_in_its_own(dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.env"
+    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
+                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURRICULUM")}
+    p = subprocess.Popen([sys.executable, "-m", "tools.experiment", "--arms", "baseline", "--seeds", "1", "--mode",
+                          "steps", "--steps", "100000", "--val-every", "0", "--config", str(config), "--out",
+                          str(tmp_path / "out")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and not any("step:2/" in log.read_text() for log in
+                                             (tmp_path / "out").glob("*/logs/baseline-seed1337.txt")):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C: the experiment and its run alike
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "experiment: interrupted during baseline-seed1337" in err
+    (log,) = (tmp_path / "out").glob("*/logs/baseline-seed1337.txt")
+    assert experiment.last_error(log).startswith("train_gpt.py: interrupted")

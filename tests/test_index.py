@@ -1,38 +1,23 @@
-"""The difficulty index: its rows, its file, its fingerprint and the command that builds it."""
+"""curriculum/index.py: the difficulty index's rows, its file, its fingerprint and its lookup (the build and
+its command: tests/test_index_build.py)."""
 from __future__ import annotations
 
-import glob
-import os
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import preloaded
-
-from curriculum.index import (DifficultyIndex, IndexMismatch, RowLayout, add_scores, fingerprint,
+from curriculum.index import (MAGIC, DifficultyIndex, IndexMismatch, RowLayout, fingerprint,
                               index_path, open_checked)
 from curriculum.config import CurriculumConfig, OrderConfig
-from curriculum.index_build import build_index
 from curriculum.plan import DataPlan, Shape
 from curriculum.readers.aligned import AlignedRows
 from curriculum.readers.shuffled import ShuffledRows
 from curriculum.shards import open_shard, write_shard
-from curriculum.signals import TEXT_SIGNALS, TOKEN_SIGNALS
+from sources import build_test_index as _build
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def docs_files(dataset):
-    folder = next(f for name, f in dataset["folders"].items() if "_docs_" in name)
-    return sorted(Path(p) for p in glob.glob(str(Path(folder) / "*train_*.bin")))
-
-
-def _build(files, tmp_path, dataset, signals=("compression_ratio", "unigram_entropy"), seq_len=64, align="none",
-           processes=1, name="index.cidx"):
-    return build_index(files, seq_len=seq_len, align=align, doc_max=0, vocab_size=1024, tokenizer=dataset["tokenizer"],
-                       signals=list(signals), processes=processes, out=tmp_path / name, progress=False)
 
 
 def test_the_rows_are_the_shuffled_slots_and_the_aligned_table(docs_files):
@@ -68,44 +53,6 @@ def test_the_file_round_trips_every_column_memory_mapped(docs_files, tmp_path, d
     assert result["path"].stat().st_size < layout.rows * (8 + 2 * 4) + 4096
 
 
-def test_a_build_in_the_callers_process_leaves_its_torch_threads_as_they_were(docs_files, tmp_path, dataset):
-    """The build scores on every core, and then gives the caller back its own thread count: a
-    test that built an index once left its pytest worker on two spinning threads, and the rest of
-    that worker's tests ran up to 70 times slower beside the other worker (2-core Xeon)."""
-    import torch
-    from curriculum import index_build
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads((os.cpu_count() or 1) + 1)  # not what the build sets for itself
-        _build(docs_files, tmp_path, dataset)
-        assert torch.get_num_threads() == (os.cpu_count() or 1) + 1
-        assert not index_build._WORKER  # nor keeps the shards it read
-    finally:
-        torch.set_num_threads(threads)
-
-
-def test_several_processes_build_the_same_scores(docs_files, tmp_path, dataset):
-    one = DifficultyIndex.open(_build(docs_files, tmp_path, dataset, name="one.cidx")["path"])
-    two = DifficultyIndex.open(_build(docs_files, tmp_path, dataset, processes=2, name="two.cidx")["path"])
-    for s in one.signals:
-        assert np.array_equal(one.columns[s], two.columns[s]), s
-
-
-def test_a_rebuild_of_some_signals_keeps_the_others_and_add_scores_adds_one(docs_files, tmp_path, dataset):
-    path = _build(docs_files, tmp_path, dataset)["path"]
-    before = np.array(DifficultyIndex.open(path).columns["compression_ratio"])
-    _build(docs_files, tmp_path, dataset, signals=("random",))
-    index = DifficultyIndex.open(path)
-    assert index.signals == ["compression_ratio", "random", "unigram_entropy"]
-    assert np.array_equal(index.columns["compression_ratio"], before)
-    add_scores(path, "proxy_loss", np.arange(index.rows, dtype=np.float32), dict(signal="proxy_loss", steps=7))
-    index = DifficultyIndex.open(path)
-    assert index.parameters("proxy_loss")["steps"] == 7 and index.columns["proxy_loss"][5] == 5
-    assert np.array_equal(index.columns["compression_ratio"], before)
-    with pytest.raises(ValueError, match="scores for"):
-        add_scores(path, "proxy_loss", np.zeros(3, dtype=np.float32), {})
-
-
 def test_a_run_whose_data_differs_is_told_everything_that_differs(docs_files, tmp_path, dataset):
     path = _build(docs_files, tmp_path, dataset)["path"]
     ok = fingerprint(docs_files, 64, "none", 0, 1024, dataset["tokenizer"])
@@ -131,40 +78,50 @@ def test_a_run_whose_data_differs_is_told_everything_that_differs(docs_files, tm
     assert "sequential" in spans.problems(Shape(64, 1024))[0]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "header"])
-def test_a_damaged_index_is_named_not_a_traceback(docs_files, tmp_path, dataset, damage):
+def test_an_index_is_refused_once_a_shard_changes_in_its_middle_at_its_size(docs_files, tmp_path, dataset):
+    copy = tmp_path / "x_train_000000.bin"
+    tokens = open_shard(docs_files[0]).copy()
+    write_shard(copy, tokens)
+    path = _build([copy], tmp_path, dataset, signals=("unigram_entropy",))["path"]
+    open_checked([copy], 64, "none", 0, 1024, dataset["tokenizer"], "unigram_entropy", str(path))
+    tokens[len(tokens) // 2] = (tokens[len(tokens) // 2] + 1) % 1024
+    write_shard(copy, tokens)
+    with pytest.raises(IndexMismatch, match="the training shards"):
+        open_checked([copy], 64, "none", 0, 1024, dataset["tokenizer"], "unigram_entropy", str(path))
+
+
+def _edit_header(raw: bytes, edit) -> bytes:
+    """The index with its JSON header changed by `edit(header)`, the columns' bytes after it."""
+    size = int.from_bytes(raw[len(MAGIC):len(MAGIC) + 8], "little")
+    header = json.loads(raw[len(MAGIC) + 8:len(MAGIC) + 8 + size])
+    edit(header)
+    text = json.dumps(header).encode()
+    return MAGIC + len(text).to_bytes(8, "little") + text + raw[len(MAGIC) + 8 + size:]
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("garbage", "not a curriculum index"), ("truncated", "truncated"), ("header", "a damaged index header"),
+    ("negative offset", "offset -64 is not past the header"), ("offset past the end", "runs past the end"),
+    ("negative rows", "rows must be a whole number"), ("columns a list", "columns a table")])
+def test_a_damaged_index_is_named_not_a_traceback(docs_files, tmp_path, dataset, damage, says):
     path = _build(docs_files, tmp_path, dataset)["path"]
     raw = path.read_bytes()
-    path.write_bytes({"garbage": b"\x00\x01" * 100, "truncated": raw[:len(raw) // 2],
-                      "header": raw[:40] + b"}{" + raw[42:]}[damage])
-    with pytest.raises(IndexMismatch, match=str(path)):
+    first = lambda h: next(iter(h["columns"].values()))
+    path.write_bytes({"garbage": lambda: b"\x00\x01" * 100, "truncated": lambda: raw[:len(raw) // 2],
+                      "header": lambda: raw[:40] + b"}{" + raw[42:],
+                      "negative offset": lambda: _edit_header(raw, lambda h: first(h).update(offset=-64)),
+                      "offset past the end": lambda: _edit_header(raw, lambda h: first(h).update(offset=len(raw))),
+                      "negative rows": lambda: _edit_header(raw, lambda h: h.update(rows=-3)),
+                      "columns a list": lambda: _edit_header(raw, lambda h: h.update(columns=[1, 2])),
+                      }[damage]())
+    with pytest.raises(IndexMismatch, match=str(path)) as err:
         DifficultyIndex.open(path)
+    assert says in str(err.value)
 
 
 def test_the_default_path_lies_beside_the_first_shard(docs_files):
     assert index_path(docs_files, 256, "none", 0) == docs_files[0].parent / "curriculum_index_seq256_none.cidx"
     assert index_path(docs_files, 256, "bos", 300).name == "curriculum_index_seq256_bos_doc300.cidx"
-
-
-def test_the_command_builds_every_signal_and_prints_the_rates(docs_files, tmp_path, dataset):
-    out = tmp_path / "cli.cidx"
-    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index_build", timeout=300, args=(
-        "--train-files", str(docs_files[0]), "--tokenizer", dataset["tokenizer"], "--seq-len", "128", "--processes", "2",
-        "--out", str(out)))
-    assert done.returncode == 0, done.stderr
-    assert DifficultyIndex.open(out).signals == sorted(TOKEN_SIGNALS + TEXT_SIGNALS)
-    for s in TOKEN_SIGNALS + TEXT_SIGNALS:
-        assert f"index: {s}" in done.stdout and "M tokens/s" in done.stdout
-    assert "ETA" in done.stderr and "100.0%" in done.stderr
-
-
-def test_the_command_reports_every_bad_argument_at_once(tmp_path):
-    done = preloaded.run(dict(os.environ), ROOT, module="curriculum.index_build", timeout=60, args=(
-        "--train-files", str(tmp_path / "none*.bin"), "--seq-len", "0", "--processes", "0",
-        "--signals", "entropy,proxy_loss", "--tokenizer", str(tmp_path / "missing.model")))
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    for part in ("--train-files", "--seq-len=0", "--processes=0", "entropy, proxy_loss", "tools.proxy_loss"):
-        assert part in done.stderr, part
 
 
 def test_rows_the_index_does_not_hold_are_an_error_naming_the_position(docs_files, tmp_path, dataset):
@@ -183,12 +140,3 @@ def test_a_training_set_too_short_for_one_row_has_an_empty_index(tmp_path, datas
     result = _build([shard], tmp_path, dataset, seq_len=64)
     assert result["rows"] == 0
     assert DifficultyIndex.open(result["path"]).rows == 0
-
-
-def test_a_bad_trainer_variable_is_named_with_the_other_problems_not_a_traceback(monkeypatch, capsys):
-    from curriculum.index_build import main
-    monkeypatch.setenv("VOCAB_SIZE", "abc")
-    monkeypatch.setenv("TRAIN_SEQ_LEN", "1.5")
-    assert main(["--train-files", "/nowhere/*.bin"]) == 2
-    err = capsys.readouterr().err
-    assert "VOCAB_SIZE='abc': must be a whole number" in err and "TRAIN_SEQ_LEN='1.5'" in err and "/nowhere" in err

@@ -62,3 +62,7 @@ def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(UnicodeEncodeError):  # the second file cannot be written: nothing of the folder stays
         write_folder(broken, {"a.py": "ok\n", "b.py": "\udc80"})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["submission"]
+    deep = tmp_path / "new" / "deeper" / "broken"  # folders made for it are removed with it
+    with pytest.raises(UnicodeEncodeError):
+        write_folder(deep, {"a.py": "ok\n", "b.py": "\udc80"})
+    assert not (tmp_path / "new").exists()

@@ -937,7 +937,7 @@ def test_training_shards_that_are_the_validation_split_are_refused(dataset, tmp_
     env = trainer_env(dataset, tmp_path, TRAIN_FILES=dataset["data_path"] + "/*.bin")
     out = run_trainer(env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "which VAL_FILES=" in out.stderr and "must not train on the split it is scored on" in out.stderr
+    assert "which VAL_FILES=" in out.stderr and "must not train on a split it is scored on" in out.stderr
 
 
 def test_a_run_id_whose_logs_exist_is_refused_unless_overwrite(dataset, tmp_path):

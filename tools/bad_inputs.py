@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curriculum.domains import sidecar_path, write_sidecar  # noqa: E402
-from curriculum.shards import open_shard, write_shard  # noqa: E402
+from curriculum.shards import HEADER_BYTES, open_shard, shard_content_hash, write_shard  # noqa: E402
 
 DATA = ROOT / "data" / "datasets"
 TOKENIZER = ROOT / "data" / "tokenizers" / "embedded_sp1024.model"
@@ -133,8 +133,9 @@ def raw_sidecar(**fields):
         for s in shards:
             write_sidecar(s, np.asarray([0, 10]), np.asarray([0, 1]), ["docs", "prose"])
         base = dict(starts=np.asarray([0, 10]), domain_ids=np.asarray([0, 1], dtype=np.uint8),
-                    domain_names=np.asarray(["docs", "prose"]), continues=False)
-        np.savez(sidecar_path(shards[0]), **(base | fields))
+                    domain_names=np.asarray(["docs", "prose"]), continues=False,
+                    shard_content=shard_content_hash(shards[0]))
+        np.savez(sidecar_path(shards[0]), **{k: v for k, v in (base | fields).items() if v is not None})
     return damage
 
 
@@ -200,6 +201,70 @@ def damaged_checkpoint(flip: bool):
     return go
 
 
+def build_index(folder: Path, files: str, *more: str, env: dict | None = None) -> Outcome:
+    return run([sys.executable, "-m", "curriculum.index_build", "--train-files", files, "--tokenizer", str(TOKENIZER),
+                "--seq-len", "64", "--signals", "random", "--processes", "1", *more], dict(os.environ) | (env or {}))
+
+
+def shard_edited_after_its_index(folder: Path) -> Outcome:
+    """An index built over our shards, then a token in the middle of the first changed, the size kept."""
+    shards = small_shards(folder)
+    index = folder / "i.cidx"
+    built = build_index(folder, str(folder / "shards" / "p_train_*.bin"), "--out", str(index))
+    if built.rc != 0:
+        return built
+    with open(shards[0], "r+b") as f:
+        f.seek(shards[0].stat().st_size // 4 * 2)  # a token's first byte, in the middle
+        f.write(b"\x05\x00")
+    return trainer(TRAIN_FILES=str(folder / "shards" / "p_train_*.bin"), DATA_ORDER="curriculum", ORDER_SCORE="random",
+                   ORDER_INDEX=str(index))(folder)
+
+
+def index_header_edited(folder: Path) -> Outcome:
+    """An index whose first column's offset is made negative in its JSON header."""
+    index = folder / "i.cidx"
+    built = build_index(folder, str(small_shards(folder)[0]), "--out", str(index))
+    if built.rc != 0:
+        return built
+    raw = index.read_bytes()
+    magic_end = raw.index(b"\n") + 1
+    size = int.from_bytes(raw[magic_end:magic_end + 8], "little")
+    header = json.loads(raw[magic_end + 8:magic_end + 8 + size])
+    next(iter(header["columns"].values()))["offset"] = -64
+    text = json.dumps(header).encode()
+    index.write_bytes(raw[:magic_end] + len(text).to_bytes(8, "little") + text + raw[magic_end + 8 + size:])
+    return trainer(TRAIN_FILES=str(folder / "shards" / "p_train_*.bin"), DATA_ORDER="curriculum", ORDER_SCORE="random",
+                   ORDER_INDEX=str(index))(folder)
+
+
+def validation_copy_in_training(folder: Path) -> Outcome:
+    """The validation shard copied under a training name beside real training shards."""
+    shards = small_shards(folder)
+    val = sorted((DATA / "embedded_mix_sp1024").glob("*val_*.bin"))[0]
+    (folder / "shards" / "p_train_000009.bin").write_bytes(val.read_bytes())
+    return trainer(TRAIN_FILES=str(shards[0].parent / "p_train_*.bin"))(folder)
+
+
+def address_space(limit_bytes: int):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, resource.RLIM_INFINITY))
+    return limit
+
+
+def model_beyond_ulimit(folder: Path) -> Outcome:
+    return run([sys.executable, str(ROOT / "train_gpt.py")], trainer_env(folder, NUM_LAYERS="4000", MODEL_DIM="128"),
+               preexec=address_space(4 * 2**30))
+
+
+def copy_to_full_disk(folder: Path) -> Outcome:
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+    env = trainer_env(folder) | dict(TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="2048")
+    return run([sys.executable, "-m", "curriculum.plugin", "--copy-to", str(folder / "new" / "submission")], env,
+               preexec=limit)
+
+
 def compare_folder(make):
     def go(folder: Path) -> Outcome:
         runs = folder / "runs"
@@ -220,6 +285,54 @@ def write(folder: Path, name: str, value) -> None:
 
 
 # ------------------------------------------------------------------------------- faults
+
+def ctrl_c(p: subprocess.Popen, t0: float, timeout: float, said: str = "") -> Outcome:
+    """A terminal's Ctrl-C to the process group `p` leads (its workers and runs too); then how it ends."""
+    os.killpg(p.pid, signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return Outcome(None, "", time.perf_counter() - t0)
+    return Outcome(p.returncode, out + said + err, time.perf_counter() - t0)
+
+
+def index_build_interrupted(folder: Path) -> Outcome:
+    """Ctrl-C to the index build's process group (the workers too) once its first progress line is out."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "curriculum.index_build", "--train-files",
+                          str(DATA / "embedded_mix_sp1024" / "*train_*.bin"), "--tokenizer", str(TOKENIZER), "--seq-len",
+                          "16", "--processes", "2", "--out", str(folder / "i.cidx")], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = p.stderr.readline()  # the workers are scoring
+    return ctrl_c(p, t0, 60, first)
+
+
+def shard_rewritten_under_the_run(folder: Path) -> Outcome:
+    """A token in the middle of the only training shard changed while the run reads it, the size kept."""
+    shard = small_shards(folder, n=1, tokens=400_000)[0]
+
+    def rewrite(_):
+        with open(shard, "r+b") as f:
+            f.seek(HEADER_BYTES + 400_000)
+            f.write(b"\x05\x00")
+    return during_a_run(folder, rewrite, wait_s=120, TRAIN_FILES=str(shard), DATA_ORDER="shuffled")
+
+
+def experiment_interrupted(folder: Path) -> Outcome:
+    """Ctrl-C to tools.experiment's process group (its run too) at the run's second step."""
+    config = folder / "tiny.env"
+    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()))
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "tools.experiment", "--arms", "baseline", "--seeds", "1", "--mode", "steps",
+                          "--steps", "100000", "--val-every", "0", "--config", str(config), "--out", str(folder / "e")],
+                         cwd=ROOT, env=trainer_env(folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    while time.perf_counter() - t0 < 120 and not any("step:2/" in log.read_text() for log in
+                                                     (folder / "e").glob("*/logs/*.txt")):
+        time.sleep(0.2)
+    return ctrl_c(p, t0, 120)
+
 
 def during_a_run(folder: Path, act, wait_s: float = 60, **settings) -> Outcome:
     """A long training run; once its log shows step 2, `act(process)`; then how it ends."""
@@ -382,6 +495,30 @@ CASES = [
          fast=False),
     Case("a rank killed", "fault", peer_gone(signal.SIGKILL), ("lost the other ranks: rank 1",), (3,), fast=False),
     Case("a full disk (a file-size limit)", "fault", full_disk, ("probe", "cannot write"), (1,), fast=False),
+    Case("a sidecar without its shard's hash", "sidecar", with_shards(raw_sidecar(shard_content=None)),
+         ("p_train_000000.domains.npz", "holds no hash of its shard's content")),
+    Case("a shard edited at its size after its index", "index", shard_edited_after_its_index,
+         ("i.cidx", "the training shards")),
+    Case("an index header with a negative offset", "index", index_header_edited, ("i.cidx", "offset -64")),
+    Case("index: --out in a missing folder", "index", tool("curriculum.index_build", "--train-files",
+         str(DATA / "embedded_docs_sp1024" / "*train_*.bin"), "--out", "{folder}/missing/i.cidx"),
+         ("--out=", "does not exist")),
+    Case("index: a VOCAB_SIZE below the shards' tokens", "index", lambda f: build_index(
+         f, str(DATA / "embedded_docs_sp1024" / "*train_000000.bin"), "--out", str(f / "i.cidx"), env=dict(VOCAB_SIZE="50")),
+         ("holds token id", "--vocab-size=50")),
+    Case("a copy of the validation shard among the training shards", "splits", validation_copy_in_training,
+         ("p_train_000009.bin (a copy of", "a split it is scored on")),
+    Case("a model beyond ulimit -v", "memory", model_beyond_ulimit, ("NUM_LAYERS=4000", "ulimit -v")),
+    Case("a phase beyond the memory check", "memory", phases_file(
+         '[datasets.d]\nfiles = "{data}/embedded_docs_sp1024/*train_*.bin"\n[[phase]]\nname = "huge"\n'
+         'seq_len = 4194304\nbatch_tokens = 16777216\nmixture = {{ d = 1.0 }}\n'), ("phase 1 (huge)", "GiB")),
+    Case("plugin: --copy-to on a full disk", "plugin", copy_to_full_disk, ("--copy-to=", "cannot write"), (1,)),
+    Case("Ctrl-C during the index build", "fault", index_build_interrupted, ("interrupted; no index was written",),
+         (130,), fast=False),
+    Case("a shard rewritten at its size under the run", "fault", shard_rewritten_under_the_run,
+         ("p_train_000000.bin", "content changed"), fast=False),
+    Case("Ctrl-C under tools.experiment", "fault", experiment_interrupted, ("interrupted during baseline-seed1337",),
+         (130,), fast=False),
 ]
 
 

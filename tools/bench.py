@@ -807,6 +807,49 @@ def bench_shard_reads(s: tg.Settings, reps: int = 6, takes: int = 400) -> dict:
     return {k: statistics.median(v) for k, v in ms.items()}
 
 
+def dropped_from_cache(paths: list[Path]) -> None:
+    """Ask the kernel to forget the files' cached pages, so that the next read is from the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a page not yet written to the disk is not dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def hash_seconds(paths: list[Path], cold: bool, reps: int = 3) -> float:
+    """Median seconds to hash the shards' content, each time afresh (the per-process cache cleared)."""
+    from curriculum import shards
+    times = []
+    for _ in range(reps):
+        shards._HASHED.clear()
+        if cold:
+            dropped_from_cache(paths)
+        t0 = time.perf_counter()
+        for path in paths:
+            shards.shard_content_hash(path)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_content_hash(s: tg.Settings, fineweb_tokens: int = 100_000_000) -> dict:
+    """What the content hash costs where a run, the index and the overlap check take it: the
+    embedded training shards (hashed whole), and one shard of FineWeb's size (sampled) projected
+    to the 80 of the published training set."""
+    from curriculum.shards import write_shard
+    embedded = train_files(s)
+    out = dict(embedded_shards=len(embedded), embedded_bytes=sum(p.stat().st_size for p in embedded))
+    out.update(embedded_cold_s=hash_seconds(embedded, True), embedded_warm_s=hash_seconds(embedded, False))
+    with tempfile.TemporaryDirectory(prefix="bench_hash_") as tmp:
+        big = Path(tmp) / "fineweb_size_train_000000.bin"
+        write_shard(big, np.resize(np.asarray(open_shard(embedded[0])), fineweb_tokens))
+        out.update(fineweb_shard_bytes=big.stat().st_size, fineweb_shard_cold_s=hash_seconds([big], True),
+                   fineweb_shard_warm_s=hash_seconds([big], False))
+    out.update(fineweb_80_cold_s=80 * out["fineweb_shard_cold_s"], fineweb_80_warm_s=80 * out["fineweb_shard_warm_s"])
+    return out
+
+
 def index_section(env: dict, s: tg.Settings, report: dict) -> None:
     print(f"== the difficulty index over the embedded corpus ({s.train_seq_len + 1}-token rows), build rate per signal "
           f"(goal: the SCORES signals >= 100M tokens/s on 2 cores, the text signals >= 5M per process)")
@@ -825,6 +868,14 @@ def index_section(env: dict, s: tg.Settings, report: dict) -> None:
     print(f"== shards read with pread (a shard cut under a run is an error, not SIGBUS) against a memory map: "
           f"{reads['pread']:.3f} against {reads['memory map']:.3f} ms per shuffled micro-batch of "
           f"{s.micro_batch_seqs} rows, on the read-ahead thread (median of 6 alternating blocks)")
+    h = report["content_hash"] = bench_content_hash(s)
+    print(f"== the shards' content hash (index, sidecars, summary, the train/validation check; median of 3, the page "
+          f"cache dropped for cold)")
+    print(f"  the embedded training set: {h['embedded_shards']} shards, {h['embedded_bytes'] / 2**20:.0f} MiB hashed "
+          f"whole: {h['embedded_cold_s'] * 1000:.0f} ms cold, {h['embedded_warm_s'] * 1000:.0f} ms warm")
+    print(f"  one shard of FineWeb's size ({h['fineweb_shard_bytes'] / 1e6:.0f} MB, 6 MiB sampled): "
+          f"{h['fineweb_shard_cold_s'] * 1000:.1f} ms cold, {h['fineweb_shard_warm_s'] * 1000:.1f} ms warm; "
+          f"80 shards: {h['fineweb_80_cold_s']:.2f} s cold, {h['fineweb_80_warm_s']:.2f} s warm (once a process)")
 
 
 def bench_mix_work(s: tg.Settings, micro_batches: int = 4000, repeats: int = 5) -> dict:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -133,14 +134,24 @@ def main(argv=None) -> int:
         if (logs / f"{run_id}.json").exists():
             print(f"{head} done earlier, kept", flush=True)
             continue
-        if (logs / f"{run_id}.txt").exists():
-            print(f"{head} crashed earlier, kept as crashed (delete {logs / run_id}.txt to run it again)", flush=True)
+        earlier = logs / f"{run_id}.txt"
+        ended = last_error(earlier)
+        if ended and "interrupted" not in ended:
+            print(f"{head} failed earlier, kept as failed ({ended[:200]}; delete {earlier} to run it again)", flush=True)
             failed.append(run_id)
             continue
         env = base | arms[arm] | budget | dict(SEED=str(seed), RUN_ID=run_id, LOG_DIR=str(logs),
                                                 VAL_LOSS_EVERY=str(args.val_every))
+        if earlier.exists():  # interrupted, or stopped before it could say why: run again from the start
+            env["OVERWRITE"] = "1"
+            print(f"{head} {'interrupted' if ended else 'left unfinished'} earlier, run again", flush=True)
         print(f"{head} training ({progress_text(time.time() - t0, ran, len(plan) - k + 1)})", flush=True)
-        out = launch.run_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            out = launch.run_trainer(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except KeyboardInterrupt:  # the run ended in its own line (tools/launch.py); this one says what is kept
+            print(f"experiment: interrupted during {run_id}; the same command goes on from there (the {k - 1} runs "
+                  f"before it are kept, {run_id} runs again)", file=sys.stderr, flush=True)
+            return 130
         ran += 1
         if out.returncode:
             failed.append(run_id)
@@ -152,6 +163,15 @@ def main(argv=None) -> int:
     return status or (1 if failed else 0)
 
 
+def last_error(log: Path) -> str:
+    """The error line a run's log ends with (train_gpt.py writes one on every way out it sees), or ''."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return lines[-1][len("error: "):] if lines and lines[-1].startswith("error: ") else ""
+
+
 def progress_text(elapsed_s: float, ran: int, left: int) -> str:
     """'95s elapsed, about 4m 45s left': the runs left at the mean time of those run so far."""
     if not ran:
@@ -161,4 +181,9 @@ def progress_text(elapsed_s: float, ran: int, left: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a shell started it with SIGINT ignored
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("experiment: interrupted; the same command goes on from where it stopped", file=sys.stderr)
+        sys.exit(130)

@@ -68,7 +68,8 @@ def release_run_name() -> None:
 
 def say_and_log(line: str) -> None:
     """The one line that ends a failed run: on stderr, and as the last line of its log when it began one."""
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")  # one write: the lines of ranks sharing a terminal do not run together
+    sys.stderr.flush()
     for path in LOG_PATH:
         try:
             with open(path, "a") as f:

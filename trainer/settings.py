@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from curriculum import CurriculumConfig, DataPlan, Shape, ShardFormatError, read_data_plan, shard_token_count
+from curriculum import (CurriculumConfig, DataPlan, Shape, ShardFormatError, read_data_plan,
+                        shard_content_hash, shard_token_count)
 from curriculum.config import (CURRICULUM_PHASES, CURRICULUM_SETTINGS, DATA_ALIGN, DATA_LAYOUT, DATA_ORDER, DOC_MAX_TOKENS,
                                MIX_SETTINGS, ORDER_SETTINGS, SEED, MixConfig, OrderConfig,
                                micro_batch_seqs)
 from curriculum.environment import EnvReader, Setting
 from trainer.attention import KERNELS
-
-EVAL_LOGITS_LIMIT = 8 * 2**30  # bytes of fp32 logits one evaluation pass may hold
+from trainer.memory import LOGITS_LIMIT, memory_problems, usable_bytes
 
 
 class SettingsError(Exception):
@@ -245,6 +245,52 @@ def parse_settings(environ) -> tuple[Settings, list[str]]:
     return s, e.errors + e.ignored(SETTINGS)  # a value that would be ignored is refused with the rest
 
 
+def same_shards(ours: list[str | Path], theirs: list[str | Path]) -> list[tuple[Path, Path]]:
+    """The pairs (one of ours, one of theirs) that are one shard: the same file, or two files of
+    the same size and content hash (a copy). Only files of equal size are hashed, so two sets that
+    share nothing cost a `stat` each."""
+    def identity(path):
+        try:
+            return os.path.realpath(path), os.stat(path).st_size
+        except OSError:
+            return os.path.realpath(path), -1
+    theirs_by_size: dict[int, list[tuple[Path, str]]] = {}
+    for path in theirs:
+        real, size = identity(path)
+        theirs_by_size.setdefault(size, []).append((Path(path), real))
+    pairs = []
+    for path in ours:
+        real, size = identity(path)
+        for other, other_real in theirs_by_size.get(size, []) if size >= 0 else []:
+            if real == other_real or shard_content_hash(path) == shard_content_hash(other):
+                pairs.append((Path(path), other))
+                break
+    return pairs
+
+
+def check_memory(s: Settings, errors: list[str]) -> list[str]:
+    """The model and every micro-batch shape (the run's, each phase's) against the memory this
+    process may use (trainer/memory.py), where the settings they depend on are valid."""
+    if (min(s.num_heads, s.num_kv_heads, s.micro_batch_seqs) < 1 or s.model_dim % s.num_heads
+            or any(e.startswith(("NUM_", "MODEL_DIM", "TRAIN_BATCH_TOKENS", "WORLD_SIZE")) for e in errors)):
+        return []
+    shapes = [(f"TRAIN_SEQ_LEN={s.train_seq_len}, TRAIN_BATCH_TOKENS={s.train_batch_tokens}", s.train_seq_len,
+               s.micro_batch_seqs)]
+    phases = s.data.run_phases(s.shape)[0] if s.data.phases else None
+    for i, st in enumerate(phases.stages if phases else (), 1):
+        shapes.append((f"CURRICULUM_PHASES: phase {i} ({st.name}): seq_len={st.seq_len}, batch_tokens={st.batch_tokens}",
+                       st.seq_len, st.micro_batch_seqs))
+    on_gpu = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        usable = (torch.cuda.get_device_properties(0).total_memory, "the GPU's memory")
+    else:  # the ranks of one machine share its memory
+        usable = usable_bytes()
+        raw = os.environ.get("LOCAL_WORLD_SIZE", "1")
+        local = max(int(raw), 1) if raw.isdigit() else 1
+        usable = usable and (usable[0] // local, usable[1] + (f", shared by {local} ranks" if local > 1 else ""))
+    return memory_problems(s, shapes, usable)
+
+
 def check_settings(s: Settings) -> list[str]:
     """Rules between settings and against the files on disk (no model, no data read); the data
     path's are its plan's (curriculum/plan.py), each file opened once there."""
@@ -305,17 +351,27 @@ def check_settings(s: Settings) -> list[str]:
         errors.append(f"VAL_BYTES_FILES={s.val_bytes_files!r}: {tokens['VAL_BYTES_FILES']:,} byte counts for the "
                       f"{tokens.get('VAL_FILES', 0):,} validation tokens of VAL_FILES={s.val_files!r}: a sidecar holds "
                       f"one count per token")
-    errors += s.data.problems(s.shape)
-    scored = {os.path.realpath(f) for f in validation_shards(s.val_files)}
-    both = sorted(str(f) for f in s.data.shards() if os.path.realpath(f) in scored)
-    if both:  # a run never trains on the split it scores
-        errors.append(f"TRAIN_FILES={s.train_files!r}: matches {', '.join(both[:3])}"
-                      f"{f' and {len(both) - 3} more' if len(both) > 3 else ''}, which VAL_FILES={s.val_files!r} "
-                      f"scores; a run must not train on the split it is scored on")
+    data_problems = s.data.problems(s.shape)
+    errors += data_problems
+    # a run never trains on a split it scores: the same file, or a copy (same size and content hash)
+    trained = s.data.files_read(s.shape) if not data_problems else s.data.shards() if s.data.reads_train_files() else []
+    where = (f"TRAIN_FILES={s.train_files!r}" if s.data.reads_train_files() else
+             f"CURRICULUM_PHASES={s.data.phases!r}" if s.data.phases else f"MIX_DATASETS={s.data.mix.datasets!r}")
+    scored = [("VAL_FILES", s.val_files, validation_shards(s.val_files))]
+    if not any("VAL_SETS" in e for e in errors):
+        scored += [(f"VAL_SETS[{name}]", pattern, sorted(glob.glob(pattern))) for name, pattern in s.val_set_patterns.items()]
+    for name, pattern, files in scored:
+        both = same_shards(trained, files)
+        if both:
+            named = ", ".join(str(t) if os.path.realpath(t) == os.path.realpath(v) else f"{t} (a copy of {v})"
+                              for t, v in both[:3])
+            errors.append(f"{where}: reads {named}{f' and {len(both) - 3} more' if len(both) > 3 else ''}, which "
+                          f"{name}={pattern!r} scores; a run must not train on a split it is scored on")
+    errors += check_memory(s, errors)
     logits_bytes = s.eval_batch_seqs * s.train_seq_len * s.vocab_size * 4
-    if logits_bytes > EVAL_LOGITS_LIMIT:
+    if logits_bytes > LOGITS_LIMIT:
         errors.append(f"EVAL_BATCH_SEQS={s.eval_batch_seqs}: one evaluation pass would hold {logits_bytes / 2**30:.1f} GiB "
-                      f"of logits; at most {EVAL_LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
+                      f"of logits; at most {LOGITS_LIMIT // (s.train_seq_len * s.vocab_size * 4)} windows of "
                       f"TRAIN_SEQ_LEN={s.train_seq_len}")
     errors += check_log_dir(s.log_dir)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.run_id):
