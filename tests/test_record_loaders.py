@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from curriculum.documents import Piece, document_pieces, select_pieces
 from curriculum.plugin import CurriculumDocumentLoader, CurriculumSequenceLoader, LoaderSettingsError
 from curriculum.shards import DataError, open_shard, write_shard
 
@@ -145,12 +144,6 @@ def test_documents_off_keep_the_records_stale_size_for_batches_prepared_ahead(sm
     ours.close()
 
 
-def test_cu_seqlens_cut_long_documents_and_pad_to_the_bucket():
-    assert document_pieces(np.array([5, 300]), 400, 128).tolist() == [0, 5, 133, 261, 300]
-    assert document_pieces(np.array([0]), 10, 4).tolist() == [0, 4, 8]
-    assert document_pieces(np.array([], dtype=np.int64), 3, 4).tolist() == [0]
-
-
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_sequences_off_are_the_records_calibration_rows(small_shards, world, curriculum_off):
     for rank in range(world):
@@ -166,20 +159,6 @@ def test_sequences_off_are_the_records_calibration_rows(small_shards, world, cur
 
 
 # ------------------------------------------------------------ curriculum on
-def pieces_of(lengths, scores):
-    return [Piece(np.arange(n + 1, dtype=np.uint16) + 10 * i, 0, s) for i, (n, s) in enumerate(zip(lengths, scores))]
-
-
-def test_select_pieces_packs_the_window_centred_on_the_target_and_cuts_the_last():
-    pool = pieces_of([10, 10, 10, 10], [3.0, 0.0, 2.0, 1.0])  # rank order: 1, 3, 2, 0
-    kept, cut, rest = select_pieces(pool, 15, 0.0)
-    assert [int(p.tokens[0]) for p in kept] == [10, 30] and [len(p.tokens) - 1 for p in kept] == [10, 5]
-    assert len(cut.tokens) - 1 == 5 and int(cut.tokens[0]) == 35 and len(rest) == 2
-    kept, _, _ = select_pieces(pool, 15, 1.0)  # the hardest: start at token 25 of 40 in rank order -> piece 2 then 0
-    assert [int(p.tokens[0]) for p in kept] == [0, 20]
-    assert sum(len(p.tokens) - 1 for p in kept) == 15
-
-
 def on_loader(pattern, monkeypatch, world=1, rank=0, **env):
     monkeypatch.setenv("CURRICULUM", "1")
     for k, v in env.items():
