@@ -334,6 +334,18 @@ def experiment_interrupted(folder: Path) -> Outcome:
     return ctrl_c(p, t0, 120)
 
 
+def launch_interrupted(folder: Path) -> Outcome:
+    """Ctrl-C to two ranks started by `python -m tools.launch` (torchrun's arguments) at step 2."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "tools.launch", "--standalone", "--nproc_per_node=2",
+                          str(ROOT / "train_gpt.py")], cwd=ROOT, env=trainer_env(folder, ITERATIONS="100000"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = folder / "logs" / "probe.txt"
+    while time.perf_counter() - t0 < 120 and not (log.exists() and "step:2/" in log.read_text()):
+        time.sleep(0.2)
+    return ctrl_c(p, t0, 120)
+
+
 def during_a_run(folder: Path, act, wait_s: float = 60, **settings) -> Outcome:
     """A long training run; once its log shows step 2, `act(process)`; then how it ends."""
     env = trainer_env(folder, ITERATIONS="100000", **settings)
@@ -519,6 +531,8 @@ CASES = [
          ("p_train_000000.bin", "content changed"), fast=False),
     Case("Ctrl-C under tools.experiment", "fault", experiment_interrupted, ("interrupted during baseline-seed1337",),
          (130,), fast=False),
+    Case("Ctrl-C under tools.launch (torchrun)", "fault", launch_interrupted,
+         ("(rank 1): interrupted", "launch: SIGINT"), (130,), fast=False),
 ]
 
 

@@ -24,7 +24,7 @@ fi
 if [ "$gpus" -gt 0 ]; then
   label=${config:-"the trainer's defaults"}
   echo "run: $gpus GPU(s), $label, curriculum $CURRICULUM"
-  exec "$(dirname "$python")/torchrun" --standalone --nproc_per_node="$gpus" train_gpt.py
+  exec "$python" -m tools.launch --standalone --nproc_per_node="$gpus" train_gpt.py  # torchrun, ending in one line
 fi
 echo "run: no GPU; $config on the CPU, curriculum $CURRICULUM, ${MAX_WALLCLOCK_SECONDS}s of training"
 exec "$python" train_gpt.py
