@@ -62,3 +62,12 @@ def test_an_allocation_that_fails_is_named_as_out_of_memory():
     assert tg.out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"))
     assert tg.out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert not tg.out_of_memory(RuntimeError("Connection closed by peer"))
+
+
+@pytest.mark.parametrize("name", ["WORLD_SIZE", "GRAD_ACCUM_STEPS", "TRAIN_SEQ_LEN", "TRAIN_BATCH_TOKENS", "NUM_LAYERS",
+                                  "MODEL_DIM", "NUM_HEADS", "MLP_MULT", "VOCAB_SIZE"])
+def test_a_shape_setting_at_zero_is_its_own_error_not_the_memory_check_s(dataset, tmp_path, name):
+    s, errors = tg.parse_settings(trainer_env(dataset, tmp_path, **{name: "0"}))
+    errors += tg.check_settings(s)  # no division by zero on the way
+    assert any(e.startswith(f"{name}='0'") for e in errors), errors
+    assert not any("micro-batch of" in e or "parameters need" in e for e in errors)

@@ -271,8 +271,9 @@ def same_shards(ours: list[str | Path], theirs: list[str | Path]) -> list[tuple[
 def check_memory(s: Settings, errors: list[str]) -> list[str]:
     """The model and every micro-batch shape (the run's, each phase's) against the memory this
     process may use (trainer/memory.py), where the settings they depend on are valid."""
-    if (min(s.num_heads, s.num_kv_heads, s.micro_batch_seqs) < 1 or s.model_dim % s.num_heads
-            or any(e.startswith(("NUM_", "MODEL_DIM", "TRAIN_BATCH_TOKENS", "WORLD_SIZE")) for e in errors)):
+    if (min(s.num_heads, s.num_kv_heads, s.world_size, s.grad_accum_steps, s.train_seq_len, s.model_dim) < 1
+            or s.micro_batch_seqs < 1 or s.model_dim % s.num_heads
+            or any(e.startswith(("NUM_", "MODEL_DIM", "TRAIN_", "WORLD_SIZE", "GRAD_ACCUM")) for e in errors)):
         return []
     shapes = [(f"TRAIN_SEQ_LEN={s.train_seq_len}, TRAIN_BATCH_TOKENS={s.train_batch_tokens}", s.train_seq_len,
                s.micro_batch_seqs)]
