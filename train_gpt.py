@@ -1120,6 +1120,12 @@ def lost_peer(err: BaseException) -> bool:
     return isinstance(err, dist.DistError) or any(w in str(err).lower() for w in PEER_LOST)
 
 
+def speaker() -> str:
+    """Who says a run's last line: the script, and its rank beside rank 0."""
+    rank = os.environ.get("RANK", "0")
+    return "train_gpt.py" if rank == "0" else f"train_gpt.py (rank {rank})"
+
+
 def out_of_memory(err: BaseException) -> bool:
     """An allocation that failed: Python's, the CPU allocator's or CUDA's."""
     text = str(err).lower()
@@ -1144,16 +1150,16 @@ if __name__ == "__main__":
         main()
         shut_down_distributed()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was written is whole (every file is written atomically)
-        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+        say_and_log(f"{speaker()}: "
                     f"interrupted; the log is complete up to here, and no artifact or summary was left half-written")
         sys.exit(130)
     except Diverged as err:  # one line, the summary written, no artifact
-        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: {err}")
+        say_and_log(f"{speaker()}: {err}")
         shut_down_distributed()
         sys.exit(4)
     except (MemoryError, RuntimeError) as err:  # out of memory, or a peer stopped or died: one line on every rank
         if out_of_memory(err):
-            say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+            say_and_log(f"{speaker()}: "
                         f"out of memory ({str(err).strip().splitlines()[0][:200] or type(err).__name__}): the model or a "
                         f"micro-batch is larger than this machine holds (fewer NUM_LAYERS or MODEL_DIM, more "
                         f"GRAD_ACCUM_STEPS); the log is complete up to here")
@@ -1171,7 +1177,7 @@ if __name__ == "__main__":
     except OSError as err:  # a full disk, a file-size limit, a folder gone: what was written before is whole
         if err.filename is None:
             raise
-        say_and_log(f"train_gpt.py{'' if os.environ.get('RANK', '0') == '0' else ' (rank ' + os.environ['RANK'] + ')'}: "
+        say_and_log(f"{speaker()}: "
                     f"cannot write or read {err.filename}: {err.strerror}; every file written before is whole (they are "
                     f"written under a temporary name and renamed)")
         shut_down_distributed()
@@ -1181,7 +1187,7 @@ if __name__ == "__main__":
         # settings are every rank's, so rank 0 names them; data is each rank's own, and a rank or
         # world size that is wrong may leave no rank 0 at all
         if rank == "0" or isinstance(err, DataError) or "RANK=" in str(err) or "WORLD_SIZE=" in str(err):
-            say_and_log(f"train_gpt.py{'' if rank == '0' else f' (rank {rank})'}: {err}")
+            say_and_log(f"{speaker()}: {err}")
         shut_down_distributed()
         sys.exit(2)
     finally:

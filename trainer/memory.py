@@ -3,8 +3,8 @@ process may use, found before the model is built.
 
 The estimate is a floor, not a forecast: the weights, their gradients and one optimizer moment
 in fp32, and of each micro-batch its fp32 logits twice (the logits and their gradient) and, per
-layer, the saved activations of the attention and the MLP in 16 bits. A run it refuses could not
-have run; a run it lets through may still need more (compilation, a second optimizer moment,
+layer, the saved activations of the attention and the MLP in 16 bits. A run it refuses would not
+fit without swap; a run it lets through may still need more (compilation, a second optimizer moment,
 the dense attention mask), and then ends in one "out of memory" line (train_gpt.py).
 """
 from __future__ import annotations
