@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import pytest
-
 import preloaded
 
 from tests.conftest import TINY
 from tools import experiment
 from tools.runs import rotated
 from tools.envfile import ROOT
+
+
+def tiny_config(dataset, folder):
+    """A config file (`--config`) of the tests' tiny model on the embedded dataset."""
+    config = folder / "tiny.env"
+    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
+                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    return config
 
 
 def test_the_shipped_arms_file_is_valid_and_every_arm_names_curriculum():
@@ -78,9 +84,7 @@ def test_a_crashed_run_is_reported_and_the_others_go_on(dataset, tmp_path, capsy
     monkeypatch.setattr(experiment.launch, "run_trainer", preloaded.run_like_launch)  # each run forked, torch imported
     for k in [k for k in __import__("os").environ if k.startswith("CURRICULUM")]:
         monkeypatch.delenv(k)
-    config = tmp_path / "tiny.env"
-    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
-                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    config = tiny_config(dataset, tmp_path)
     arms = tmp_path / "arms.toml"
     arms.write_text("[baseline]\nCURRICULUM = 0\n[broken]\nCURRICULUM = 1\nCURRICULUM_OVERSAMPLE = 0.5\n")
     argv = ["--arms", "broken", "baseline", "--arms-file", str(arms), "--seeds", "2", "--mode", "steps",
@@ -112,9 +116,7 @@ def test_an_interrupted_or_unfinished_run_is_run_again_and_a_failed_one_kept(dat
     monkeypatch.setattr(experiment.launch, "run_trainer", preloaded.run_like_launch)
     for k in [k for k in __import__("os").environ if k.startswith("CURRICULUM")]:
         monkeypatch.delenv(k)
-    config = tmp_path / "tiny.env"
-    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
-                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    config = tiny_config(dataset, tmp_path)
     argv = ["--arms", "baseline", "--seeds", "3", "--mode", "steps", "--steps", "2", "--val-every", "0",
             "--config", str(config), "--out", str(tmp_path / "out")]
     assert experiment.main(argv) == 0
@@ -142,9 +144,7 @@ def test_ctrl_c_ends_the_experiment_in_one_line_and_the_run_in_its_own(dataset, 
     import sys
     import time
 
-    config = tmp_path / "tiny.env"
-    config.write_text("".join(f"{k}={v}\n" for k, v in TINY.items()) + f"DATA_PATH={dataset['data_path']}\n"
-                      f"TOKENIZER_PATH={dataset['tokenizer']}\nVOCAB_SIZE=1024\n")
+    config = tiny_config(dataset, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURRICULUM")}
     p = subprocess.Popen([sys.executable, "-m", "tools.experiment", "--arms", "baseline", "--seeds", "1", "--mode",
                           "steps", "--steps", "100000", "--val-every", "0", "--config", str(config), "--out",

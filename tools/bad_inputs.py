@@ -319,6 +319,12 @@ def shard_rewritten_under_the_run(folder: Path) -> Outcome:
     return during_a_run(folder, rewrite, wait_s=120, TRAIN_FILES=str(shard), DATA_ORDER="shuffled")
 
 
+def wait_for_step_2(logs, t0: float, limit_s: float) -> None:
+    """Until a log among `logs()` shows step 2 (the run is in its training loop), or `limit_s` from `t0`."""
+    while time.perf_counter() - t0 < limit_s and not any(log.exists() and "step:2/" in log.read_text() for log in logs()):
+        time.sleep(0.2)
+
+
 def experiment_interrupted(folder: Path) -> Outcome:
     """Ctrl-C to tools.experiment's process group (its run too) at the run's second step."""
     config = folder / "tiny.env"
@@ -328,9 +334,7 @@ def experiment_interrupted(folder: Path) -> Outcome:
                           "--steps", "100000", "--val-every", "0", "--config", str(config), "--out", str(folder / "e")],
                          cwd=ROOT, env=trainer_env(folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
-    while time.perf_counter() - t0 < 120 and not any("step:2/" in log.read_text() for log in
-                                                     (folder / "e").glob("*/logs/*.txt")):
-        time.sleep(0.2)
+    wait_for_step_2(lambda: (folder / "e").glob("*/logs/*.txt"), t0, 120)
     return ctrl_c(p, t0, 120)
 
 
@@ -340,9 +344,7 @@ def launch_interrupted(folder: Path) -> Outcome:
     p = subprocess.Popen([sys.executable, "-m", "tools.launch", "--standalone", "--nproc_per_node=2",
                           str(ROOT / "train_gpt.py")], cwd=ROOT, env=trainer_env(folder, ITERATIONS="100000"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    log = folder / "logs" / "probe.txt"
-    while time.perf_counter() - t0 < 120 and not (log.exists() and "step:2/" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step_2(lambda: [folder / "logs" / "probe.txt"], t0, 120)
     return ctrl_c(p, t0, 120)
 
 
@@ -352,9 +354,7 @@ def during_a_run(folder: Path, act, wait_s: float = 60, **settings) -> Outcome:
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, str(ROOT / "train_gpt.py")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    log = folder / "logs" / "probe.txt"
-    while time.perf_counter() - t0 < 90 and not (log.exists() and "step:2/" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step_2(lambda: [folder / "logs" / "probe.txt"], t0, 90)
     act(p)
     try:
         out, err = p.communicate(timeout=wait_s)
@@ -389,10 +389,8 @@ def _peer_gone(folder: Path, signum: int) -> Outcome:
     t0 = time.perf_counter()
     ranks = [subprocess.Popen([sys.executable, str(ROOT / "train_gpt.py")], env=env | dict(RANK=str(r), LOCAL_RANK=str(r)),
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    log = folder / "logs" / "probe.txt"
     try:
-        while time.perf_counter() - t0 < 90 and not (log.exists() and "step:2/" in log.read_text()):
-            time.sleep(0.2)
+        wait_for_step_2(lambda: [folder / "logs" / "probe.txt"], t0, 90)
         ranks[1].send_signal(signum)
         out, err = ranks[0].communicate(timeout=90)
         return Outcome(ranks[0].returncode, out + err, time.perf_counter() - t0)

@@ -22,12 +22,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from curriculum.domains import sidecar_path
+from curriculum.shards import HEADER_BYTES, TOKEN_DTYPE, open_shard, shard_token_count, write_shard
 from tools import launch
 from tools.envfile import ROOT, read_env_file
 
 BUNDLE = ROOT / "gpu_bundle"
-TRAIN_SHARDS = 2           # of the embedded mix: 2 x 8 MB (the runs wrap the stream anyway); the tree and the bundle must stay under 64 MiB
-TRAVEL_LIMIT = 64 * 2**20
+TRAIN_SHARDS = 2           # of the embedded mix, cut to the room the tree leaves (the runs wrap the stream anyway)
+TRAVEL_LIMIT = 64 * 2**20  # what may travel to the GPU machine: the tracked tree and the bundle
+GROWTH_BYTES = 2 * 2**20   # kept free, so that a log or a ring committed after --prepare does not stop the call
+WHEEL_BYTES = 5_600_000    # the zstandard wheel (5,546,993 bytes), counted where --no-wheel leaves it out
+MIN_SHARD_TOKENS = 1 << 20  # a shard of at least one 786,432-token step (configs/1xh100.env), or the check says so
 WHEEL = ("zstandard==0.25.0", "3.12", "manylinux2014_x86_64")  # the GPU image's Python lacks it
 ARMS = {"baseline": dict(CURRICULUM="0"), "fresh": dict(CURRICULUM="1"),
         "carry": dict(CURRICULUM="1", CURRICULUM_POOL="carry"),
@@ -53,40 +60,58 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def prepare(bundle: Path, wheel: bool = True) -> int:
-    """The data slice, the tokenizer and the wheel into `bundle`, written beside it and renamed."""
+def prepare(bundle: Path, wheel: bool = True, tree: int | None = None) -> int:
+    """The wheel, the tokenizer, the validation shard and TRAIN_SHARDS training shards into
+    `bundle`, written beside it and renamed. The training shards are cut to what the tracked tree
+    (`tree` bytes; its size now if None) leaves of TRAVEL_LIMIT, so the check keeps fitting as the
+    project's logs grow; a cut shard travels without its domains sidecar, which describes the
+    whole shard (the runs read no domains)."""
     source = ROOT / "data" / "datasets" / "embedded_mix_sp1024"
     tokenizer = ROOT / "data" / "tokenizers" / "embedded_sp1024.model"
     train = sorted(source.glob("*train_*.bin"))[:TRAIN_SHARDS]
     if not train or not tokenizer.is_file():
         raise CheckError(f"{source} or {tokenizer} is missing: run `make data` first")
+    tree = tree_bytes() if tree is None else tree
     staging = bundle.with_name(bundle.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "data").mkdir(parents=True)
-    for shard in train + sorted(source.glob("*val_*.bin")):
-        shutil.copy2(shard, staging / "data" / shard.name)
-        sidecar = shard.with_suffix(".domains.npz")
-        if sidecar.exists():
-            shutil.copy2(sidecar, staging / "data" / sidecar.name)
-    if (source / "manifest.json").exists():
-        shutil.copy2(source / "manifest.json", staging / "data" / "manifest.json")
-    shutil.copy2(tokenizer, staging / tokenizer.name)
-    if wheel:
-        spec, python, platform = WHEEL
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-                               "--python-version", python, "--platform", platform, spec, "-d", str(staging / "wheels")],
-                              capture_output=True, text=True)
-        if done.returncode:
-            raise CheckError(f"pip could not download {spec} for Python {python} ({platform}):\n{done.stderr[-800:]}")
+    try:
+        if wheel:
+            spec, python, platform = WHEEL
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
+                                   "--python-version", python, "--platform", platform, spec, "-d", str(staging / "wheels")],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise CheckError(f"pip could not download {spec} for Python {python} ({platform}):\n{done.stderr[-800:]}")
+        for path in sorted(source.glob("*val_*.bin")) + [source / "manifest.json"]:
+            if path.exists():
+                shutil.copy2(path, staging / "data" / path.name)
+        shutil.copy2(tokenizer, staging / tokenizer.name)
+        room = TRAVEL_LIMIT - GROWTH_BYTES - tree - folder_bytes(staging) - (0 if wheel else WHEEL_BYTES)
+        tokens = min(min(shard_token_count(s) for s in train), (room // len(train) - HEADER_BYTES) // TOKEN_DTYPE.itemsize)
+        if tokens < MIN_SHARD_TOKENS:
+            raise CheckError(f"the tracked tree is {tree / 2**20:.1f} MiB: of the {TRAVEL_LIMIT / 2**20:.0f} MiB that may "
+                             f"travel, {max(room, 0) / 2**20:.1f} MiB are left for {len(train)} training shards, under "
+                             f"{MIN_SHARD_TOKENS:,} tokens each; move large logs out of the tree or lower TRAIN_SHARDS")
+        cut = any(shard_token_count(s) > tokens for s in train)
+        for shard in train:
+            if cut:
+                write_shard(staging / "data" / shard.name, np.asarray(open_shard(shard)[:tokens]))
+            else:
+                shutil.copy2(shard, staging / "data" / shard.name)
+                if sidecar_path(shard).exists():
+                    shutil.copy2(sidecar_path(shard), staging / "data" / sidecar_path(shard).name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(bundle, ignore_errors=True)
     os.replace(staging, bundle)
-    size, tree = folder_bytes(bundle), tree_bytes()
-    print(f"gpu_check: {bundle} holds {size / 2**20:.1f} MiB ({len(train)} training shards, the validation shard, "
-          f"the tokenizer{', the zstandard wheel' if wheel else ''}); with the {tree / 2**20:.1f} MiB working tree, "
-          f"{(size + tree) / 2**20:.1f} MiB travel of the {TRAVEL_LIMIT / 2**20:.0f} MiB allowed")
-    if size + tree > TRAVEL_LIMIT:
-        raise CheckError(f"the bundle and the tree are {(size + tree) / 2**20:.1f} MiB, over the {TRAVEL_LIMIT / 2**20:.0f} MiB "
-                         f"that may travel: lower TRAIN_SHARDS")
+    size = folder_bytes(bundle)
+    print(f"gpu_check: {bundle} holds {size / 2**20:.1f} MiB ({len(train)} training shards of {tokens:,} tokens"
+          f"{' (cut to fit)' if cut else ''}, the validation shard, the tokenizer"
+          f"{', the zstandard wheel' if wheel else ''}); with the {tree / 2**20:.1f} MiB working tree, "
+          f"{(size + tree) / 2**20:.1f} MiB travel of the {TRAVEL_LIMIT / 2**20:.0f} MiB allowed"
+          f"{'' if wheel else f' ({WHEEL_BYTES / 2**20:.1f} MiB more with the wheel)'}")
     return size
 
 
