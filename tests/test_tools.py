@@ -125,3 +125,21 @@ def test_the_attention_kernel_is_timed_forward_and_backward_in_both_precisions(d
     assert kernel["shape"] == [16, 4, 2, 64, 16]  # TINY: 2048 tokens / 2 micro-batches / 64, 64 / 4 heads
     assert set(kernel["ms"]) == {"bfloat16", "float32"}
     assert all(ms["forward_ms"] > 0 and ms["backward_ms"] > 0 for ms in kernel["ms"].values())
+
+
+def test_kept_rings_pool_only_under_the_same_key_and_older_rings_still_read(tmp_path, capsys):
+    import json
+    key = dict(arms=["baseline", "baseline_again", "fresh"], steps=40, cpu="CPU: here", layout="random",
+               order=turns.ORDER_SCHEME)
+    ring = dict(baseline=dict(turns=dict(steps_ms=[100.0] * 40)))
+    (tmp_path / "ring000.json").write_text(json.dumps(dict(key=key, ring=ring)))
+    assert len(bench.kept_rings(tmp_path, key, adding=True)) == 1
+    # a ring kept before the pair was launched in turn: no "order" in its key, so the arms were shuffled alone
+    (tmp_path / "ring001.json").write_text(json.dumps(dict(key={k: v for k, v in key.items() if k != "order"}, ring=ring)))
+    with pytest.raises(SystemExit, match=r"ring001.json was measured with .*shuffled.*\(order differ\): use another --rings-dir"):
+        bench.kept_rings(tmp_path, key, adding=True)
+    # read alone, to rebuild a committed table, another machine or order scheme is no error
+    assert len(bench.kept_rings(tmp_path, key | dict(cpu="CPU: elsewhere"), adding=False)) == 2
+    assert "2 rings read from" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"\(steps differ\)"):
+        bench.kept_rings(tmp_path, key | dict(steps=20), adding=False)

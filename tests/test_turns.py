@@ -132,6 +132,16 @@ def test_each_ring_has_its_own_seeded_order_so_neighbours_change():
     assert follows[0] != follows[1] != follows[2]
 
 
+def test_the_two_baselines_are_launched_in_turn_so_launch_order_cancels_out_of_the_a_a_control():
+    arms = [turns.Arm(name) for name in ("fresh", "baseline", "carry", "baseline_again", "random")]
+    orders = [[a.name for a in turns.ring_order(arms, k)] for k in range(12)]
+    first = [o.index("baseline") < o.index("baseline_again") for o in orders]
+    assert first == [k % 2 == 0 for k in range(12)]
+    # beside the pair's turn, each ring keeps its own shuffle: the other arms take every position
+    assert {o.index("fresh") for o in orders} == set(range(5))
+    assert orders == [[a.name for a in turns.ring_order(arms, k)] for k in range(12)]  # seeded
+
+
 def test_a_ring_s_processes_start_laid_out_alike_and_the_rings_interval_counts_each_process():
     import subprocess
     import sys

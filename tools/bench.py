@@ -600,7 +600,7 @@ DECOMPOSITION_ARMS = (
     turns.Arm("packed_fresh", ARM_ENV["fresh"] | PACKED),
     turns.Arm("packed_carry", ARM_ENV["carry"] | PACKED),
     turns.Arm("packed_random", ARM_ENV["fresh"] | PACKED | dict(CURRICULUM_SCORE="random")))
-REFERENCE = ("baseline", "baseline_again")  # per round, the geometric mean of two baseline processes
+REFERENCE = turns.PAIR  # per round, the geometric mean of two baseline processes
 OWN_BASELINE = {"order_curriculum": "baseline_shuffled", "mix_adaptive": "mix_stratified",
                 "mix_replay": "mix_stratified", "packed_fresh": "packed_baseline", "packed_carry": "packed_baseline",
                 "packed_random": "packed_baseline"}
@@ -659,18 +659,19 @@ def ring_arms(decompose: bool, only: tuple[str, ...] = ()) -> list[turns.Arm]:
 
 
 def kept_rings(folder: Path | None, key: dict, adding: bool) -> list[dict]:
-    """The rings an earlier bench kept in `folder` for the same arms, steps, layout and machine:
-    pooled with this run's, so that a ±1% interval can be reached over several sittings. Rings of
-    another key are an error when rings are to be added to them, not silently mixed; read alone
-    (`adding` False: the table rebuilt from committed rings, anywhere) only the arms, steps and
-    layout must agree."""
+    """The rings an earlier bench kept in `folder` for the same arms, steps, layout, order scheme
+    and machine: pooled with this run's, so that a ±1% interval can be reached over several
+    sittings. Rings of another key are an error when rings are to be added to them, not silently
+    mixed; read alone (`adding` False: the table rebuilt from committed rings, anywhere) only the
+    arms, steps and layout must agree."""
     if folder is None or not folder.exists():
         return []
     rings = []
     for path in sorted(folder.glob("ring*.json")):
         kept = json.loads(path.read_text())
-        kept["key"] = {"layout": "random"} | kept["key"]  # rings kept before there was a choice: the system's layout
-        differ = [k for k in key if kept["key"].get(k) != key[k] and (adding or k != "cpu")]
+        # rings kept before there was a choice: the system's layout, the arms shuffled alone
+        kept["key"] = {"layout": "random", "order": "shuffled"} | kept["key"]
+        differ = [k for k in key if kept["key"].get(k) != key[k] and (adding or k not in ("cpu", "order"))]
         if differ:
             raise SystemExit(f"bench: {path} was measured with {kept['key']}, not {key} ({', '.join(differ)} differ): "
                              f"use another --rings-dir")
@@ -690,7 +691,7 @@ def bench_trainer_in_turns(env: dict, steps: int, repeats: int, decompose: bool,
     arms = ring_arms(decompose, only)
     names = {a.name for a in arms}
     run_env = trainer_env(env, steps)
-    key = dict(arms=sorted(names), steps=steps, cpu=cpu_line(), layout=layout)
+    key = dict(arms=sorted(names), steps=steps, cpu=cpu_line(), layout=layout, order=turns.ORDER_SCHEME)
     rings = kept_rings(rings_dir, key, adding=repeats > 0)
     with tempfile.TemporaryDirectory() as tmp:
         if repeats:  # none: the kept rings alone are read
@@ -869,8 +870,8 @@ def index_section(env: dict, s: tg.Settings, report: dict) -> None:
           f"{reads['pread']:.3f} against {reads['memory map']:.3f} ms per shuffled micro-batch of "
           f"{s.micro_batch_seqs} rows, on the read-ahead thread (median of 6 alternating blocks)")
     h = report["content_hash"] = bench_content_hash(s)
-    print(f"== the shards' content hash (index, sidecars, summary, the train/validation check; median of 3, the page "
-          f"cache dropped for cold)")
+    print("== the shards' content hash (index, sidecars, summary, the train/validation check; median of 3, the page "
+          "cache dropped for cold)")
     print(f"  the embedded training set: {h['embedded_shards']} shards, {h['embedded_bytes'] / 2**20:.0f} MiB hashed "
           f"whole: {h['embedded_cold_s'] * 1000:.0f} ms cold, {h['embedded_warm_s'] * 1000:.0f} ms warm")
     print(f"  one shard of FineWeb's size ({h['fineweb_shard_bytes'] / 1e6:.0f} MB, 6 MiB sampled): "
@@ -1076,7 +1077,7 @@ def main(argv=None) -> None:
         r = replay["fresh_vs_baseline"]
         print(f"  baseline's batches {replay['ms']['baseline']:.2f}  the curriculum's {replay['ms']['fresh']:.2f}  "
               f"ratio {r['ratio']:.3f} [{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]")
-    print(f"== evaluation of the validation split, configs/cpu.env's model (seconds per pass)")
+    print("== evaluation of the validation split, configs/cpu.env's model (seconds per pass)")
     report["eval_strides"] = bench_eval_strides(s)
     for row in report["eval_strides"]:
         kind = "non-overlapping" if row["stride"] == s.train_seq_len else f"sliding, stride {row['stride']}"
