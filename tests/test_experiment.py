@@ -9,6 +9,7 @@ import preloaded
 
 from tests.conftest import TINY
 from tools import experiment
+from tools.bad_inputs import wait_for_step_2
 from tools.runs import rotated
 from tools.envfile import ROOT
 
@@ -150,10 +151,7 @@ def test_ctrl_c_ends_the_experiment_in_one_line_and_the_run_in_its_own(dataset, 
                           "steps", "--steps", "100000", "--val-every", "0", "--config", str(config), "--out",
                           str(tmp_path / "out")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, start_new_session=True)
-    t0 = time.time()
-    while time.time() - t0 < 120 and not any("step:2/" in log.read_text() for log in
-                                             (tmp_path / "out").glob("*/logs/baseline-seed1337.txt")):
-        time.sleep(0.2)
+    wait_for_step_2(lambda: (tmp_path / "out").glob("*/logs/baseline-seed1337.txt"), time.perf_counter(), 120)
     os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C: the experiment and its run alike
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in err, err

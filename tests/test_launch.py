@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.conftest import trainer_env
 from tools import launch
+from tools.bad_inputs import wait_for_step_2
 
 
 def test_a_rank_that_fails_ends_the_launch_in_its_line_and_its_status(dataset, tmp_path):
@@ -25,9 +26,7 @@ def test_ctrl_c_ends_every_rank_in_its_line_and_the_launch_in_one(dataset, tmp_p
     env = trainer_env(dataset, tmp_path, ITERATIONS="100000")
     p = launch.start_trainer(env, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = Path(env["LOG_DIR"]) / f"{env['RUN_ID']}.txt"
-    t0 = time.time()
-    while time.time() - t0 < 240 and not (log.exists() and "step:2/" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step_2(lambda: [log], time.perf_counter(), 240)
     os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C: the launcher, its agent and the ranks alike
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in err, err[-3000:]
